@@ -1,0 +1,64 @@
+//! Hot-path benchmarks: the classifier runs on the async worker for every `model: "auto"`
+//! request, so it must stay in microseconds even on huge prompts.
+
+use std::borrow::Cow;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use deliberate::classify::rules::RulesClassifier;
+use deliberate::classify::{Classifier, Conversation, Role, Turn};
+
+/// Mixed prose, numbers, code and a little non-ASCII, like real prompts.
+const PARAGRAPH: &str = "Hi! I am planning the rollout of our new billing service next week. \
+    We have 3 teams and 12 engineers; each team must be on call for at least 2 days. \
+    Could you rewrite the following note so it sounds more friendly, and check whether \
+    the numbers add up: 12 * 5 = 60 hours per week, 15% overhead. Café meeting at 10:30. \
+    fn total(x: u32) -> u32 { x * 2 } ";
+
+fn prompt(len: usize) -> String {
+    let mut s = String::with_capacity(len + PARAGRAPH.len());
+    while s.len() < len {
+        s.push_str(PARAGRAPH);
+    }
+    let mut end = len;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s
+}
+
+fn conversation(user: String) -> Conversation<'static> {
+    Conversation {
+        turns: vec![
+            Turn {
+                role: Role::System,
+                text: Cow::Borrowed("You are a helpful assistant. Answer in markdown."),
+            },
+            Turn {
+                role: Role::User,
+                text: Cow::Owned(user),
+            },
+        ],
+    }
+}
+
+fn rules_classifier(c: &mut Criterion) {
+    let classifier = RulesClassifier::new();
+    let short = conversation(prompt(500));
+    let long = conversation(prompt(100 * 1024));
+    // Build the keyword table outside the measurement.
+    black_box(classifier.score(&short));
+
+    let mut group = c.benchmark_group("rules_classifier");
+    group.bench_function("score_500_chars", |b| {
+        b.iter(|| classifier.score(black_box(&short)))
+    });
+    group.bench_function("score_100_kb", |b| {
+        b.iter(|| classifier.score(black_box(&long)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rules_classifier);
+criterion_main!(benches);

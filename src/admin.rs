@@ -1,0 +1,59 @@
+//! The admin listener: `/metrics` (Prometheus text format, the gateway's own registry),
+//! `/healthz` (the process is up) and `/readyz` (it takes traffic: false once shutdown began).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{full, Body};
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AdminService {
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+impl AdminService {
+    pub fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
+        let (status, content_type, body): (StatusCode, &'static str, Bytes) = match request.uri().path() {
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Bytes::from(self.metrics.render()),
+            ),
+            "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            "/readyz" if self.shutdown.is_cancelled() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                Bytes::from_static(b"shutting down\n"),
+            ),
+            "/readyz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
+            _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
+        };
+        let mut response = Response::new(full(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
+}
+
+impl tower::Service<Request<Incoming>> for AdminService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(self.handle(&request)))
+    }
+}

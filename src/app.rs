@@ -1,0 +1,70 @@
+//! The request path: the ONLY place that decides the order of the layers.
+//!
+//! Outermost first, each with the reason for its place:
+//!
+//! 1. catch panic      a bug in any layer becomes a 500 with an OpenAI-shaped body, and the
+//!                     connection survives.
+//! 2. request id       first, so every later layer, log line and error has it.
+//! 3. trace span       one span per request, carrying the request id.
+//! 4. metrics          above the error layer so synthesized errors (401/413/...) are counted;
+//!                     records when the body ends (end of stream or client gone).
+//! 5. error response   below it everything fails with `GatewayError`; above it nothing fails.
+//! 6. in-flight limit  sheds load (503) before any work; the permit lives until the body ends.
+//! 7. tenant auth      401 before reading the body; pins the config snapshot.
+//! 8. router           `/v1/models` is answered here; chat goes on down:
+//! 9. parse body       bounded read (413) and one JSON parse (400) for the whole path.
+//! 10. decide          tier and model: explicit signals, classifier, tenant policy.
+//! 11. chat service    parameter translation, provider call, streaming relay, headers.
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::body::{Body, BoxError};
+use crate::endpoints::{ChatCompletions, Router};
+use crate::error::GatewayError;
+use crate::layers::{
+    body::ParseBodyLayer, decide::DecideLayer, error::ErrorResponseLayer, in_flight::InFlightLimitLayer,
+    metrics::MetricsLayer, request_id::RequestId, request_id::RequestIdLayer, tenant::TenantAuthLayer,
+};
+use crate::state::AppState;
+
+/// The API service for one listener; cloned per connection.
+pub type ApiService = BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible>;
+
+pub fn api_service(state: &AppState) -> ApiService {
+    let settings = state.live.load().server.clone();
+    let chat = ServiceBuilder::new()
+        .layer(ParseBodyLayer::new(settings.max_request_body_bytes))
+        .layer(DecideLayer::new(state.classifier.clone(), state.metrics.clone()))
+        .service(ChatCompletions::new(state.upstream.clone(), state.metrics.clone()));
+
+    let service = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(RequestIdLayer)
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id: &RequestId| id.0.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
+        }))
+        .layer(MetricsLayer::new(state.metrics.clone()))
+        .layer(ErrorResponseLayer)
+        .layer(InFlightLimitLayer::new(settings.max_in_flight_requests))
+        .layer(TenantAuthLayer::new(state.live.clone()))
+        .service(Router::new(chat))
+        .map_response(|response: Response<_>| response.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+    BoxCloneSyncService::new(service)
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked");
+    GatewayError::Internal("the gateway hit a bug handling this request".into()).into_response()
+}

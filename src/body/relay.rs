@@ -1,0 +1,180 @@
+//! `SseRelay`: the client-facing body of every streaming completion.
+//!
+//! It relays an upstream event stream (already OpenAI-shaped SSE bytes, whatever the provider)
+//! frame by frame, never buffering, and owns the stream's timing rules:
+//! - first-token deadline: no data within it ends the stream;
+//! - idle timeout: the gap allowed between two data frames;
+//! - total deadline: the request's absolute end;
+//! - keep-alive: while waiting (a reasoning model may think for minutes) it sends SSE comment
+//!   lines so idle proxies and load balancers do not cut the connection.
+//!
+//! Once the 200 has gone out a failure cannot change the status, so any upstream error or
+//! timeout ends the stream with exactly one final `data: {"error":{...}}` event.
+//! The relay may start before the upstream has even answered (`RelaySource::Pending`): that
+//! is how keep-alives flow while a slow provider holds back its response headers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::{Body as HttpBody, Frame};
+use tokio::time::{Instant, Sleep};
+
+use super::{sse_data, BoxError, SSE_KEEPALIVE};
+use crate::error::GatewayError;
+use crate::metrics::RequestRecorder;
+
+/// An upstream stream of OpenAI-shaped SSE bytes.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
+/// An upstream call that has not answered yet; resolves to its event stream.
+pub type PendingStream = Pin<Box<dyn Future<Output = Result<EventStream, GatewayError>> + Send>>;
+
+pub enum RelaySource {
+    Pending(PendingStream),
+    Streaming(EventStream),
+}
+
+/// The timing rules of one stream. Deadlines are absolute instants.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTiming {
+    pub first_token_deadline: Instant,
+    pub total_deadline: Instant,
+    pub idle_timeout: Duration,
+    pub keepalive_interval: Duration,
+}
+
+enum State {
+    Waiting(PendingStream),
+    Streaming(EventStream),
+    Done,
+}
+
+pub struct SseRelay {
+    state: State,
+    timing: StreamTiming,
+    saw_data: bool,
+    /// Fires at the earliest of: first-token (or idle) deadline and the total deadline.
+    deadline: Pin<Box<Sleep>>,
+    keepalive: Pin<Box<Sleep>>,
+    recorder: Arc<RequestRecorder>,
+}
+
+impl SseRelay {
+    pub fn new(source: RelaySource, timing: StreamTiming, recorder: Arc<RequestRecorder>) -> Self {
+        let state = match source {
+            RelaySource::Pending(pending) => State::Waiting(pending),
+            RelaySource::Streaming(stream) => State::Streaming(stream),
+        };
+        let first = timing.first_token_deadline.min(timing.total_deadline);
+        SseRelay {
+            state,
+            timing,
+            saw_data: false,
+            deadline: Box::pin(tokio::time::sleep_until(first)),
+            keepalive: Box::pin(tokio::time::sleep(timing.keepalive_interval)),
+            recorder,
+        }
+    }
+
+    /// Ends the stream with one error event.
+    fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.state = State::Done;
+        self.recorder.stream_failed(&error);
+        let json = serde_json::to_vec(&error.to_json()).unwrap_or_default();
+        Poll::Ready(Some(Ok(Frame::data(sse_data(&json)))))
+    }
+
+    fn timeout_error(&self) -> GatewayError {
+        let now = Instant::now();
+        let (which, after) = if now >= self.timing.total_deadline {
+            ("total", self.timing.total_deadline)
+        } else if !self.saw_data {
+            ("first-token", self.timing.first_token_deadline)
+        } else {
+            ("idle", now)
+        };
+        let after_ms = match which {
+            "idle" => self.timing.idle_timeout.as_millis() as u64,
+            _ => {
+                let started = self.recorder.started();
+                after.saturating_duration_since(started).as_millis() as u64
+            }
+        };
+        GatewayError::UpstreamTimeout {
+            provider: self.recorder.provider().to_string(),
+            which,
+            after_ms,
+        }
+    }
+}
+
+impl HttpBody for SseRelay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Waiting(pending) => match pending.as_mut().poll(cx) {
+                    Poll::Ready(Ok(stream)) => {
+                        this.state = State::Streaming(stream);
+                        continue;
+                    }
+                    Poll::Ready(Err(error)) => return this.fail(error),
+                    Poll::Pending => break,
+                },
+                State::Streaming(stream) => match stream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(bytes))) => {
+                        if bytes.is_empty() {
+                            continue;
+                        }
+                        let now = Instant::now();
+                        if !this.saw_data {
+                            this.saw_data = true;
+                            this.recorder.first_token();
+                        }
+                        let next = (now + this.timing.idle_timeout).min(this.timing.total_deadline);
+                        this.deadline.as_mut().reset(next);
+                        this.keepalive
+                            .as_mut()
+                            .reset(now + this.timing.keepalive_interval);
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    Poll::Ready(Some(Err(error))) => return this.fail(error),
+                    Poll::Ready(None) => {
+                        this.state = State::Done;
+                        this.recorder.stream_completed();
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => break,
+                },
+            }
+        }
+        // Nothing from upstream yet: check the clocks.
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            let error = this.timeout_error();
+            return this.fail(error);
+        }
+        if this.keepalive.as_mut().poll(cx).is_ready() {
+            let next = Instant::now() + this.timing.keepalive_interval;
+            this.keepalive.as_mut().reset(next);
+            // Register the new timer with the waker before returning.
+            let _ = this.keepalive.as_mut().poll(cx);
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(SSE_KEEPALIVE)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+}

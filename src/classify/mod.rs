@@ -1,0 +1,76 @@
+//! Request classification for `model: "auto"`: decides fast vs reasoning tier.
+//!
+//! Owns the classifier interface. Everything here is pure, sync and allocation-light:
+//! it runs on the async worker for every `auto` request, so it must stay in microseconds
+//! and must bound its work on huge prompts (see `MAX_SCAN_BYTES`).
+//!
+//! Explicit signals (the `x-deliberate-tier` header, a `reasoning_effort` field) are decided
+//! by the caller before the model runs; the model only scores the conversation.
+
+pub mod rules;
+
+use std::borrow::Cow;
+
+/// The two tiers a request can be served by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Fast,
+    Reasoning,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Fast => "fast",
+            Tier::Reasoning => "reasoning",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "fast" => Some(Tier::Fast),
+            "reasoning" => Some(Tier::Reasoning),
+            _ => None,
+        }
+    }
+}
+
+/// Upper bound on the bytes of conversation text any classifier looks at: a 1 MB prompt
+/// must not stall a worker. Classifiers look at the head and the tail of long texts.
+pub const MAX_SCAN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One message of the conversation, reduced to what a classifier needs: who said it and
+/// its text (text parts joined; images and other parts dropped).
+#[derive(Debug, Clone)]
+pub struct Turn<'a> {
+    pub role: Role,
+    pub text: Cow<'a, str>,
+}
+
+/// The conversation as the classifier sees it, in order, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation<'a> {
+    pub turns: Vec<Turn<'a>>,
+}
+
+/// A classifier's verdict on a conversation: a score in [0, 1] (higher = needs reasoning)
+/// and up to a few short, human-readable reasons (ASCII, no commas, header-safe), strongest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub score: f32,
+    pub reasons: Vec<&'static str>,
+}
+
+/// The interface every classifier implements (the rules now, a learned model later).
+pub trait Classifier: Send + Sync + 'static {
+    fn score(&self, conversation: &Conversation<'_>) -> Scored;
+}

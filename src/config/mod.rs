@@ -1,0 +1,228 @@
+//! Validated configuration: the `Snapshot` every request reads.
+//!
+//! Loading is two steps: parse strictly (`raw.rs`, unknown keys rejected), then validate into
+//! the typed structs below (`validate.rs`), collecting *every* problem with `file:line:column`
+//! rather than stopping at the first. A `Snapshot` is immutable; a request loads it once.
+
+mod problem;
+pub mod raw;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+pub use problem::{ConfigProblem, Problems};
+pub use validate::{hash_api_key, Loaded};
+
+use crate::classify::Tier;
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_request_body_bytes: usize,
+    pub max_in_flight_requests: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TierTimeouts {
+    pub connect: Duration,
+    pub first_token: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+    pub keepalive_interval: Duration,
+}
+
+#[derive(Debug)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible Chat Completions API (OpenAI, Azure, vLLM, Ollama, DeepSeek, ...).
+    OpenAi,
+    /// Anthropic's Messages API, translated both ways.
+    Anthropic { version: String },
+    /// Built-in deterministic generator for demos, tests and benchmarks.
+    Simulated {
+        time_to_first_token: Duration,
+        tokens_per_second: f64,
+    },
+}
+
+pub struct Provider {
+    pub name: Arc<str>,
+    pub kind: ProviderKind,
+    /// Base URL without trailing slash, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub query: Vec<(String, String)>,
+    pub auth_header: http::HeaderName,
+    /// The ready-to-send auth header value, marked sensitive; `None` if the env var is unset.
+    pub api_key: Option<HeaderValue>,
+    pub api_key_env: Option<String>,
+}
+
+impl std::fmt::Debug for Provider {
+    // Hand-written so the key can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key_env", &self.api_key_env)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Price {
+    pub input_per_1m: f64,
+    pub output_per_1m: f64,
+    pub cached_input_per_1m: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensParam {
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemRole {
+    System,
+    Developer,
+    User,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnsupported {
+    Drop,
+    Reject,
+}
+
+/// What a model accepts; drives parameter translation (no model-name special cases).
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    pub max_tokens_param: MaxTokensParam,
+    pub system_role: SystemRole,
+    pub reasoning_effort: bool,
+    pub unsupported_params: Vec<String>,
+    pub on_unsupported: OnUnsupported,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub name: Arc<str>,
+    pub upstream_model: String,
+    pub provider: Arc<Provider>,
+    pub tier: Tier,
+    pub price: Price,
+    pub capabilities: Capabilities,
+}
+
+#[derive(Debug)]
+pub struct AutoPolicy {
+    pub default_tier: Tier,
+    pub reasoning_threshold: f32,
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: Arc<str>,
+    pub fast_model: Arc<Model>,
+    pub reasoning_model: Arc<Model>,
+    /// Concrete models the tenant may name, tier models included, in config order.
+    pub allowed_models: Vec<Arc<Model>>,
+    pub auto: AutoPolicy,
+}
+
+impl Tenant {
+    pub fn tier_model(&self, tier: Tier) -> &Arc<Model> {
+        match tier {
+            Tier::Fast => &self.fast_model,
+            Tier::Reasoning => &self.reasoning_model,
+        }
+    }
+
+    pub fn allowed_model(&self, name: &str) -> Option<&Arc<Model>> {
+        self.allowed_models.iter().find(|m| &*m.name == name)
+    }
+}
+
+/// Everything a request needs from config, swapped as one unit.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub server: ServerSettings,
+    pub fast_timeouts: TierTimeouts,
+    pub reasoning_timeouts: TierTimeouts,
+    pub models: HashMap<String, Arc<Model>>,
+    pub tenants: Vec<Arc<Tenant>>,
+    /// SHA-256 of each API key -> its tenant.
+    pub tenants_by_key_hash: HashMap<[u8; 32], Arc<Tenant>>,
+    /// Where it came from, for `check` and logs.
+    pub sources: Vec<PathBuf>,
+}
+
+impl Snapshot {
+    pub fn timeouts(&self, tier: Tier) -> &TierTimeouts {
+        match tier {
+            Tier::Fast => &self.fast_timeouts,
+            Tier::Reasoning => &self.reasoning_timeouts,
+        }
+    }
+
+    pub fn tenant_for_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.tenants_by_key_hash.get(&hash_api_key(key))
+    }
+}
+
+/// Loads `deliberate.toml` and every `*.toml` in the policies directory.
+pub fn load(config: &Path, policies_dir: &Path) -> Result<Loaded, Problems> {
+    validate::load_files(config, policies_dir)
+}
+
+/// The built-in demo: simulated provider behind both tiers, tenant `demo` with key
+/// `deliberate-demo`. Same loader as real files, so the demo cannot drift from the format.
+pub fn demo() -> Loaded {
+    validate::load_sources(
+        (Path::new("<demo>/deliberate.toml"), DEMO_CONFIG),
+        vec![(PathBuf::from("<demo>/policies/demo.toml"), DEMO_TENANT.to_string())],
+    )
+    .expect("the built-in demo config is valid")
+}
+
+pub const DEMO_API_KEY: &str = "deliberate-demo";
+
+const DEMO_CONFIG: &str = r#"
+[providers.simulated]
+kind = "simulated"
+time_to_first_token_ms = 150
+tokens_per_second = 400
+
+[providers.simulated-reasoning]
+kind = "simulated"
+time_to_first_token_ms = 1200
+tokens_per_second = 150
+
+[models.sim-fast]
+provider = "simulated"
+tier = "fast"
+price = { input_per_1m = 0.15, output_per_1m = 0.60, cached_input_per_1m = 0.075 }
+
+[models.sim-reasoning]
+provider = "simulated-reasoning"
+tier = "reasoning"
+price = { input_per_1m = 1.10, output_per_1m = 4.40, cached_input_per_1m = 0.55 }
+capabilities = { max_tokens_param = "max_completion_tokens", system_role = "developer", reasoning_effort = true, unsupported_params = ["temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias"], on_unsupported = "drop" }
+"#;
+
+const DEMO_TENANT: &str = r#"
+name = "demo"
+description = "Built-in demo tenant (serve --demo)."
+# sha256("deliberate-demo")
+api_keys = [{ sha256 = "c7fa7b6662c547fa9cadb4ad755e0f63c0dd1328e4d703b96601d331245f8bf4" }]
+fast_model = "sim-fast"
+reasoning_model = "sim-reasoning"
+"#;

@@ -1,0 +1,141 @@
+//! The config files exactly as written: serde structs that reject unknown keys.
+//!
+//! Nothing here is trusted yet. `validate.rs` turns these into the typed `Snapshot`,
+//! reporting every problem with its file, line and column (hence the `Spanned` fields:
+//! a problem about a value points at that value).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `deliberate.toml`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub tiers: RawTiers,
+    #[serde(default)]
+    pub providers: BTreeMap<Spanned<String>, RawProvider>,
+    #[serde(default)]
+    pub models: BTreeMap<Spanned<String>, RawModel>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    pub admin_listen: Option<Spanned<String>>,
+    pub max_request_body_bytes: Option<Spanned<u64>>,
+    pub max_in_flight_requests: Option<Spanned<u64>>,
+    pub shutdown_grace_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTiers {
+    pub fast: Option<RawTierTimeouts>,
+    pub reasoning: Option<RawTierTimeouts>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTierTimeouts {
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    pub first_token_timeout_ms: Option<Spanned<u64>>,
+    pub idle_timeout_ms: Option<Spanned<u64>>,
+    pub total_timeout_ms: Option<Spanned<u64>>,
+    pub keepalive_interval_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: Spanned<String>,
+    pub base_url: Option<Spanned<String>>,
+    /// Name of the environment variable holding the provider key (never the key itself).
+    pub api_key_env: Option<Spanned<String>>,
+    /// Header carrying the key: `authorization` (Bearer, default), `api-key` (Azure),
+    /// `x-api-key` (Anthropic's default).
+    pub auth_header: Option<Spanned<String>>,
+    /// Extra query parameters on every call (Azure's `api-version`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Anthropic: value of the `anthropic-version` header.
+    pub anthropic_version: Option<Spanned<String>>,
+    /// Simulated provider: milliseconds before the first token.
+    pub time_to_first_token_ms: Option<Spanned<u64>>,
+    /// Simulated provider: generation speed.
+    pub tokens_per_second: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub provider: Spanned<String>,
+    pub tier: Spanned<String>,
+    /// The model's name at the provider (deployment name on Azure); defaults to the key.
+    pub upstream_model: Option<String>,
+    pub price: Option<RawPrice>,
+    #[serde(default)]
+    pub capabilities: RawCapabilities,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input_per_1m: Option<Spanned<f64>>,
+    pub output_per_1m: Option<Spanned<f64>>,
+    pub cached_input_per_1m: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapabilities {
+    /// `max_tokens` or `max_completion_tokens`.
+    pub max_tokens_param: Option<Spanned<String>>,
+    /// Role that `system` messages are sent as: `system`, `developer` or `user`.
+    pub system_role: Option<Spanned<String>>,
+    pub reasoning_effort: Option<bool>,
+    /// Top-level request fields this model does not accept.
+    #[serde(default)]
+    pub unsupported_params: Vec<Spanned<String>>,
+    /// `drop` (remove them, say so in `x-deliberate-adjusted`) or `reject` (400).
+    pub on_unsupported: Option<Spanned<String>>,
+}
+
+/// `policies/<tenant>.toml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub name: Option<Spanned<String>>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub api_keys: Vec<Spanned<RawApiKey>>,
+    pub fast_model: Spanned<String>,
+    pub reasoning_model: Spanned<String>,
+    #[serde(default)]
+    pub allowed_models: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub auto: RawAuto,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// Hex SHA-256 of the key.
+    pub sha256: Option<Spanned<String>>,
+    /// Environment variable holding the key in clear.
+    pub env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuto {
+    /// Tier for `auto` when there is no user text to classify.
+    pub default_tier: Option<Spanned<String>>,
+    /// Classifier score at or above which `auto` picks the reasoning tier.
+    pub reasoning_threshold: Option<Spanned<f64>>,
+}

@@ -1,0 +1,197 @@
+//! The one error type of the request path, and its mapping to OpenAI-shaped error bodies.
+//!
+//! Every failure on the request path becomes a `GatewayError`; the error layer (see `app.rs`)
+//! turns it into a response with the right status and a body of the shape
+//! `{"error":{"message","type","param","code"}}` that OpenAI SDKs parse into their own
+//! exception classes. `kind()` is the low-cardinality label used in metrics.
+//! Messages never contain secrets (keys, prompts): they are written for the API caller.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{full, Body};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request is malformed or asks for something the target model cannot do.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("Incorrect API key provided. Check the `Authorization: Bearer` header.")]
+    InvalidApiKey,
+    #[error("The model `{model}` does not exist or you do not have access to it.")]
+    ModelNotFound { model: String },
+    #[error("Unknown endpoint {method} {path}.")]
+    UnknownEndpoint { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Request body is larger than the limit of {limit_bytes} bytes.")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("The gateway is at its in-flight request limit; retry shortly.")]
+    Overloaded,
+    #[error("The gateway is shutting down; retry on another replica.")]
+    ShuttingDown,
+    /// The provider answered with an error status.
+    #[error("Upstream provider `{provider}` returned {status}: {message}")]
+    UpstreamStatus {
+        provider: String,
+        status: u16,
+        message: String,
+    },
+    /// The provider could not be reached or broke the connection before answering.
+    #[error("Upstream provider `{provider}` is unreachable: {message}")]
+    UpstreamUnavailable { provider: String, message: String },
+    /// The provider answered, but with something we cannot understand.
+    #[error("Upstream provider `{provider}` sent an invalid response: {message}")]
+    UpstreamInvalid { provider: String, message: String },
+    #[error("Upstream provider `{provider}` timed out ({which} timeout of {after_ms} ms).")]
+    UpstreamTimeout {
+        provider: String,
+        which: &'static str,
+        after_ms: u64,
+    },
+    #[error("Provider `{provider}` has no API key: environment variable `{env}` is not set.")]
+    ProviderKeyMissing { provider: String, env: String },
+    #[error("Internal gateway error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param: param.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            GatewayError::ModelNotFound { .. } | GatewayError::UnknownEndpoint { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Overloaded | GatewayError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // A provider's rate limit is the caller's rate limit: keep 429 so SDKs back off.
+            GatewayError::UpstreamStatus { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+            // A provider's 400 is about the request the caller sent.
+            GatewayError::UpstreamStatus { status: 400, .. } => StatusCode::BAD_REQUEST,
+            GatewayError::UpstreamStatus { .. }
+            | GatewayError::UpstreamUnavailable { .. }
+            | GatewayError::UpstreamInvalid { .. }
+            | GatewayError::ProviderKeyMissing { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `error.type` field.
+    pub fn error_type(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => match self {
+                GatewayError::UpstreamTimeout { .. } => "timeout_error",
+                GatewayError::Overloaded | GatewayError::ShuttingDown => "overloaded_error",
+                GatewayError::Internal(_) => "server_error",
+                _ => "upstream_error",
+            },
+        }
+    }
+
+    /// Low-cardinality label for metrics and OpenAI's `error.code` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest { .. } => "invalid_request",
+            GatewayError::InvalidApiKey => "invalid_api_key",
+            GatewayError::ModelNotFound { .. } => "model_not_found",
+            GatewayError::UnknownEndpoint { .. } => "unknown_url",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::Overloaded => "overloaded",
+            GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::UpstreamStatus { .. } => "upstream_status",
+            GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            GatewayError::UpstreamInvalid { .. } => "upstream_invalid",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::ProviderKeyMissing { .. } => "provider_key_missing",
+            GatewayError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => param.as_deref(),
+            GatewayError::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-shaped JSON error object, also used for the final SSE error event of a
+    /// stream that fails after its 200 has gone out.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.kind(),
+            }
+        })
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let bytes = Bytes::from(serde_json::to_vec(&self.to_json()).unwrap_or_default());
+        let mut response = Response::new(full(bytes));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, GatewayError::Overloaded | GatewayError::ShuttingDown) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response.extensions_mut().insert(ErrorKind(self.kind()));
+        response
+    }
+}
+
+/// Put on error responses so the metrics layer can label the outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let err = GatewayError::invalid("`messages` must not be empty", Some("messages".into()));
+        let v = err.to_json();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "messages");
+        assert_eq!(v["error"]["code"], "invalid_request");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn upstream_rate_limit_stays_429() {
+        let err = GatewayError::UpstreamStatus {
+            provider: "openai".into(),
+            status: 429,
+            message: "slow down".into(),
+        };
+        assert_eq!(err.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(err.error_type(), "rate_limit_error");
+    }
+}

@@ -1,0 +1,16 @@
+//! The gateway's middleware, one concern per file. `app.rs` decides their order.
+
+pub mod body;
+pub mod decide;
+pub mod error;
+pub mod in_flight;
+pub mod metrics;
+pub mod request_id;
+pub mod tenant;
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// The future type of every layer: boxed once per layer, which keeps the stack's types
+/// nameable and costs one small allocation per layer per request.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -1,0 +1,174 @@
+//! The `deliberate` command line: `serve` (with `--demo`) and `check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use deliberate::config::{self, Loaded};
+
+#[derive(Parser)]
+#[command(name = "deliberate", version, about = "OpenAI-compatible gateway that routes each request to a fast or a reasoning model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Start with no config and no keys: simulated models, API key `deliberate-demo`.
+        #[arg(long, conflicts_with_all = ["config", "policies"])]
+        demo: bool,
+        #[arg(long, default_value = "deliberate.toml")]
+        config: PathBuf,
+        /// Directory of tenant policy files (`*.toml`).
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// API listen address (overrides the config; port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Admin listen address for /metrics, /healthz, /readyz (overrides the config).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Validate a config file and a policies directory; print each problem as
+    /// `file:line:column: message` and exit 1 if there is any.
+    Check {
+        #[arg(default_value = "deliberate.toml")]
+        config: PathBuf,
+        #[arg(default_value = "policies")]
+        policies: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config, policies } => check(&config, &policies),
+        Command::Serve { demo, config, policies, listen, admin_listen } => {
+            init_tracing();
+            let loaded = if demo {
+                config::demo()
+            } else {
+                match config::load(&config, &policies) {
+                    Ok(loaded) => loaded,
+                    Err(problems) => {
+                        eprint!("{problems}");
+                        eprintln!("deliberate: invalid configuration (try `deliberate serve --demo` to start without one)");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime starts");
+            runtime.block_on(serve(loaded, demo, listen, admin_listen))
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DELIBERATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn check(config_path: &std::path::Path, policies: &std::path::Path) -> ExitCode {
+    match config::load(config_path, policies) {
+        Ok(Loaded { snapshot, warnings }) => {
+            for w in &warnings {
+                println!("{w}");
+            }
+            println!(
+                "ok: {} models, {} tenants ({} files)",
+                snapshot.models.len(),
+                snapshot.tenants.len(),
+                snapshot.sources.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print!("{problems}");
+            println!("{} problem(s) found", problems.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(loaded: Loaded, demo: bool, listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> ExitCode {
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let snapshot = loaded.snapshot;
+    let api_addr = listen.unwrap_or(snapshot.server.listen);
+    let admin_addr = admin_listen.unwrap_or(snapshot.server.admin_listen);
+    let (api, admin) = match (TcpListener::bind(api_addr).await, TcpListener::bind(admin_addr).await) {
+        (Ok(api), Ok(admin)) => (api, admin),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("deliberate: cannot bind listener: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (api_addr, admin_addr) = (
+        api.local_addr().expect("bound socket has an address"),
+        admin.local_addr().expect("bound socket has an address"),
+    );
+    tracing::info!("api listening on http://{api_addr}");
+    tracing::info!("admin listening on http://{admin_addr} (/metrics /healthz /readyz)");
+    if demo {
+        print_demo_help(api_addr);
+    }
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    let signals = async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        signal_token.cancel();
+    };
+    tokio::select! {
+        _ = deliberate::run(api, admin, snapshot, shutdown.clone()) => {}
+        _ = async { signals.await; std::future::pending::<()>().await } => {}
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn print_demo_help(addr: SocketAddr) {
+    let key = config::DEMO_API_KEY;
+    println!(
+        r#"
+deliberate demo is running (simulated models; answers start with "[simulated]").
+
+  curl -s http://{addr}/v1/chat/completions \
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \
+    -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Prove that the square root of 2 is irrational."}}]}}' -i
+
+  python3 -c '
+from openai import OpenAI
+client = OpenAI(base_url="http://{addr}/v1", api_key="{key}")
+r = client.chat.completions.with_raw_response.create(model="auto", messages=[{{"role": "user", "content": "hi there!"}}])
+print(r.headers["x-deliberate-tier"], r.parse().choices[0].message.content)'
+"#
+    );
+}

@@ -1,0 +1,268 @@
+//! Every Prometheus metric of the gateway, in one place, on the gateway's own registry.
+//!
+//! Label values come only from config (tenant names, model names, provider names) or from
+//! small enums (tier, outcome = error kind, token kind, decision source): never request ids,
+//! prompts, keys or raw error strings, so cardinality stays bounded by the config.
+//!
+//! `RequestLabels` is the per-request slot the metrics layer creates and the inner layers fill
+//! once each (tenant, tier, model, outcome), read when the response body ends.
+//! `RequestRecorder` records what happens upstream (time to first token, tokens, upstream
+//! duration, how a stream ended) and marks a client that went away.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use tokio::time::Instant;
+
+use crate::classify::Tier;
+use crate::error::GatewayError;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub time_to_first_token: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub classifier_decisions: IntCounterVec,
+}
+
+/// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
+/// model may think for minutes.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.005, 2.0, 18).expect("static bucket parameters are valid")
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "deliberate_requests_total",
+                "Completed requests by tenant, tier, model and outcome (ok or an error kind).",
+            ),
+            &["tenant", "tier", "model", "outcome"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "deliberate_request_duration_seconds",
+                "Time from request arrival to the end of the response body (end of stream).",
+            )
+            .buckets(latency_buckets()),
+            &["tenant", "tier", "model"],
+        )
+        .expect("valid metric");
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "deliberate_time_to_first_token_seconds",
+                "Streaming requests: time from request arrival to the first upstream data.",
+            )
+            .buckets(latency_buckets()),
+            &["tenant", "tier", "model"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "deliberate_upstream_duration_seconds",
+                "Time from sending the upstream request to the end of its response.",
+            )
+            .buckets(latency_buckets()),
+            &["provider", "model"],
+        )
+        .expect("valid metric");
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "deliberate_tokens_total",
+                "Tokens reported by providers, by kind: input, cached_input, output, reasoning.",
+            ),
+            &["tenant", "tier", "model", "kind"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "deliberate_in_flight_requests",
+            "Requests whose response has not ended yet (streams included).",
+        )
+        .expect("valid metric");
+        let classifier_decisions = IntCounterVec::new(
+            Opts::new(
+                "deliberate_classifier_decisions_total",
+                "Tier decisions for virtual models, by tier and by what decided it.",
+            ),
+            &["tier", "source"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(time_to_first_token.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(tokens.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(classifier_decisions.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            time_to_first_token,
+            upstream_duration,
+            tokens,
+            in_flight,
+            classifier_decisions,
+        })
+    }
+
+    /// The registry in Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        out
+    }
+}
+
+/// Label value for a field no layer filled (e.g. a 401 has no tenant).
+pub const UNKNOWN: &str = "none";
+
+/// Per-request label slot; each field is set once by the layer that owns that fact.
+#[derive(Debug)]
+pub struct RequestLabels {
+    /// When the request arrived (the metrics layer creates the slot).
+    pub started: Instant,
+    pub tenant: OnceLock<Arc<str>>,
+    pub tier: OnceLock<Tier>,
+    pub model: OnceLock<Arc<str>>,
+    /// Set when the outcome is not visible in the response head (a stream that failed).
+    pub outcome: OnceLock<&'static str>,
+}
+
+impl RequestLabels {
+    pub fn new() -> Self {
+        RequestLabels {
+            started: Instant::now(),
+            tenant: OnceLock::new(),
+            tier: OnceLock::new(),
+            model: OnceLock::new(),
+            outcome: OnceLock::new(),
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.tenant.get().map(|t| &**t).unwrap_or(UNKNOWN)
+    }
+    pub fn tier(&self) -> &str {
+        self.tier.get().map(|t| t.as_str()).unwrap_or(UNKNOWN)
+    }
+    pub fn model(&self) -> &str {
+        self.model.get().map(|m| &**m).unwrap_or(UNKNOWN)
+    }
+}
+
+/// Records one upstream call; shared by the response body and the provider's stream.
+pub struct RequestRecorder {
+    metrics: Arc<Metrics>,
+    labels: Arc<RequestLabels>,
+    provider: Arc<str>,
+    request_started: Instant,
+    upstream_started: Instant,
+    upstream_done: AtomicBool,
+    first_token_seen: AtomicBool,
+}
+
+impl RequestRecorder {
+    pub fn new(metrics: Arc<Metrics>, labels: Arc<RequestLabels>, provider: Arc<str>) -> Self {
+        RequestRecorder {
+            metrics,
+            request_started: labels.started,
+            labels,
+            provider,
+            upstream_started: Instant::now(),
+            upstream_done: AtomicBool::new(false),
+            first_token_seen: AtomicBool::new(false),
+        }
+    }
+
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    pub fn started(&self) -> Instant {
+        self.request_started
+    }
+
+    pub fn first_token(&self) {
+        if !self.first_token_seen.swap(true, Ordering::Relaxed) {
+            let l = &self.labels;
+            self.metrics
+                .time_to_first_token
+                .with_label_values(&[l.tenant(), l.tier(), l.model()])
+                .observe(self.request_started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Counts tokens from an OpenAI-shaped `usage` object.
+    pub fn usage(&self, usage: &serde_json::Value) {
+        let count = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        let prompt = count(&usage["prompt_tokens"]);
+        let cached = count(&usage["prompt_tokens_details"]["cached_tokens"]).min(prompt);
+        let completion = count(&usage["completion_tokens"]);
+        let reasoning =
+            count(&usage["completion_tokens_details"]["reasoning_tokens"]).min(completion);
+        let l = &self.labels;
+        for (kind, n) in [
+            ("input", prompt - cached),
+            ("cached_input", cached),
+            ("output", completion - reasoning),
+            ("reasoning", reasoning),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .tokens
+                    .with_label_values(&[l.tenant(), l.tier(), l.model(), kind])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    fn finish_upstream(&self) -> bool {
+        if self.upstream_done.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[&self.provider, self.labels.model()])
+            .observe(self.upstream_started.elapsed().as_secs_f64());
+        true
+    }
+
+    /// A non-streaming call or a stream ended cleanly.
+    pub fn stream_completed(&self) {
+        self.finish_upstream();
+    }
+
+    /// A call or stream failed; the error kind becomes the request's outcome.
+    pub fn stream_failed(&self, error: &GatewayError) {
+        if self.finish_upstream() {
+            let _ = self.labels.outcome.set(error.kind());
+        }
+    }
+}
+
+impl Drop for RequestRecorder {
+    fn drop(&mut self) {
+        // Dropped before the upstream finished: the client went away and took the stream.
+        if !self.upstream_done.load(Ordering::Relaxed) {
+            let _ = self.labels.outcome.set("client_disconnected");
+            self.finish_upstream();
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Which tier and which model serve a request: pure decision logic, no I/O.
+//!
+//! Order of precedence for the virtual model `auto`: the `x-deliberate-tier` header, then a
+//! `reasoning_effort` field, then the classifier's score against the tenant's threshold
+//! (the tenant's default tier when there is no user text to score). `fast` and `reasoning`
+//! name a tier directly; any other name must be a model the tenant may use.
+//! Budgets, latency targets and fallbacks will hook in here; the request path only sees
+//! the resulting `Decision`.
+
+use std::sync::Arc;
+
+use crate::api::ChatRequest;
+use crate::classify::{Classifier, Role, Tier};
+use crate::config::{Model, Tenant};
+use crate::error::GatewayError;
+
+/// What decided the tier; a metric label, so a small fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionSource {
+    /// A concrete model was named.
+    Model,
+    /// `fast` or `reasoning` was named.
+    VirtualTier,
+    Header,
+    ReasoningEffort,
+    Classifier,
+    TenantDefault,
+}
+
+impl DecisionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionSource::Model => "model",
+            DecisionSource::VirtualTier => "tier",
+            DecisionSource::Header => "header",
+            DecisionSource::ReasoningEffort => "reasoning_effort",
+            DecisionSource::Classifier => "classifier",
+            DecisionSource::TenantDefault => "tenant_default",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub tier: Tier,
+    pub model: Arc<Model>,
+    /// The classifier's score when it ran.
+    pub score: Option<f32>,
+    /// Short, header-safe explanation.
+    pub reason: String,
+    pub source: DecisionSource,
+}
+
+pub const TIER_HEADER: &str = "x-deliberate-tier";
+
+pub fn decide(
+    tenant: &Tenant,
+    request: &ChatRequest,
+    tier_header: Option<&[u8]>,
+    classifier: &dyn Classifier,
+) -> Result<Decision, GatewayError> {
+    let requested = request.model();
+    let chosen = |tier: Tier, score, reason: String, source| Decision {
+        tier,
+        model: tenant.tier_model(tier).clone(),
+        score,
+        reason,
+        source,
+    };
+    match requested {
+        "auto" => {}
+        "fast" | "reasoning" => {
+            let tier = Tier::parse(requested).expect("matched a tier name");
+            return Ok(chosen(tier, None, format!("model={requested}"), DecisionSource::VirtualTier));
+        }
+        name => {
+            let model = tenant
+                .allowed_model(name)
+                .ok_or_else(|| GatewayError::ModelNotFound { model: name.to_string() })?;
+            return Ok(Decision {
+                tier: model.tier,
+                model: model.clone(),
+                score: None,
+                reason: "model named in request".into(),
+                source: DecisionSource::Model,
+            });
+        }
+    }
+    if let Some(value) = tier_header {
+        let tier = std::str::from_utf8(value).ok().and_then(Tier::parse).ok_or_else(|| {
+            GatewayError::invalid(
+                format!("Invalid `{TIER_HEADER}` header: expected `fast` or `reasoning`."),
+                None,
+            )
+        })?;
+        return Ok(chosen(tier, None, format!("header {TIER_HEADER}"), DecisionSource::Header));
+    }
+    if let Some(effort) = request.reasoning_effort() {
+        // `none`/`minimal` ask for no real thinking: a chat model answers that best.
+        let tier = match effort {
+            "none" | "minimal" => Tier::Fast,
+            _ => Tier::Reasoning,
+        };
+        let reason = format!("reasoning_effort={}", sanitize(effort));
+        return Ok(chosen(tier, None, reason, DecisionSource::ReasoningEffort));
+    }
+    let conversation = request.conversation();
+    let has_user_text = conversation
+        .turns
+        .iter()
+        .any(|t| t.role == Role::User && !t.text.trim().is_empty());
+    if !has_user_text {
+        let tier = tenant.auto.default_tier;
+        return Ok(chosen(tier, None, "no user text; tenant default".into(), DecisionSource::TenantDefault));
+    }
+    let scored = classifier.score(&conversation);
+    let tier = if scored.score >= tenant.auto.reasoning_threshold {
+        Tier::Reasoning
+    } else {
+        Tier::Fast
+    };
+    let reason = if scored.reasons.is_empty() {
+        "no strong signal".to_string()
+    } else {
+        scored.reasons.join("; ")
+    };
+    Ok(chosen(tier, Some(scored.score), reason, DecisionSource::Classifier))
+}
+
+/// Keeps a client-supplied value header-safe and short.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(16)
+        .collect()
+}

@@ -1,0 +1,31 @@
+//! Shared state of a running gateway: cheap to clone, handed to every layer that needs it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::classify::Classifier;
+use crate::config::Snapshot;
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// The live config; each request loads it once (see `layers::tenant`).
+    pub live: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub upstream: Arc<Upstream>,
+    pub classifier: Arc<dyn Classifier>,
+}
+
+impl AppState {
+    pub fn new(snapshot: Snapshot, classifier: Arc<dyn Classifier>) -> AppState {
+        let upstream = Arc::new(Upstream::new(&snapshot));
+        AppState {
+            live: Arc::new(ArcSwap::from_pointee(snapshot)),
+            metrics: Metrics::new(),
+            upstream,
+            classifier,
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Calling Anthropic's Messages API: the HTTP side of `anthropic.rs`'s translation.
+//!
+//! The OpenAI-shaped request is translated before sending; the answer (whole or streamed)
+//! is translated back, so clients only ever see Chat Completions. Fields Anthropic has no
+//! place for are reported through `ProviderAdjustments` into `x-deliberate-adjusted`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+
+use super::anthropic::{
+    from_anthropic_error, from_anthropic_response, to_anthropic_request, StreamTranslator, TranslateError,
+};
+use super::{auth, error_chain, read_body, send_error, status_error, unix_now, url, CallContext, Events, MAX_UPSTREAM_EVENT_BYTES};
+use crate::api::ChatRequest;
+use crate::body::relay::PendingStream;
+use crate::body::{sse_data, SSE_DONE};
+use crate::config::ProviderKind;
+use crate::error::GatewayError;
+use crate::sse::SseParser;
+
+/// Anthropic requires `max_tokens`; this is used when the client set none.
+const DEFAULT_MAX_TOKENS: u32 = 8192;
+
+/// Request fields a provider translation had to drop, for `x-deliberate-adjusted`.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderAdjustments(pub Vec<String>);
+
+fn translate_error(ctx: &CallContext, e: TranslateError) -> GatewayError {
+    if e.is_upstream() {
+        GatewayError::UpstreamInvalid {
+            provider: ctx.provider(),
+            message: e.to_string(),
+        }
+    } else {
+        GatewayError::invalid(e.to_string(), e.param().map(str::to_string))
+    }
+}
+
+fn build(
+    client: &reqwest::Client,
+    ctx: &CallContext,
+    request: &ChatRequest,
+) -> Result<(reqwest::RequestBuilder, Vec<String>), GatewayError> {
+    let translated = to_anthropic_request(&request.body, &ctx.model.upstream_model, DEFAULT_MAX_TOKENS)
+        .map_err(|e| translate_error(ctx, e))?;
+    let version = match &ctx.model.provider.kind {
+        ProviderKind::Anthropic { version } => version.as_str(),
+        _ => "2023-06-01",
+    };
+    let body = serde_json::to_vec(&translated.body).expect("a JSON value serializes");
+    let mut builder = client
+        .post(url(&ctx.model, "/v1/messages")?)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("anthropic-version", version)
+        .body(body);
+    if let Some((name, value)) = auth(&ctx.model)? {
+        builder = builder.header(name, value);
+    }
+    let dropped = translated.dropped.into_iter().map(|f| format!("dropped {f}")).collect();
+    Ok((builder, dropped))
+}
+
+pub(super) async fn complete(
+    client: &reqwest::Client,
+    ctx: &CallContext,
+    request: &ChatRequest,
+) -> Result<(Bytes, ProviderAdjustments), GatewayError> {
+    let result = async {
+        let (builder, dropped) = build(client, ctx, request)?;
+        let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
+            .await
+            .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
+            .map_err(|e| send_error(ctx, e))?;
+        if !response.status().is_success() {
+            return Err(status_error(ctx, response, from_anthropic_error).await);
+        }
+        let bytes = read_body(ctx, response).await?;
+        let message: Value = serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
+            provider: ctx.provider(),
+            message: format!("response is not JSON: {e}"),
+        })?;
+        let completion = from_anthropic_response(&message, &ctx.model.upstream_model, unix_now())
+            .map_err(|e| translate_error(ctx, e))?;
+        if let Some(usage) = completion.get("usage") {
+            ctx.recorder.usage(usage);
+        }
+        let json = serde_json::to_vec(&completion).expect("a JSON value serializes");
+        Ok((Bytes::from(json), ProviderAdjustments(dropped)))
+    }
+    .await;
+    result.inspect_err(|e| ctx.recorder.stream_failed(e))
+}
+
+pub(super) fn stream(
+    client: reqwest::Client,
+    ctx: &CallContext,
+    request: &ChatRequest,
+) -> Result<(PendingStream, ProviderAdjustments), GatewayError> {
+    let (builder, dropped) = build(&client, ctx, request)?;
+    let include_usage = request.include_usage();
+    let ctx = ctx.clone();
+    let pending: PendingStream = Box::pin(async move {
+        let response = builder.send().await.map_err(|e| send_error(&ctx, e))?;
+        if !response.status().is_success() {
+            return Err(status_error(&ctx, response, from_anthropic_error).await);
+        }
+        let translator = StreamTranslator::new(&ctx.model.upstream_model, unix_now(), include_usage);
+        let events: Events = Box::pin(TranslatedStream {
+            inner: Box::pin(response.bytes_stream()),
+            parser: SseParser::new(MAX_UPSTREAM_EVENT_BYTES),
+            translator,
+            ended: false,
+            ctx,
+        });
+        Ok(events)
+    });
+    Ok((pending, ProviderAdjustments(dropped)))
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Anthropic SSE in, OpenAI `chat.completion.chunk` SSE out, one upstream read at a time.
+struct TranslatedStream {
+    inner: ByteStream,
+    parser: SseParser,
+    translator: StreamTranslator,
+    ended: bool,
+    ctx: CallContext,
+}
+
+impl TranslatedStream {
+    fn upstream_error(&self, message: String) -> GatewayError {
+        GatewayError::UpstreamUnavailable {
+            provider: self.ctx.provider(),
+            message,
+        }
+    }
+
+    /// Translates every complete event buffered so far into client bytes.
+    fn drain(&mut self) -> Result<Vec<u8>, GatewayError> {
+        let mut out = Vec::new();
+        loop {
+            let event = match self.parser.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(e) => return Err(self.upstream_error(format!("bad event stream: {e}"))),
+            };
+            let chunks = self.translator.on_event(&event).map_err(|e| match e {
+                TranslateError::UpstreamStreamError(m) => self.upstream_error(m),
+                other => translate_error(&self.ctx, other),
+            })?;
+            for chunk in chunks {
+                out.extend_from_slice(&sse_data(&serde_json::to_vec(&chunk).expect("a JSON value serializes")));
+            }
+            if self.translator.finished() {
+                if let Some(usage) = self.translator.usage() {
+                    self.ctx.recorder.usage(&usage);
+                }
+                out.extend_from_slice(SSE_DONE);
+                self.ended = true;
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Stream for TranslatedStream {
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    this.parser.push(&bytes);
+                    match this.drain() {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Poll::Ready(Some(Ok(Bytes::from(out)))),
+                        Err(e) => {
+                            this.ended = true;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.ended = true;
+                    let message = format!("stream broke: {}", error_chain(&e));
+                    return Poll::Ready(Some(Err(this.upstream_error(message))));
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    let message = "stream ended before `message_stop`".to_string();
+                    return Poll::Ready(Some(Err(this.upstream_error(message))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

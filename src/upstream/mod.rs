@@ -1,0 +1,287 @@
+//! Calling providers: one entry point, `Upstream::call`, for every provider kind.
+//!
+//! The caller hands over an adapted request and the per-tier timing; it gets back either an
+//! error from before the first response byte (which the error layer turns into a proper
+//! status), or a response whose body streams with the timing rules of `body::relay`.
+//! The reqwest client is built once per tier (the connect timeout is per client); we never
+//! use reqwest's total `timeout()`, which would cut long streams.
+
+pub mod anthropic;
+mod anthropic_response;
+mod anthropic_call;
+pub use anthropic_call::ProviderAdjustments;
+mod openai;
+mod simulated;
+pub mod translate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response};
+use tokio::time::Instant;
+
+use crate::api::ChatRequest;
+use crate::body::relay::{EventStream, PendingStream, RelaySource, SseRelay, StreamTiming};
+use crate::body::{full, Body};
+use crate::classify::Tier;
+use crate::config::{Model, ProviderKind, Snapshot, TierTimeouts};
+use crate::error::GatewayError;
+use crate::metrics::RequestRecorder;
+
+/// Largest non-streaming upstream response we accept (a bound, not a typical size).
+const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest single SSE event we accept from a provider.
+const MAX_UPSTREAM_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct Upstream {
+    fast: reqwest::Client,
+    reasoning: reqwest::Client,
+}
+
+fn client(timeouts: &TierTimeouts) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .tcp_nodelay(true)
+        // Below the providers' keep-alive so we never reuse a connection they just closed.
+        .pool_idle_timeout(Duration::from_secs(50))
+        .pool_max_idle_per_host(256)
+        .no_proxy()
+        .build()
+        .expect("the TLS backend is installed at startup")
+}
+
+/// Everything one call needs besides the request itself.
+#[derive(Clone)]
+pub struct CallContext {
+    pub model: Arc<Model>,
+    pub tier: Tier,
+    pub timeouts: TierTimeouts,
+    pub request_started: Instant,
+    pub recorder: Arc<RequestRecorder>,
+    pub request_id: HeaderValue,
+}
+
+impl CallContext {
+    fn total_deadline(&self) -> Instant {
+        self.request_started + self.timeouts.total
+    }
+
+    fn first_token_deadline(&self) -> Instant {
+        self.request_started + self.timeouts.first_token
+    }
+
+    fn provider(&self) -> String {
+        self.model.provider.name.to_string()
+    }
+
+    fn timeout(&self, which: &'static str, after: Duration) -> GatewayError {
+        GatewayError::UpstreamTimeout {
+            provider: self.provider(),
+            which,
+            after_ms: after.as_millis() as u64,
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(snapshot: &Snapshot) -> Upstream {
+        Upstream {
+            fast: client(&snapshot.fast_timeouts),
+            reasoning: client(&snapshot.reasoning_timeouts),
+        }
+    }
+
+    fn client(&self, tier: Tier) -> &reqwest::Client {
+        match tier {
+            Tier::Fast => &self.fast,
+            Tier::Reasoning => &self.reasoning,
+        }
+    }
+
+    pub async fn call(&self, ctx: CallContext, request: ChatRequest) -> Result<Response<Body>, GatewayError> {
+        let stream = request.is_stream();
+        let client = self.client(ctx.tier).clone();
+        match (&ctx.model.provider.kind, stream) {
+            (ProviderKind::Simulated { .. }, false) => {
+                let json = simulated::complete(&ctx, &request).await?;
+                Ok(finish_json(&ctx, json))
+            }
+            (ProviderKind::Simulated { .. }, true) => {
+                let events = simulated::stream(&ctx, &request);
+                Ok(stream_response(&ctx, RelaySource::Streaming(events)))
+            }
+            (ProviderKind::OpenAi, false) => {
+                let json = openai::complete(&client, &ctx, &request).await?;
+                Ok(finish_json(&ctx, json))
+            }
+            (ProviderKind::OpenAi, true) => {
+                let pending = openai::stream(client, &ctx, &request);
+                start_stream(&ctx, pending).await
+            }
+            (ProviderKind::Anthropic { .. }, false) => {
+                let (json, dropped) = anthropic_call::complete(&client, &ctx, &request).await?;
+                let mut response = finish_json(&ctx, json);
+                response.extensions_mut().insert(dropped);
+                Ok(response)
+            }
+            (ProviderKind::Anthropic { .. }, true) => {
+                let (pending, dropped) = anthropic_call::stream(client, &ctx, &request)?;
+                let mut response = start_stream(&ctx, pending).await?;
+                response.extensions_mut().insert(dropped);
+                Ok(response)
+            }
+        }
+    }
+}
+
+/// A finished non-streaming completion: counts its usage and wraps it.
+fn finish_json(ctx: &CallContext, json: Bytes) -> Response<Body> {
+    ctx.recorder.stream_completed();
+    let mut response = Response::new(full(json));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Waits for the provider's response head, but not forever: if it has not come by the time
+/// the first keep-alive is due, the 200 goes out and the relay keeps the connection warm.
+/// An error before that point keeps its own status (e.g. 401 from the provider -> 502).
+async fn start_stream(ctx: &CallContext, mut pending: PendingStream) -> Result<Response<Body>, GatewayError> {
+    let keepalive_at = Instant::now() + ctx.timeouts.keepalive_interval;
+    let first_token_at = ctx.first_token_deadline().min(ctx.total_deadline());
+    tokio::select! {
+        result = &mut pending => {
+            let events = result.inspect_err(|e| ctx.recorder.stream_failed(e))?;
+            Ok(stream_response(ctx, RelaySource::Streaming(events)))
+        }
+        _ = tokio::time::sleep_until(keepalive_at.min(first_token_at)) => {
+            if Instant::now() >= first_token_at {
+                let error = ctx.timeout("first-token", first_token_at - ctx.request_started);
+                ctx.recorder.stream_failed(&error);
+                return Err(error);
+            }
+            Ok(stream_response(ctx, RelaySource::Pending(pending)))
+        }
+    }
+}
+
+fn stream_response(ctx: &CallContext, source: RelaySource) -> Response<Body> {
+    let timing = StreamTiming {
+        first_token_deadline: ctx.first_token_deadline(),
+        total_deadline: ctx.total_deadline(),
+        idle_timeout: ctx.timeouts.idle,
+        keepalive_interval: ctx.timeouts.keepalive_interval,
+    };
+    let relay = SseRelay::new(source, timing, ctx.recorder.clone());
+    let mut response = Response::new(Body::new(relay));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell nginx-style proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The provider's auth header, or an error if its key variable is unset.
+fn auth(model: &Model) -> Result<Option<(header::HeaderName, HeaderValue)>, GatewayError> {
+    let provider = &model.provider;
+    match (&provider.api_key, &provider.api_key_env) {
+        (Some(key), _) => Ok(Some((provider.auth_header.clone(), key.clone()))),
+        (None, Some(env)) => Err(GatewayError::ProviderKeyMissing {
+            provider: provider.name.to_string(),
+            env: env.clone(),
+        }),
+        // No key configured at all: a local server (vLLM, Ollama) that needs none.
+        (None, None) => Ok(None),
+    }
+}
+
+fn url(model: &Model, path: &str) -> Result<reqwest::Url, GatewayError> {
+    let provider = &model.provider;
+    let mut url = reqwest::Url::parse(&format!("{}{path}", provider.base_url))
+        .map_err(|e| GatewayError::Internal(format!("bad provider URL: {e}")))?;
+    if !provider.query.is_empty() {
+        url.query_pairs_mut().extend_pairs(provider.query.iter());
+    }
+    Ok(url)
+}
+
+/// Maps a reqwest failure before the response head.
+fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
+    if e.is_timeout() {
+        return ctx.timeout("connect", ctx.timeouts.connect);
+    }
+    GatewayError::UpstreamUnavailable {
+        provider: ctx.provider(),
+        message: error_chain(&e),
+    }
+}
+
+/// A readable, secret-free description of a reqwest error (the URL is left out).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut message = if e.is_connect() {
+        "connection failed".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "response body failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// Reads a whole (bounded) response body before the total deadline.
+async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Bytes, GatewayError> {
+    use futures_util::StreamExt;
+    let deadline = ctx.total_deadline();
+    let read = async {
+        let mut out = Vec::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| GatewayError::UpstreamUnavailable {
+                provider: ctx.provider(),
+                message: error_chain(&e),
+            })?;
+            if out.len() + chunk.len() > MAX_UPSTREAM_BODY_BYTES {
+                return Err(GatewayError::UpstreamInvalid {
+                    provider: ctx.provider(),
+                    message: "response body too large".into(),
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    };
+    tokio::time::timeout_at(deadline, read)
+        .await
+        .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
+}
+
+/// Turns a provider error status into a `GatewayError` with the provider's message.
+async fn status_error(ctx: &CallContext, response: reqwest::Response, message_of: fn(u16, &[u8]) -> String) -> GatewayError {
+    let status = response.status().as_u16();
+    let body = read_body(ctx, response).await.unwrap_or_default();
+    GatewayError::UpstreamStatus {
+        provider: ctx.provider(),
+        status,
+        message: message_of(status, &body),
+    }
+}
+
+/// Seconds since the epoch, for `created` fields.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) type Events = EventStream;

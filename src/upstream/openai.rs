@@ -1,0 +1,170 @@
+//! OpenAI-compatible providers (OpenAI, Azure OpenAI, vLLM, Ollama, DeepSeek, Together, ...).
+//!
+//! The request body is forwarded as adapted; the response is passed through byte for byte.
+//! Streams are inspected on the way (usage for metrics, `[DONE]` to tell a clean end from a
+//! provider that hung up) without changing a byte.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+
+use super::{auth, error_chain, read_body, send_error, status_error, url, CallContext, Events, MAX_UPSTREAM_EVENT_BYTES};
+use crate::api::ChatRequest;
+use crate::body::relay::PendingStream;
+use crate::error::GatewayError;
+use crate::sse::SseParser;
+
+fn build(client: &reqwest::Client, ctx: &CallContext, request: &ChatRequest) -> Result<reqwest::RequestBuilder, GatewayError> {
+    let mut builder = client
+        .post(url(&ctx.model, "/chat/completions")?)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("x-request-id", ctx.request_id.clone())
+        .body(request.to_bytes());
+    if let Some((name, value)) = auth(&ctx.model)? {
+        builder = builder.header(name, value);
+    }
+    Ok(builder)
+}
+
+/// OpenAI's `{"error":{"message":...}}`, or the start of the raw body.
+pub(super) fn error_message(status: u16, body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.chars().take(300).collect();
+            if text.trim().is_empty() {
+                format!("HTTP {status}")
+            } else {
+                text
+            }
+        })
+}
+
+pub(super) async fn complete(client: &reqwest::Client, ctx: &CallContext, request: &ChatRequest) -> Result<Bytes, GatewayError> {
+    let builder = build(client, ctx, request)?;
+    let result = async {
+        let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
+            .await
+            .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
+            .map_err(|e| send_error(ctx, e))?;
+        if !response.status().is_success() {
+            return Err(status_error(ctx, response, error_message).await);
+        }
+        let bytes = read_body(ctx, response).await?;
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
+            provider: ctx.provider(),
+            message: format!("response is not JSON: {e}"),
+        })?;
+        if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
+            ctx.recorder.usage(usage);
+        }
+        Ok(bytes)
+    }
+    .await;
+    result.inspect_err(|e| ctx.recorder.stream_failed(e))
+}
+
+pub(super) fn stream(client: reqwest::Client, ctx: &CallContext, request: &ChatRequest) -> PendingStream {
+    let builder = build(&client, ctx, request);
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let response = builder?.send().await.map_err(|e| send_error(&ctx, e))?;
+        if !response.status().is_success() {
+            return Err(status_error(&ctx, response, error_message).await);
+        }
+        let events: Events = Box::pin(InspectedStream {
+            inner: Box::pin(response.bytes_stream()),
+            parser: SseParser::new(MAX_UPSTREAM_EVENT_BYTES),
+            inspecting: true,
+            saw_done: false,
+            ended: false,
+            ctx,
+        });
+        Ok(events)
+    })
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Passes the provider's SSE bytes through unchanged while reading usage and `[DONE]`.
+struct InspectedStream {
+    inner: ByteStream,
+    parser: SseParser,
+    /// Off after an unparseable event: we still relay, we just stop reading.
+    inspecting: bool,
+    saw_done: bool,
+    ended: bool,
+    ctx: CallContext,
+}
+
+impl InspectedStream {
+    fn inspect(&mut self, bytes: &[u8]) {
+        if !self.inspecting {
+            return;
+        }
+        self.parser.push(bytes);
+        loop {
+            match self.parser.next_event() {
+                Ok(Some(event)) => {
+                    if event.data == "[DONE]" {
+                        self.saw_done = true;
+                    } else if event.data.contains("\"usage\"") {
+                        if let Ok(chunk) = serde_json::from_str::<Value>(&event.data) {
+                            if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+                                self.ctx.recorder.usage(usage);
+                            }
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.inspecting = false;
+                    // Without inspection we cannot see `[DONE]`; trust the clean end.
+                    self.saw_done = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Stream for InspectedStream {
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                this.inspect(&bytes);
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(GatewayError::UpstreamUnavailable {
+                    provider: this.ctx.provider(),
+                    message: format!("stream broke: {}", error_chain(&e)),
+                })))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                if this.saw_done {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(GatewayError::UpstreamUnavailable {
+                        provider: this.ctx.provider(),
+                        message: "stream ended before `data: [DONE]`".into(),
+                    })))
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

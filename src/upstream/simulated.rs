@@ -1,0 +1,190 @@
+//! The built-in `simulated` provider: deterministic answers with realistic timing.
+//!
+//! For demos, tests and benchmarks without keys or network. The same request always gets
+//! the same text; time to first token and tokens per second come from the provider config;
+//! reasoning-tier models report reasoning tokens (more for a higher `reasoning_effort`).
+//! Every answer says it is simulated: text starts with `[simulated]` and
+//! `system_fingerprint` is `deliberate-simulated`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::{unix_now, CallContext, Events};
+use crate::api::ChatRequest;
+use crate::body::{sse_data, SSE_DONE};
+use crate::classify::Tier;
+use crate::config::ProviderKind;
+use crate::error::GatewayError;
+
+const WORDS: &[&str] = &[
+    "the", "answer", "depends", "on", "context", "and", "a", "careful", "look", "at", "each",
+    "step", "shows", "that", "this", "approach", "works", "well", "for", "most", "cases", "here",
+    "is", "short", "summary", "with", "key", "points", "to", "consider", "next",
+];
+
+/// What a simulated call will produce, fixed by the request alone.
+struct Plan {
+    id: String,
+    model: String,
+    created: u64,
+    words: Vec<&'static str>,
+    finish_reason: &'static str,
+    prompt_tokens: u64,
+    reasoning_tokens: u64,
+    choices: u64,
+    ttft: Duration,
+    per_token: Duration,
+    include_usage: bool,
+}
+
+impl Plan {
+    fn new(ctx: &CallContext, request: &ChatRequest) -> Plan {
+        let (ttft, tps) = match ctx.model.provider.kind {
+            ProviderKind::Simulated { time_to_first_token, tokens_per_second } => (time_to_first_token, tokens_per_second),
+            _ => (Duration::ZERO, f64::INFINITY),
+        };
+        let messages = serde_json::to_vec(request.messages()).unwrap_or_default();
+        let digest = Sha256::digest(&messages);
+        let seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        let natural = 12 + (seed % 24) as usize;
+        let limit = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| request.body.get(*k).and_then(Value::as_u64))
+            .map(|l| l.max(1) as usize);
+        let count = limit.map_or(natural, |l| l.min(natural));
+        let mut words = vec!["[simulated]"];
+        words.extend((0..count.saturating_sub(1)).map(|i| WORDS[((seed >> (i % 48)) as usize + i * 7) % WORDS.len()]));
+        let reasoning_tokens = match ctx.tier {
+            Tier::Fast => 0,
+            Tier::Reasoning => {
+                let factor = match request.reasoning_effort() {
+                    Some("low") => 2,
+                    Some("high") => 8,
+                    _ => 4,
+                };
+                factor * count as u64
+            }
+        };
+        Plan {
+            id: format!("chatcmpl-sim-{}", hex::encode(&digest[..6])),
+            model: ctx.model.upstream_model.clone(),
+            created: unix_now(),
+            finish_reason: if limit.is_some_and(|l| l < natural) { "length" } else { "stop" },
+            prompt_tokens: (messages.len() as u64 / 4).max(1),
+            reasoning_tokens,
+            choices: request.body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 8),
+            include_usage: request.include_usage(),
+            words,
+            ttft,
+            per_token: if tps.is_finite() { Duration::from_secs_f64(1.0 / tps) } else { Duration::ZERO },
+        }
+    }
+
+    fn usage(&self) -> Value {
+        let completion = self.words.len() as u64 * self.choices + self.reasoning_tokens;
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        })
+    }
+
+    fn text(&self) -> String {
+        self.words.join(" ")
+    }
+
+    fn duration(&self) -> Duration {
+        self.ttft + self.per_token * self.words.len() as u32
+    }
+
+    fn chunk(&self, choices: Value, usage: Option<Value>) -> Bytes {
+        let mut chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "system_fingerprint": "deliberate-simulated", "choices": choices,
+        });
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
+        }
+        sse_data(&serde_json::to_vec(&chunk).expect("JSON value serializes"))
+    }
+
+    /// The chunks of step `step`: 0 = role, 1..=words = one word each, then the finish.
+    fn step(&self, step: usize) -> Option<Bytes> {
+        let n = self.words.len();
+        let per_choice = |delta: Value, finish: Value| {
+            Value::Array(
+                (0..self.choices)
+                    .map(|i| json!({"index": i, "delta": delta, "finish_reason": finish}))
+                    .collect(),
+            )
+        };
+        match step {
+            0 => Some(self.chunk(per_choice(json!({"role": "assistant", "content": ""}), Value::Null), None)),
+            s if s <= n => {
+                let word = if s == 1 { self.words[0].to_string() } else { format!(" {}", self.words[s - 1]) };
+                Some(self.chunk(per_choice(json!({"content": word}), Value::Null), None))
+            }
+            s if s == n + 1 => Some(self.chunk(per_choice(json!({}), json!(self.finish_reason)), None)),
+            s if s == n + 2 && self.include_usage => Some(self.chunk(json!([]), Some(self.usage()))),
+            _ => None,
+        }
+    }
+}
+
+pub(super) async fn complete(ctx: &CallContext, request: &ChatRequest) -> Result<Bytes, GatewayError> {
+    let plan = Plan::new(ctx, request);
+    let done_at = Instant::now() + plan.duration();
+    if done_at > ctx.total_deadline() {
+        tokio::time::sleep_until(ctx.total_deadline()).await;
+        let error = ctx.timeout("total", ctx.timeouts.total);
+        ctx.recorder.stream_failed(&error);
+        return Err(error);
+    }
+    tokio::time::sleep_until(done_at).await;
+    let text = plan.text();
+    let choices: Vec<Value> = (0..plan.choices)
+        .map(|i| json!({
+            "index": i,
+            "message": {"role": "assistant", "content": text, "refusal": null},
+            "logprobs": null,
+            "finish_reason": plan.finish_reason,
+        }))
+        .collect();
+    let usage = plan.usage();
+    ctx.recorder.usage(&usage);
+    let body = json!({
+        "id": plan.id, "object": "chat.completion", "created": plan.created, "model": plan.model,
+        "system_fingerprint": "deliberate-simulated", "choices": choices, "usage": usage,
+    });
+    Ok(Bytes::from(serde_json::to_vec(&body).expect("JSON value serializes")))
+}
+
+pub(super) fn stream(ctx: &CallContext, request: &ChatRequest) -> Events {
+    let plan = Plan::new(ctx, request);
+    let recorder = ctx.recorder.clone();
+    let start = Instant::now();
+    let state = (plan, 0usize, false);
+    Box::pin(futures_util::stream::unfold(state, move |(plan, step, done)| {
+        let recorder = recorder.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let due = start + plan.ttft + plan.per_token * step.saturating_sub(1) as u32;
+            tokio::time::sleep_until(due).await;
+            match plan.step(step) {
+                Some(bytes) => Some((Ok(bytes), (plan, step + 1, false))),
+                None => {
+                    recorder.usage(&plan.usage());
+                    Some((Ok(Bytes::from_static(SSE_DONE)), (plan, step, true)))
+                }
+            }
+        }
+    }))
+}
