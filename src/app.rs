@@ -2,19 +2,19 @@
 //!
 //! Outermost first, each with the reason for its place:
 //!
-//! 1. catch panic      a bug in any layer becomes a 500 with an OpenAI-shaped body, and the
-//!                     connection survives.
-//! 2. request id       first, so every later layer, log line and error has it.
-//! 3. trace span       one span per request, carrying the request id.
-//! 4. metrics          above the error layer so synthesized errors (401/413/...) are counted;
-//!                     records when the body ends (end of stream or client gone).
-//! 5. error response   below it everything fails with `GatewayError`; above it nothing fails.
-//! 6. in-flight limit  sheds load (503) before any work; the permit lives until the body ends.
-//! 7. tenant auth      401 before reading the body; pins the config snapshot.
-//! 8. router           `/v1/models` is answered here; chat goes on down:
-//! 9. parse body       bounded read (413) and one JSON parse (400) for the whole path.
-//! 10. decide          tier and model: explicit signals, classifier, tenant policy.
-//! 11. chat service    parameter translation, provider call, streaming relay, headers.
+//! 1. catch panic: a bug in any layer becomes a 500 with an OpenAI-shaped body, and the
+//!    connection survives.
+//! 2. request id: first, so every later layer, log line and error has it.
+//! 3. trace span: one span per request, carrying the request id.
+//! 4. metrics: above the error layer so synthesized errors (401/413/...) are counted;
+//!    records when the body ends (end of stream or client gone).
+//! 5. error response: below it everything fails with `GatewayError`; above it nothing fails.
+//! 6. in-flight limit: sheds load (503) before any work; the permit lives until the body ends.
+//! 7. tenant auth: 401 before reading the body; pins the config snapshot.
+//! 8. router: `/v1/models` is answered here; chat goes on down:
+//! 9. parse body: bounded read (413) and one JSON parse (400) for the whole path.
+//! 10. decide: tier and model from explicit signals, classifier, tenant policy.
+//! 11. chat service: parameter translation, provider call, streaming relay, headers.
 
 use std::convert::Infallible;
 

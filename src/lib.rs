@@ -44,7 +44,7 @@ pub fn install_crypto_provider() {
 pub async fn run(api: TcpListener, admin: TcpListener, snapshot: Snapshot, shutdown: CancellationToken) {
     install_crypto_provider();
     let grace = snapshot.server.shutdown_grace;
-    let state = AppState::new(snapshot, Arc::new(RulesClassifier::default()));
+    let state = AppState::new(snapshot, Arc::new(RulesClassifier));
     let api_service = app::api_service(&state);
     let admin_service = AdminService {
         metrics: state.metrics.clone(),

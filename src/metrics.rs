@@ -145,6 +145,12 @@ pub struct RequestLabels {
     pub outcome: OnceLock<&'static str>,
 }
 
+impl Default for RequestLabels {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RequestLabels {
     pub fn new() -> Self {
         RequestLabels {

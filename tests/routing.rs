@@ -211,3 +211,21 @@ async fn tenants_get_their_own_models() {
     assert_eq!(header(&r, "x-deliberate-model"), "other-chat");
     assert_eq!(upstream.requests()[0].body["model"], "other-chat");
 }
+
+#[tokio::test]
+async fn h2c_clients_are_served_on_the_same_port() {
+    let upstream = echo_upstream().await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = h2
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(json!({"model": "fast", "stream": true, "messages": user("hi")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(sse_data(&read_text(r).await).last().map(String::as_str), Some("[DONE]"));
+}

@@ -293,15 +293,21 @@ impl Hasher for WordHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
+            self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
         }
+        // The tail in at most two loads (no copy through the stack); the length is hashed too.
         let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
+        let n = rest.len();
+        let u32_at = |i: usize| {
+            u64::from(u32::from_le_bytes(
+                rest[i..i + 4].try_into().unwrap_or_default(),
+            ))
+        };
+        let u8_at = |i: usize| u64::from(rest[i]);
+        match n {
+            0 => {}
+            1..=3 => self.add(u8_at(0) | (u8_at(n / 2) << 8) | (u8_at(n - 1) << 16)),
+            _ => self.add(u32_at(0) | (u32_at(n - 4) << 32)),
         }
     }
     fn write_usize(&mut self, n: usize) {
@@ -506,13 +512,27 @@ fn logistic(x: f32) -> f32 {
 /// threshold need not be 0.5.
 fn reasons(contrib: &[f32; NCAT], reasoning: bool) -> Vec<&'static str> {
     let strongest = |toward_reasoning: bool| {
-        let mut ranked = [(0.0f32, ""); NCAT];
-        for (slot, (&c, &(label, _))) in ranked.iter_mut().zip(contrib.iter().zip(&CATEGORIES)) {
-            *slot = (if toward_reasoning { c } else { -c }, label);
+        let strength = |i: usize| {
+            if toward_reasoning {
+                contrib[i]
+            } else {
+                -contrib[i]
+            }
+        };
+        let mut out = Vec::with_capacity(3);
+        let mut taken = [false; NCAT];
+        while out.len() < 3 {
+            let candidates = (0..NCAT).filter(|&i| !taken[i]);
+            let Some(best) = candidates.max_by(|&a, &b| strength(a).total_cmp(&strength(b))) else {
+                break;
+            };
+            if strength(best) < MIN_REASON {
+                break;
+            }
+            taken[best] = true;
+            out.push(CATEGORIES[best].0);
         }
-        ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        let top = ranked.iter().take_while(|r| r.0 >= MIN_REASON).take(3);
-        top.map(|r| r.1).collect::<Vec<&'static str>>()
+        out
     };
     let mut out = strongest(reasoning);
     if out.is_empty() {

@@ -506,6 +506,9 @@ fn capabilities(raw: &RawCapabilities, p: &mut FileProblems) -> Capabilities {
     }
 }
 
+/// Each key's SHA-256 with the span that declared it.
+type KeyHashes = Vec<([u8; 32], Range<usize>)>;
+
 struct TenantProblems<'a, 'b, 'c> {
     p: &'a mut FileProblems<'b>,
     warnings: &'a mut Vec<ConfigProblem>,
@@ -518,7 +521,7 @@ fn tenant(
     models: &HashMap<String, Arc<Model>>,
     declared_models: &HashSet<&str>,
     tp: &mut TenantProblems,
-) -> Option<(Tenant, Vec<([u8; 32], Range<usize>)>)> {
+) -> Option<(Tenant, KeyHashes)> {
     let p = &mut *tp.p;
     let before = p.out.len();
     let name = match &raw.name {

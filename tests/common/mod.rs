@@ -6,6 +6,8 @@
 //! test, records what it received, and notices when a client goes away mid-stream.
 
 #![allow(dead_code)]
+// The harness spawns its own mock servers; they die with the test runtime.
+#![allow(clippy::disallowed_methods)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
