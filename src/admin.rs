@@ -20,21 +20,26 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
-        let (status, content_type, body): (StatusCode, &'static str, Bytes) = match request.uri().path() {
-            "/metrics" => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                Bytes::from(self.metrics.render()),
-            ),
-            "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-            "/readyz" if self.shutdown.is_cancelled() => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                Bytes::from_static(b"shutting down\n"),
-            ),
-            "/readyz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
-            _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
-        };
+        let (status, content_type, body): (StatusCode, &'static str, Bytes) =
+            match request.uri().path() {
+                "/metrics" => (
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    Bytes::from(self.metrics.render()),
+                ),
+                "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+                "/readyz" if self.shutdown.is_cancelled() => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    Bytes::from_static(b"shutting down\n"),
+                ),
+                "/readyz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    Bytes::from_static(b"not found\n"),
+                ),
+            };
         let mut response = Response::new(full(body));
         *response.status_mut() = status;
         response
@@ -49,7 +54,10 @@ impl tower::Service<Request<Incoming>> for AdminService {
     type Error = Infallible;
     type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
 
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
         std::task::Poll::Ready(Ok(()))
     }
 

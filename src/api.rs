@@ -23,7 +23,10 @@ impl ChatRequest {
             GatewayError::invalid(format!("Request body is not valid JSON: {e}"), None)
         })?;
         let Value::Object(body) = value else {
-            return Err(GatewayError::invalid("Request body must be a JSON object.", None));
+            return Err(GatewayError::invalid(
+                "Request body must be a JSON object.",
+                None,
+            ));
         };
         let request = ChatRequest { body };
         request.validate()?;
@@ -33,16 +36,34 @@ impl ChatRequest {
     fn validate(&self) -> Result<(), GatewayError> {
         match self.body.get("model") {
             Some(Value::String(m)) if !m.is_empty() => {}
-            Some(_) => return Err(invalid_param("`model` must be a non-empty string.", "model")),
-            None => return Err(invalid_param("Missing required parameter: `model`.", "model")),
+            Some(_) => {
+                return Err(invalid_param(
+                    "`model` must be a non-empty string.",
+                    "model",
+                ))
+            }
+            None => {
+                return Err(invalid_param(
+                    "Missing required parameter: `model`.",
+                    "model",
+                ))
+            }
         }
         let messages = match self.body.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => m,
             Some(Value::Array(_)) => {
-                return Err(invalid_param("`messages` must contain at least one message.", "messages"))
+                return Err(invalid_param(
+                    "`messages` must contain at least one message.",
+                    "messages",
+                ))
             }
             Some(_) => return Err(invalid_param("`messages` must be an array.", "messages")),
-            None => return Err(invalid_param("Missing required parameter: `messages`.", "messages")),
+            None => {
+                return Err(invalid_param(
+                    "Missing required parameter: `messages`.",
+                    "messages",
+                ))
+            }
         };
         for (i, message) in messages.iter().enumerate() {
             let role = message.get("role").and_then(Value::as_str);
@@ -71,11 +92,17 @@ impl ChatRequest {
     }
 
     pub fn model(&self) -> &str {
-        self.body.get("model").and_then(Value::as_str).unwrap_or_default()
+        self.body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn is_stream(&self) -> bool {
-        self.body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        self.body
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     pub fn include_usage(&self) -> bool {

@@ -29,20 +29,28 @@ use crate::body::{Body, BoxError};
 use crate::endpoints::{ChatCompletions, Router};
 use crate::error::GatewayError;
 use crate::layers::{
-    body::ParseBodyLayer, decide::DecideLayer, error::ErrorResponseLayer, in_flight::InFlightLimitLayer,
-    metrics::MetricsLayer, request_id::RequestId, request_id::RequestIdLayer, tenant::TenantAuthLayer,
+    body::ParseBodyLayer, decide::DecideLayer, error::ErrorResponseLayer,
+    in_flight::InFlightLimitLayer, metrics::MetricsLayer, request_id::RequestId,
+    request_id::RequestIdLayer, tenant::TenantAuthLayer,
 };
 use crate::state::AppState;
 
 /// The API service for one listener; cloned per connection.
-pub type ApiService = BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible>;
+pub type ApiService =
+    BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible>;
 
 pub fn api_service(state: &AppState) -> ApiService {
     let settings = state.live.load().server.clone();
     let chat = ServiceBuilder::new()
         .layer(ParseBodyLayer::new(settings.max_request_body_bytes))
-        .layer(DecideLayer::new(state.classifier.clone(), state.metrics.clone()))
-        .service(ChatCompletions::new(state.upstream.clone(), state.metrics.clone()));
+        .layer(DecideLayer::new(
+            state.classifier.clone(),
+            state.metrics.clone(),
+        ))
+        .service(ChatCompletions::new(
+            state.upstream.clone(),
+            state.metrics.clone(),
+        ));
 
     let service = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response))

@@ -47,16 +47,21 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path().trim_end_matches('/');
         let method = request.method();
-        let not_allowed = || GatewayError::MethodNotAllowed {
+        let not_allowed = |allow| GatewayError::MethodNotAllowed {
             method: method.to_string(),
             path: path.to_string(),
+            allow,
         };
         let result = match path {
-            "/v1/chat/completions" if method == Method::POST => return Box::pin(self.chat.call(request)),
-            "/v1/chat/completions" => Err(not_allowed()),
+            "/v1/chat/completions" if method == Method::POST => {
+                return Box::pin(self.chat.call(request))
+            }
+            "/v1/chat/completions" => Err(not_allowed("POST")),
             "/v1/models" if method == Method::GET => list_models(&request),
-            p if p.starts_with("/v1/models/") && method == Method::GET => get_model(&request, &p["/v1/models/".len()..]),
-            "/v1/models" => Err(not_allowed()),
+            p if p.starts_with("/v1/models/") && method == Method::GET => {
+                get_model(&request, &p["/v1/models/".len()..])
+            }
+            "/v1/models" => Err(not_allowed("GET")),
             _ => Err(GatewayError::UnknownEndpoint {
                 method: method.to_string(),
                 path: path.chars().take(200).collect(),
@@ -78,7 +83,12 @@ fn model_ids(ctx: &TenantCtx) -> impl Iterator<Item = (&str, &str)> {
     ["auto", "fast", "reasoning"]
         .into_iter()
         .map(|id| (id, "deliberate"))
-        .chain(ctx.tenant.allowed_models.iter().map(|m| (&*m.name, &*m.provider.name)))
+        .chain(
+            ctx.tenant
+                .allowed_models
+                .iter()
+                .map(|m| (&*m.name, &*m.provider.name)),
+        )
 }
 
 fn model_object(id: &str, owner: &str) -> serde_json::Value {
@@ -86,16 +96,21 @@ fn model_object(id: &str, owner: &str) -> serde_json::Value {
 }
 
 fn json_response(value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from(serde_json::to_vec(value).unwrap_or_default())));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = Response::new(full(Bytes::from(
+        serde_json::to_vec(value).unwrap_or_default(),
+    )));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 fn list_models<B>(request: &Request<B>) -> Result<Response<Body>, GatewayError> {
     let ctx = tenant_ctx(request)?;
-    let data: Vec<_> = model_ids(ctx).map(|(id, owner)| model_object(id, owner)).collect();
+    let data: Vec<_> = model_ids(ctx)
+        .map(|(id, owner)| model_object(id, owner))
+        .collect();
     Ok(json_response(&json!({"object": "list", "data": data})))
 }
 
@@ -104,7 +119,9 @@ fn get_model<B>(request: &Request<B>, id: &str) -> Result<Response<Body>, Gatewa
     model_ids(ctx)
         .find(|(candidate, _)| *candidate == id)
         .map(|(id, owner)| json_response(&model_object(id, owner)))
-        .ok_or_else(|| GatewayError::ModelNotFound { model: id.chars().take(200).collect() })
+        .ok_or_else(|| GatewayError::ModelNotFound {
+            model: id.chars().take(200).collect(),
+        })
 }
 
 /// The innermost service: adapt the request to the chosen model, call it, label the answer.
@@ -139,10 +156,22 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
         Box::pin(async move {
             let (parts, mut chat) = request.into_parts();
             let missing = |what: &str| GatewayError::Internal(format!("{what} missing"));
-            let ctx = parts.extensions.get::<TenantCtx>().ok_or_else(|| missing("tenant context"))?;
-            let decision = parts.extensions.get::<Decision>().ok_or_else(|| missing("decision"))?;
-            let labels = parts.extensions.get::<Arc<RequestLabels>>().ok_or_else(|| missing("labels"))?;
-            let request_id = parts.extensions.get::<RequestId>().ok_or_else(|| missing("request id"))?;
+            let ctx = parts
+                .extensions
+                .get::<TenantCtx>()
+                .ok_or_else(|| missing("tenant context"))?;
+            let decision = parts
+                .extensions
+                .get::<Decision>()
+                .ok_or_else(|| missing("decision"))?;
+            let labels = parts
+                .extensions
+                .get::<Arc<RequestLabels>>()
+                .ok_or_else(|| missing("labels"))?;
+            let request_id = parts
+                .extensions
+                .get::<RequestId>()
+                .ok_or_else(|| missing("request id"))?;
 
             let adjusted = translate::adapt_request(&mut chat.body, &decision.model)?;
             let call = CallContext {
@@ -169,7 +198,10 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                     headers.insert(HeaderName::from_static(name), v);
                 }
             };
-            set("x-deliberate-tier", Some(HeaderValue::from_static(decision.tier.as_str())));
+            set(
+                "x-deliberate-tier",
+                Some(HeaderValue::from_static(decision.tier.as_str())),
+            );
             set("x-deliberate-model", header_value(&decision.model.name));
             set("x-deliberate-reason", header_value(&decision.reason));
             // An explicit choice is certain: 0 for fast, 1 for reasoning.

@@ -25,8 +25,12 @@ pub enum GatewayError {
     ModelNotFound { model: String },
     #[error("Unknown endpoint {method} {path}.")]
     UnknownEndpoint { method: String, path: String },
-    #[error("Method {method} is not allowed on {path}.")]
-    MethodNotAllowed { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}; use {allow}.")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: &'static str,
+    },
     #[error("Request body is larger than the limit of {limit_bytes} bytes.")]
     PayloadTooLarge { limit_bytes: usize },
     #[error("The gateway is at its in-flight request limit; retry shortly.")]
@@ -156,6 +160,11 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let GatewayError::MethodNotAllowed { allow, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if matches!(self, GatewayError::Overloaded | GatewayError::ShuttingDown) {
             response
                 .headers_mut()

@@ -41,7 +41,12 @@ pub fn install_crypto_provider() {
 /// Serves the gateway until `shutdown` is cancelled, then drains in-flight requests and
 /// streams for at most the configured grace period. The admin listener keeps answering
 /// (with `/readyz` = 503) until the API listener has drained.
-pub async fn run(api: TcpListener, admin: TcpListener, snapshot: Snapshot, shutdown: CancellationToken) {
+pub async fn run(
+    api: TcpListener,
+    admin: TcpListener,
+    snapshot: Snapshot,
+    shutdown: CancellationToken,
+) {
     install_crypto_provider();
     let grace = snapshot.server.shutdown_grace;
     let state = AppState::new(snapshot, Arc::new(RulesClassifier));
@@ -51,7 +56,12 @@ pub async fn run(api: TcpListener, admin: TcpListener, snapshot: Snapshot, shutd
         shutdown: shutdown.clone(),
     };
     let admin_stop = CancellationToken::new();
-    let admin_task = server::serve(admin, admin_service, admin_stop.clone(), Duration::from_secs(1));
+    let admin_task = server::serve(
+        admin,
+        admin_service,
+        admin_stop.clone(),
+        Duration::from_secs(1),
+    );
     let api_task = async {
         server::serve(api, api_service, shutdown, grace).await;
         admin_stop.cancel();

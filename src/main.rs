@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 use deliberate::config::{self, Loaded};
 
 #[derive(Parser)]
-#[command(name = "deliberate", version, about = "OpenAI-compatible gateway that routes each request to a fast or a reasoning model")]
+#[command(
+    name = "deliberate",
+    version,
+    about = "OpenAI-compatible gateway that routes each request to a fast or a reasoning model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, policies } => check(&config, &policies),
-        Command::Serve { demo, config, policies, listen, admin_listen } => {
+        Command::Serve {
+            demo,
+            config,
+            policies,
+            listen,
+            admin_listen,
+        } => {
             init_tracing();
             let loaded = if demo {
                 config::demo()
@@ -107,14 +117,22 @@ fn check(config_path: &std::path::Path, policies: &std::path::Path) -> ExitCode 
     }
 }
 
-async fn serve(loaded: Loaded, demo: bool, listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> ExitCode {
+async fn serve(
+    loaded: Loaded,
+    demo: bool,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
     let snapshot = loaded.snapshot;
     let api_addr = listen.unwrap_or(snapshot.server.listen);
     let admin_addr = admin_listen.unwrap_or(snapshot.server.admin_listen);
-    let (api, admin) = match (TcpListener::bind(api_addr).await, TcpListener::bind(admin_addr).await) {
+    let (api, admin) = match (
+        TcpListener::bind(api_addr).await,
+        TcpListener::bind(admin_addr).await,
+    ) {
         (Ok(api), Ok(admin)) => (api, admin),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("deliberate: cannot bind listener: {e}");

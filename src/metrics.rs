@@ -106,7 +106,9 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(classifier_decisions.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         Arc::new(Metrics {
             registry,

@@ -71,12 +71,19 @@ pub fn decide(
         "auto" => {}
         "fast" | "reasoning" => {
             let tier = Tier::parse(requested).expect("matched a tier name");
-            return Ok(chosen(tier, None, format!("model={requested}"), DecisionSource::VirtualTier));
+            return Ok(chosen(
+                tier,
+                None,
+                format!("model={requested}"),
+                DecisionSource::VirtualTier,
+            ));
         }
         name => {
             let model = tenant
                 .allowed_model(name)
-                .ok_or_else(|| GatewayError::ModelNotFound { model: name.to_string() })?;
+                .ok_or_else(|| GatewayError::ModelNotFound {
+                    model: name.to_string(),
+                })?;
             return Ok(Decision {
                 tier: model.tier,
                 model: model.clone(),
@@ -87,13 +94,21 @@ pub fn decide(
         }
     }
     if let Some(value) = tier_header {
-        let tier = std::str::from_utf8(value).ok().and_then(Tier::parse).ok_or_else(|| {
-            GatewayError::invalid(
-                format!("Invalid `{TIER_HEADER}` header: expected `fast` or `reasoning`."),
-                None,
-            )
-        })?;
-        return Ok(chosen(tier, None, format!("header {TIER_HEADER}"), DecisionSource::Header));
+        let tier = std::str::from_utf8(value)
+            .ok()
+            .and_then(Tier::parse)
+            .ok_or_else(|| {
+                GatewayError::invalid(
+                    format!("Invalid `{TIER_HEADER}` header: expected `fast` or `reasoning`."),
+                    None,
+                )
+            })?;
+        return Ok(chosen(
+            tier,
+            None,
+            format!("header {TIER_HEADER}"),
+            DecisionSource::Header,
+        ));
     }
     if let Some(effort) = request.reasoning_effort() {
         // `none`/`minimal` ask for no real thinking: a chat model answers that best.
@@ -111,7 +126,12 @@ pub fn decide(
         .any(|t| t.role == Role::User && !t.text.trim().is_empty());
     if !has_user_text {
         let tier = tenant.auto.default_tier;
-        return Ok(chosen(tier, None, "no user text; tenant default".into(), DecisionSource::TenantDefault));
+        return Ok(chosen(
+            tier,
+            None,
+            "no user text; tenant default".into(),
+            DecisionSource::TenantDefault,
+        ));
     }
     let scored = classifier.score(&conversation);
     let tier = if scored.score >= tenant.auto.reasoning_threshold {
@@ -124,7 +144,12 @@ pub fn decide(
     } else {
         scored.reasons.join("; ")
     };
-    Ok(chosen(tier, Some(scored.score), reason, DecisionSource::Classifier))
+    Ok(chosen(
+        tier,
+        Some(scored.score),
+        reason,
+        DecisionSource::Classifier,
+    ))
 }
 
 /// Keeps a client-supplied value header-safe and short.

@@ -19,9 +19,16 @@ use tower::Service;
 use crate::body::Body;
 
 /// Serves `service` on `listener` until `shutdown` fires, then drains for at most `grace`.
-pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken, grace: Duration)
-where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: CancellationToken,
+    grace: Duration,
+) where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -46,7 +53,10 @@ where
             tracing::debug!(error = %e, "set_nodelay failed");
         }
         let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         let hard_stop = hard_stop.clone();
@@ -63,8 +73,14 @@ where
     }
     drop(listener);
     connections.close();
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period over; closing open connections");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown grace period over; closing open connections"
+        );
     }
     hard_stop.cancel();
     connections.wait().await;

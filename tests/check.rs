@@ -18,7 +18,10 @@ fn check(config: &str, policies: &[(&str, &str)]) -> (i32, String) {
         .args(["check", "deliberate.toml", "policies"])
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 const GOOD_CONFIG: &str = r#"
@@ -83,13 +86,20 @@ fn each_mistake_names_file_line_column_and_key() {
         let expected = shift_line(expected, offset);
         let (code, out) = check(&config, &[("acme.toml", tenant)]);
         assert_eq!(code, 1, "{config_extra}\n{out}");
-        assert!(out.lines().any(|l| l.starts_with(&expected)), "want `{expected}` in:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(&expected)),
+            "want `{expected}` in:\n{out}"
+        );
     }
 }
 
 fn shift_line(expected: &str, offset: usize) -> String {
     let mut parts = expected.splitn(3, ':');
-    let (file, line, rest) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let (file, line, rest) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
     format!("{file}:{}:{rest}", line.parse::<usize>().unwrap() + offset)
 }
 
@@ -109,16 +119,25 @@ fn tenant_mistakes_are_reported_in_the_policy_file() {
     for (tenant, expected) in cases {
         let (code, out) = check(GOOD_CONFIG, &[("acme.toml", tenant)]);
         assert_eq!(code, 1, "{tenant}\n{out}");
-        assert!(out.lines().any(|l| l.starts_with(expected)), "want `{expected}` in:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(expected)),
+            "want `{expected}` in:\n{out}"
+        );
     }
 }
 
 #[test]
 fn cross_file_mistakes_are_caught() {
     // The same key for two tenants.
-    let (code, out) = check(GOOD_CONFIG, &[("a.toml", GOOD_TENANT), ("b.toml", GOOD_TENANT)]);
+    let (code, out) = check(
+        GOOD_CONFIG,
+        &[("a.toml", GOOD_TENANT), ("b.toml", GOOD_TENANT)],
+    );
     assert_eq!(code, 1);
-    assert!(out.contains("policies/b.toml:1:24: this API key already belongs to another tenant"), "{out}");
+    assert!(
+        out.contains("policies/b.toml:1:24: this API key already belongs to another tenant"),
+        "{out}"
+    );
     // No tenant at all.
     let (code, out) = check(GOOD_CONFIG, &[]);
     assert_eq!(code, 1);
@@ -128,7 +147,13 @@ fn cross_file_mistakes_are_caught() {
 #[test]
 fn every_problem_is_listed_not_just_the_first() {
     let config = format!("{GOOD_CONFIG}\n[server]\nlisten = \"x\"\nadmin_listen = \"y\"\n");
-    let (code, out) = check(&config, &[("acme.toml", "fast_model = \"nope\"\nreasoning_model = \"nope2\"\n")]);
+    let (code, out) = check(
+        &config,
+        &[(
+            "acme.toml",
+            "fast_model = \"nope\"\nreasoning_model = \"nope2\"\n",
+        )],
+    );
     assert_eq!(code, 1);
     assert!(out.contains("4 problem(s) found"), "{out}");
 }

@@ -25,32 +25,120 @@ async fn a_finished_request_shows_up_with_its_labels() {
     .await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
 
-    let r = gw.chat(json!({"model": "auto", "messages": [{"role": "user", "content": "hello!"}]})).await;
+    let r = gw
+        .chat(json!({"model": "auto", "messages": [{"role": "user", "content": "hello!"}]}))
+        .await;
     assert_eq!(r.status(), 200);
     read_text(r).await;
     let r = gw
-        .chat(json!({"model": "reasoning", "stream": true, "stream_options": {"include_usage": true},
-            "messages": [{"role": "user", "content": "hi"}]}))
+        .chat(
+            json!({"model": "reasoning", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await;
     read_text(r).await;
-    let r = client().post(gw.url("/v1/chat/completions")).bearer_auth("wrong").body("{}").send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("wrong")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let m = gw.metrics().await;
     let fast = ["tenant=\"acme\"", "tier=\"fast\"", "model=\"chat-model\""];
-    assert_eq!(metric_value(&m, "deliberate_requests_total", &[&fast[..], &["outcome=\"ok\""]].concat()), 1.0, "{m}");
-    assert_eq!(metric_value(&m, "deliberate_request_duration_seconds_count", &fast), 1.0);
-    let reasoning = ["tenant=\"acme\"", "tier=\"reasoning\"", "model=\"think-model\""];
-    assert_eq!(metric_value(&m, "deliberate_requests_total", &[&reasoning[..], &["outcome=\"ok\""]].concat()), 1.0);
-    assert_eq!(metric_value(&m, "deliberate_time_to_first_token_seconds_count", &reasoning), 1.0);
-    let tokens = |kind: &str| metric_value(&m, "deliberate_tokens_total", &[&reasoning[..], &[&format!("kind=\"{kind}\"")]].concat());
-    assert_eq!((tokens("input"), tokens("cached_input"), tokens("output"), tokens("reasoning")), (10.0, 2.0, 10.0, 20.0));
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_requests_total",
+            &[&fast[..], &["outcome=\"ok\""]].concat()
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "deliberate_request_duration_seconds_count", &fast),
+        1.0
+    );
+    let reasoning = [
+        "tenant=\"acme\"",
+        "tier=\"reasoning\"",
+        "model=\"think-model\"",
+    ];
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_requests_total",
+            &[&reasoning[..], &["outcome=\"ok\""]].concat()
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_time_to_first_token_seconds_count",
+            &reasoning
+        ),
+        1.0
+    );
+    let tokens = |kind: &str| {
+        metric_value(
+            &m,
+            "deliberate_tokens_total",
+            &[&reasoning[..], &[&format!("kind=\"{kind}\"")]].concat(),
+        )
+    };
+    assert_eq!(
+        (
+            tokens("input"),
+            tokens("cached_input"),
+            tokens("output"),
+            tokens("reasoning")
+        ),
+        (10.0, 2.0, 10.0, 20.0)
+    );
     // Non-streaming usage from the fast model is counted too.
-    assert_eq!(metric_value(&m, "deliberate_tokens_total", &[&fast[..], &["kind=\"input\""]].concat()), 10.0);
-    assert_eq!(metric_value(&m, "deliberate_requests_total", &["outcome=\"invalid_api_key\"", "tenant=\"none\""]), 1.0);
-    assert_eq!(metric_value(&m, "deliberate_classifier_decisions_total", &["tier=\"fast\"", "source=\"classifier\""]), 1.0);
-    assert_eq!(metric_value(&m, "deliberate_classifier_decisions_total", &["tier=\"reasoning\"", "source=\"tier\""]), 1.0);
-    assert_eq!(metric_value(&m, "deliberate_upstream_duration_seconds_count", &["provider=\"mock\""]), 2.0);
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_tokens_total",
+            &[&fast[..], &["kind=\"input\""]].concat()
+        ),
+        10.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_requests_total",
+            &["outcome=\"invalid_api_key\"", "tenant=\"none\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_classifier_decisions_total",
+            &["tier=\"fast\"", "source=\"classifier\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_classifier_decisions_total",
+            &["tier=\"reasoning\"", "source=\"tier\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_upstream_duration_seconds_count",
+            &["provider=\"mock\""]
+        ),
+        2.0
+    );
     assert_eq!(metric_value(&m, "deliberate_in_flight_requests", &[]), 0.0);
     // Nothing secret or per-request in label values.
     assert!(!m.contains("wrong") && !m.contains(KEY) && !m.contains("req_"));
@@ -58,7 +146,10 @@ async fn a_finished_request_shows_up_with_its_labels() {
 
 #[tokio::test]
 async fn a_stream_is_in_flight_until_it_ends_and_counted_after() {
-    let upstream = MockUpstream::start(|_| MockReply::sse(vec![chunk("a"), chunk("b")], Duration::from_millis(400))).await;
+    let upstream = MockUpstream::start(|_| {
+        MockReply::sse(vec![chunk("a"), chunk("b")], Duration::from_millis(400))
+    })
+    .await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
     let r = gw.chat(json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(r.status(), 200);
@@ -69,9 +160,20 @@ async fn a_stream_is_in_flight_until_it_ends_and_counted_after() {
     read_text(r).await;
     let m = gw.metrics().await;
     assert_eq!(metric_value(&m, "deliberate_in_flight_requests", &[]), 0.0);
-    assert_eq!(metric_value(&m, "deliberate_requests_total", &["outcome=\"ok\"", "tier=\"fast\""]), 1.0);
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_requests_total",
+            &["outcome=\"ok\"", "tier=\"fast\""]
+        ),
+        1.0
+    );
     // The recorded duration covers the whole stream (3 gaps of 400 ms), not just the head.
-    let sum = metric_value(&m, "deliberate_request_duration_seconds_sum", &["tier=\"fast\""]);
+    let sum = metric_value(
+        &m,
+        "deliberate_request_duration_seconds_sum",
+        &["tier=\"fast\""],
+    );
     assert!(sum >= 1.1, "duration {sum}");
 }
 
@@ -80,9 +182,20 @@ async fn health_and_readiness() {
     let upstream = MockUpstream::start(|_| MockReply::json(completion("x", "ok"))).await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
     for path in ["/healthz", "/readyz"] {
-        let r = client().get(format!("http://{}{path}", gw.admin)).send().await.unwrap();
+        let r = client()
+            .get(format!("http://{}{path}", gw.admin))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    let r = client().get(format!("http://{}/metrics", gw.admin)).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let r = client()
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
 }

@@ -21,7 +21,10 @@ async fn echo_upstream() -> MockUpstream {
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 fn user(text: &str) -> Value {
@@ -33,13 +36,17 @@ async fn each_tier_serves_non_streaming_and_streaming() {
     let upstream = echo_upstream().await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
     for (model, upstream_model) in [("fast", "chat-model"), ("reasoning", "think-model-2025")] {
-        let r = gw.chat(json!({"model": model, "messages": user("hi")})).await;
+        let r = gw
+            .chat(json!({"model": model, "messages": user("hi")}))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-deliberate-tier"), model);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["choices"][0]["message"]["content"], "hello");
 
-        let r = gw.chat(json!({"model": model, "stream": true, "messages": user("hi")})).await;
+        let r = gw
+            .chat(json!({"model": model, "stream": true, "messages": user("hi")}))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "content-type"), "text/event-stream");
         assert_eq!(header(&r, "x-deliberate-tier"), model);
@@ -47,7 +54,12 @@ async fn each_tier_serves_non_streaming_and_streaming() {
         assert_eq!(events.len(), 3, "two chunks and [DONE]: {events:?}");
         assert_eq!(events[2], "[DONE]");
         let seen = upstream.requests();
-        assert!(seen.iter().filter(|r| r.body["model"] == upstream_model).count() == 2);
+        assert!(
+            seen.iter()
+                .filter(|r| r.body["model"] == upstream_model)
+                .count()
+                == 2
+        );
     }
 }
 
@@ -57,7 +69,9 @@ async fn auto_sends_a_proof_to_reasoning_and_a_greeting_to_fast() {
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
 
     let proof = "Prove that there are infinitely many prime numbers.";
-    let r = gw.chat(json!({"model": "auto", "messages": user(proof)})).await;
+    let r = gw
+        .chat(json!({"model": "auto", "messages": user(proof)}))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-deliberate-tier"), "reasoning");
     assert_eq!(header(&r, "x-deliberate-model"), "think-model");
@@ -66,13 +80,19 @@ async fn auto_sends_a_proof_to_reasoning_and_a_greeting_to_fast() {
     assert!(!header(&r, "x-deliberate-reason").is_empty());
     assert!(header(&r, "x-request-id").starts_with("req_"));
 
-    let r = gw.chat(json!({"model": "auto", "messages": user("hi there! how are you today?")})).await;
+    let r = gw
+        .chat(json!({"model": "auto", "messages": user("hi there! how are you today?")}))
+        .await;
     assert_eq!(header(&r, "x-deliberate-tier"), "fast");
     assert_eq!(header(&r, "x-deliberate-model"), "chat-model");
     let score: f64 = header(&r, "x-deliberate-score").parse().unwrap();
     assert!(score < 0.5, "score {score}");
 
-    let models: Vec<Value> = upstream.requests().iter().map(|r| r.body["model"].clone()).collect();
+    let models: Vec<Value> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].clone())
+        .collect();
     assert_eq!(models, vec![json!("think-model-2025"), json!("chat-model")]);
 }
 
@@ -82,18 +102,30 @@ async fn explicit_signals_win_over_the_classifier() {
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
     let proof = user("Prove that sqrt(2) is irrational.");
 
-    let r = gw.chat_with(json!({"model": "auto", "messages": proof}), &[("x-deliberate-tier", "fast")]).await;
+    let r = gw
+        .chat_with(
+            json!({"model": "auto", "messages": proof}),
+            &[("x-deliberate-tier", "fast")],
+        )
+        .await;
     assert_eq!(header(&r, "x-deliberate-tier"), "fast");
-    assert_eq!(header(&r, "x-deliberate-reason"), "header x-deliberate-tier");
+    assert_eq!(
+        header(&r, "x-deliberate-reason"),
+        "header x-deliberate-tier"
+    );
 
-    let r = gw.chat(json!({"model": "auto", "reasoning_effort": "high", "messages": user("hello")})).await;
+    let r = gw
+        .chat(json!({"model": "auto", "reasoning_effort": "high", "messages": user("hello")}))
+        .await;
     assert_eq!(header(&r, "x-deliberate-tier"), "reasoning");
     assert_eq!(header(&r, "x-deliberate-reason"), "reasoning_effort=high");
     // The reasoning model accepts reasoning_effort: it is forwarded.
     assert_eq!(upstream.requests()[1].body["reasoning_effort"], "high");
 
     // A concrete model name goes to that model whatever the content.
-    let r = gw.chat(json!({"model": "chat-model", "messages": proof})).await;
+    let r = gw
+        .chat(json!({"model": "chat-model", "messages": proof}))
+        .await;
     assert_eq!(header(&r, "x-deliberate-tier"), "fast");
     assert_eq!(header(&r, "x-deliberate-model"), "chat-model");
 }
@@ -111,19 +143,33 @@ async fn a_chat_request_is_translated_for_a_reasoning_model() {
         .await;
     assert_eq!(r.status(), 200);
     let adjusted = header(&r, "x-deliberate-adjusted").to_string();
-    for change in ["dropped temperature", "dropped top_p", "max_tokens->max_completion_tokens", "system->developer"] {
-        assert!(adjusted.contains(change), "{change} missing from {adjusted}");
+    for change in [
+        "dropped temperature",
+        "dropped top_p",
+        "max_tokens->max_completion_tokens",
+        "system->developer",
+    ] {
+        assert!(
+            adjusted.contains(change),
+            "{change} missing from {adjusted}"
+        );
     }
     let sent = &upstream.requests()[0].body;
     assert_eq!(sent["model"], "think-model-2025");
     assert_eq!(sent["max_completion_tokens"], 64);
-    assert!(sent.get("max_tokens").is_none() && sent.get("temperature").is_none() && sent.get("top_p").is_none());
+    assert!(
+        sent.get("max_tokens").is_none()
+            && sent.get("temperature").is_none()
+            && sent.get("top_p").is_none()
+    );
     assert_eq!(sent["messages"][0]["role"], "developer");
     assert_eq!(sent["seed"], 7);
 
     // The same request on the fast model goes through unchanged.
     let r = gw
-        .chat(json!({"model": "fast", "messages": user("hi"), "max_tokens": 64, "temperature": 0.3}))
+        .chat(
+            json!({"model": "fast", "messages": user("hi"), "max_tokens": 64, "temperature": 0.3}),
+        )
         .await;
     assert!(r.headers().get("x-deliberate-adjusted").is_none());
     let sent = &upstream.requests()[1].body;
@@ -136,7 +182,8 @@ async fn unknown_fields_tools_and_formats_are_forwarded_untouched() {
     let upstream = echo_upstream().await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
     let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
-    let format = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}});
+    let format =
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}});
     let messages = json!([
         {"role": "user", "content": "weather?"},
         {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
@@ -164,7 +211,12 @@ async fn unknown_fields_tools_and_formats_are_forwarded_untouched() {
 async fn request_id_is_kept_and_forwarded() {
     let upstream = echo_upstream().await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
-    let r = gw.chat_with(json!({"model": "fast", "messages": user("hi")}), &[("x-request-id", "trace-123")]).await;
+    let r = gw
+        .chat_with(
+            json!({"model": "fast", "messages": user("hi")}),
+            &[("x-request-id", "trace-123")],
+        )
+        .await;
     assert_eq!(header(&r, "x-request-id"), "trace-123");
     assert_eq!(upstream.requests()[0].headers["x-request-id"], "trace-123");
 }
@@ -173,30 +225,75 @@ async fn request_id_is_kept_and_forwarded() {
 async fn models_lists_virtual_and_allowed_models() {
     let upstream = echo_upstream().await;
     let config = openai_config(upstream.addr, "[models.extra-model]\nprovider = \"mock\"\ntier = \"fast\"\n[models.hidden-model]\nprovider = \"mock\"\ntier = \"fast\"\n");
-    let tenant = tenant_toml("acme", KEY, "chat-model", "think-model", "allowed_models = [\"extra-model\"]");
+    let tenant = tenant_toml(
+        "acme",
+        KEY,
+        "chat-model",
+        "think-model",
+        "allowed_models = [\"extra-model\"]",
+    );
     let gw = Gateway::start(&config, &[("acme", tenant)]).await;
-    let r = client().get(gw.url("/v1/models")).bearer_auth(KEY).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["object"], "list");
-    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec!["auto", "fast", "reasoning", "chat-model", "think-model", "extra-model"]);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "auto",
+            "fast",
+            "reasoning",
+            "chat-model",
+            "think-model",
+            "extra-model"
+        ]
+    );
 
-    let r = client().get(gw.url("/v1/models/extra-model")).bearer_auth(KEY).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/models/extra-model"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client().get(gw.url("/v1/models/hidden-model")).bearer_auth(KEY).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/models/hidden-model"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]
 async fn tenants_get_their_own_models() {
     let upstream = echo_upstream().await;
-    let config = openai_config(upstream.addr, "[models.other-chat]\nprovider = \"mock\"\ntier = \"fast\"\n");
+    let config = openai_config(
+        upstream.addr,
+        "[models.other-chat]\nprovider = \"mock\"\ntier = \"fast\"\n",
+    );
     let gw = Gateway::start(
         &config,
         &[
-            ("acme", tenant_toml("acme", KEY, "chat-model", "think-model", "")),
-            ("globex", tenant_toml("globex", OTHER_KEY, "other-chat", "think-model", "")),
+            (
+                "acme",
+                tenant_toml("acme", KEY, "chat-model", "think-model", ""),
+            ),
+            (
+                "globex",
+                tenant_toml("globex", OTHER_KEY, "other-chat", "think-model", ""),
+            ),
         ],
     )
     .await;
@@ -216,7 +313,11 @@ async fn tenants_get_their_own_models() {
 async fn h2c_clients_are_served_on_the_same_port() {
     let upstream = echo_upstream().await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
-    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let r = h2
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(KEY)
@@ -227,5 +328,8 @@ async fn h2c_clients_are_served_on_the_same_port() {
         .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
-    assert_eq!(sse_data(&read_text(r).await).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        sse_data(&read_text(r).await).last().map(String::as_str),
+        Some("[DONE]")
+    );
 }

@@ -70,9 +70,7 @@ impl<F: FnOnce(BodyEnd) + Send + 'static> HttpBody for GuardedBody<F> {
         match &polled {
             Poll::Ready(None) => this.fire(BodyEnd::Complete),
             Poll::Ready(Some(Err(_))) => this.fire(BodyEnd::Error),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                this.fire(BodyEnd::Complete)
-            }
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.fire(BodyEnd::Complete),
             _ => {}
         }
         polled
@@ -94,7 +92,10 @@ mod tests {
     use http_body_util::BodyExt;
     use std::sync::{Arc, Mutex};
 
-    fn recorder() -> (Arc<Mutex<Vec<BodyEnd>>>, impl FnOnce(BodyEnd) + Send + 'static) {
+    fn recorder() -> (
+        Arc<Mutex<Vec<BodyEnd>>>,
+        impl FnOnce(BodyEnd) + Send + 'static,
+    ) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         (seen, move |end| sink.lock().unwrap().push(end))

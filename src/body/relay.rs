@@ -28,8 +28,26 @@ use super::{sse_data, BoxError, SSE_KEEPALIVE};
 use crate::error::GatewayError;
 use crate::metrics::RequestRecorder;
 
+/// A piece of an upstream stream of OpenAI-shaped SSE bytes.
+pub struct StreamChunk {
+    pub bytes: Bytes,
+    /// True if it completes at least one `data:` event. Comments and partial events are
+    /// relayed but are not the first token and do not reset the idle timeout: a provider
+    /// that only sends pings must still hit its deadlines.
+    pub has_data: bool,
+}
+
+impl StreamChunk {
+    pub fn data(bytes: Bytes) -> StreamChunk {
+        StreamChunk {
+            bytes,
+            has_data: true,
+        }
+    }
+}
+
 /// An upstream stream of OpenAI-shaped SSE bytes.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamChunk, GatewayError>> + Send>>;
 /// An upstream call that has not answered yet; resolves to its event stream.
 pub type PendingStream = Pin<Box<dyn Future<Output = Result<EventStream, GatewayError>> + Send>>;
 
@@ -133,9 +151,12 @@ impl HttpBody for SseRelay {
                     Poll::Pending => break,
                 },
                 State::Streaming(stream) => match stream.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(Ok(bytes))) => {
+                    Poll::Ready(Some(Ok(StreamChunk { bytes, has_data }))) => {
                         if bytes.is_empty() {
                             continue;
+                        }
+                        if !has_data {
+                            return Poll::Ready(Some(Ok(Frame::data(bytes))));
                         }
                         let now = Instant::now();
                         if !this.saw_data {

@@ -188,7 +188,10 @@ pub fn load(config: &Path, policies_dir: &Path) -> Result<Loaded, Problems> {
 pub fn demo() -> Loaded {
     validate::load_sources(
         (Path::new("<demo>/deliberate.toml"), DEMO_CONFIG),
-        vec![(PathBuf::from("<demo>/policies/demo.toml"), DEMO_TENANT.to_string())],
+        vec![(
+            PathBuf::from("<demo>/policies/demo.toml"),
+            DEMO_TENANT.to_string(),
+        )],
     )
     .expect("the built-in demo config is valid")
 }

@@ -106,7 +106,8 @@ pub(super) fn load_sources(
             providers.insert(name.get_ref().clone(), Arc::new(provider));
         }
     }
-    let declared_providers: HashSet<&str> = raw.providers.keys().map(|k| k.get_ref().as_str()).collect();
+    let declared_providers: HashSet<&str> =
+        raw.providers.keys().map(|k| k.get_ref().as_str()).collect();
     let mut models = HashMap::new();
     for (name, raw_model) in &raw.models {
         if let Some(model) = model(name, raw_model, &providers, &declared_providers, &mut p) {
@@ -140,7 +141,9 @@ pub(super) fn load_sources(
             warnings: &mut w,
             path,
         };
-        if let Some((tenant, key_hashes)) = tenant(path, &raw_tenant, &models, &declared_models, &mut tp) {
+        if let Some((tenant, key_hashes)) =
+            tenant(path, &raw_tenant, &models, &declared_models, &mut tp)
+        {
             if !tenant_names.insert(tenant.name.clone()) {
                 let span = raw_tenant.name.as_ref().map(|n| n.span()).unwrap_or(0..0);
                 p.at(span, format!("tenant name `{}` is used twice", tenant.name));
@@ -184,7 +187,10 @@ fn server_settings(raw: &RawServer, p: &mut FileProblems) -> Option<ServerSettin
         match v.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                p.at(v.span(), "expected a socket address like \"127.0.0.1:8080\"");
+                p.at(
+                    v.span(),
+                    "expected a socket address like \"127.0.0.1:8080\"",
+                );
                 None
             }
         }
@@ -241,7 +247,10 @@ fn tier_timeouts(
             .as_ref()
             .map(|v| v.span())
             .unwrap_or(0..0);
-        p.at(span, "first_token_timeout_ms must not exceed total_timeout_ms");
+        p.at(
+            span,
+            "first_token_timeout_ms must not exceed total_timeout_ms",
+        );
     }
     t
 }
@@ -321,7 +330,9 @@ fn provider(
         (ProviderKind::Simulated { .. }, _) => String::new(),
         (_, Some(url)) => {
             let u = url.get_ref();
-            if !(u.starts_with("http://") || u.starts_with("https://")) || reqwest::Url::parse(u).is_err() {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || reqwest::Url::parse(u).is_err()
+            {
                 p.at(url.span(), "base_url must be an http:// or https:// URL");
             }
             u.trim_end_matches('/').to_string()
@@ -349,7 +360,10 @@ fn provider(
     let mut api_key = None;
     if let Some(env) = &raw.api_key_env {
         if !valid_env_name(env.get_ref()) {
-            p.at(env.span(), "api_key_env must name an environment variable (A-Z, 0-9, _)");
+            p.at(
+                env.span(),
+                "api_key_env must name an environment variable (A-Z, 0-9, _)",
+            );
         } else {
             match std::env::var(env.get_ref()) {
                 Ok(key) if !key.is_empty() => {
@@ -363,7 +377,10 @@ fn provider(
                             v.set_sensitive(true);
                             api_key = Some(v);
                         }
-                        Err(_) => p.at(env.span(), "the key in this variable has invalid characters"),
+                        Err(_) => p.at(
+                            env.span(),
+                            "the key in this variable has invalid characters",
+                        ),
                     }
                 }
                 _ => {
@@ -389,7 +406,11 @@ fn provider(
         name: Arc::from(name.get_ref().as_str()),
         kind,
         base_url,
-        query: raw.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        query: raw
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         auth_header,
         api_key,
         api_key_env: raw.api_key_env.as_ref().map(|e| e.get_ref().clone()),
@@ -407,7 +428,10 @@ const VIRTUAL_MODELS: [&str; 3] = ["auto", "fast", "reasoning"];
 fn tier_of(v: &Spanned<String>, p: &mut FileProblems) -> Option<Tier> {
     let tier = Tier::parse(v.get_ref());
     if tier.is_none() {
-        p.at(v.span(), format!("unknown tier `{}`; expected fast or reasoning", v.get_ref()));
+        p.at(
+            v.span(),
+            format!("unknown tier `{}`; expected fast or reasoning", v.get_ref()),
+        );
     }
     tier
 }
@@ -421,7 +445,13 @@ fn model(
 ) -> Option<Model> {
     let before = p.out.len();
     if VIRTUAL_MODELS.contains(&name.get_ref().as_str()) {
-        p.at(name.span(), format!("`{}` is a virtual model name and cannot be declared", name.get_ref()));
+        p.at(
+            name.span(),
+            format!(
+                "`{}` is a virtual model name and cannot be declared",
+                name.get_ref()
+            ),
+        );
     }
     let provider = providers.get(raw.provider.get_ref()).cloned();
     if provider.is_none() {
@@ -430,13 +460,19 @@ fn model(
         } else {
             "is not declared"
         };
-        p.at(raw.provider.span(), format!("provider `{}` {what}", raw.provider.get_ref()));
+        p.at(
+            raw.provider.span(),
+            format!("provider `{}` {what}", raw.provider.get_ref()),
+        );
     }
     let tier = tier_of(&raw.tier, p);
     let price = raw.price.as_ref().map(|raw| {
         let mut get = |v: &Option<Spanned<f64>>| match v {
             Some(v) if !(*v.get_ref() >= 0.0 && v.get_ref().is_finite()) => {
-                p.at(v.span(), "price must be a non-negative number (USD per 1M tokens)");
+                p.at(
+                    v.span(),
+                    "price must be a non-negative number (USD per 1M tokens)",
+                );
                 0.0
             }
             Some(v) => *v.get_ref(),
@@ -458,7 +494,10 @@ fn model(
     }
     Some(Model {
         name: Arc::from(name.get_ref().as_str()),
-        upstream_model: raw.upstream_model.clone().unwrap_or_else(|| name.get_ref().clone()),
+        upstream_model: raw
+            .upstream_model
+            .clone()
+            .unwrap_or_else(|| name.get_ref().clone()),
         provider: provider?,
         tier: tier?,
         price: price.unwrap_or_default(),
@@ -467,15 +506,26 @@ fn model(
 }
 
 fn capabilities(raw: &RawCapabilities, p: &mut FileProblems) -> Capabilities {
-    let max_tokens_param = match raw.max_tokens_param.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+    let max_tokens_param = match raw
+        .max_tokens_param
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
         None | Some(("max_tokens", _)) => MaxTokensParam::MaxTokens,
         Some(("max_completion_tokens", _)) => MaxTokensParam::MaxCompletionTokens,
         Some((_, span)) => {
-            p.at(span, "max_tokens_param must be `max_tokens` or `max_completion_tokens`");
+            p.at(
+                span,
+                "max_tokens_param must be `max_tokens` or `max_completion_tokens`",
+            );
             MaxTokensParam::MaxTokens
         }
     };
-    let system_role = match raw.system_role.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+    let system_role = match raw
+        .system_role
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
         None | Some(("system", _)) => SystemRole::System,
         Some(("developer", _)) => SystemRole::Developer,
         Some(("user", _)) => SystemRole::User,
@@ -484,7 +534,11 @@ fn capabilities(raw: &RawCapabilities, p: &mut FileProblems) -> Capabilities {
             SystemRole::System
         }
     };
-    let on_unsupported = match raw.on_unsupported.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+    let on_unsupported = match raw
+        .on_unsupported
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
         None | Some(("drop", _)) => OnUnsupported::Drop,
         Some(("reject", _)) => OnUnsupported::Reject,
         Some((_, span)) => {
@@ -494,14 +548,21 @@ fn capabilities(raw: &RawCapabilities, p: &mut FileProblems) -> Capabilities {
     };
     for param in &raw.unsupported_params {
         if ["model", "messages", "stream"].contains(&param.get_ref().as_str()) {
-            p.at(param.span(), format!("`{}` cannot be unsupported", param.get_ref()));
+            p.at(
+                param.span(),
+                format!("`{}` cannot be unsupported", param.get_ref()),
+            );
         }
     }
     Capabilities {
         max_tokens_param,
         system_role,
         reasoning_effort: raw.reasoning_effort.unwrap_or(false),
-        unsupported_params: raw.unsupported_params.iter().map(|s| s.get_ref().clone()).collect(),
+        unsupported_params: raw
+            .unsupported_params
+            .iter()
+            .map(|s| s.get_ref().clone())
+            .collect(),
         on_unsupported,
     }
 }
@@ -527,12 +588,19 @@ fn tenant(
     let name = match &raw.name {
         Some(n) => {
             if !valid_tenant_name(n.get_ref()) {
-                p.at(n.span(), "tenant name must be 1-64 characters of a-z, A-Z, 0-9, - and _");
+                p.at(
+                    n.span(),
+                    "tenant name must be 1-64 characters of a-z, A-Z, 0-9, - and _",
+                );
             }
             n.get_ref().clone()
         }
         None => {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
             if !valid_tenant_name(&stem) {
                 p.at(0..0, "file name is not a valid tenant name; set `name`");
             }
@@ -542,13 +610,21 @@ fn tenant(
     let mut key_hashes = Vec::new();
     for key in &raw.api_keys {
         match (&key.get_ref().sha256, &key.get_ref().env) {
-            (Some(hash), None) => match <[u8; 32]>::try_from(hex::decode(hash.get_ref()).unwrap_or_default()) {
-                Ok(h) => key_hashes.push((h, hash.span())),
-                Err(_) => p.at(hash.span(), "sha256 must be 64 hex characters (the SHA-256 of the key)"),
-            },
+            (Some(hash), None) => {
+                match <[u8; 32]>::try_from(hex::decode(hash.get_ref()).unwrap_or_default()) {
+                    Ok(h) => key_hashes.push((h, hash.span())),
+                    Err(_) => p.at(
+                        hash.span(),
+                        "sha256 must be 64 hex characters (the SHA-256 of the key)",
+                    ),
+                }
+            }
             (None, Some(env)) => {
                 if !valid_env_name(env.get_ref()) {
-                    p.at(env.span(), "env must name an environment variable (A-Z, 0-9, _)");
+                    p.at(
+                        env.span(),
+                        "env must name an environment variable (A-Z, 0-9, _)",
+                    );
                     continue;
                 }
                 match std::env::var(env.get_ref()) {
@@ -567,7 +643,10 @@ fn tenant(
                     }
                 }
             }
-            _ => p.at(key.span(), "an API key needs exactly one of `sha256` or `env`"),
+            _ => p.at(
+                key.span(),
+                "an API key needs exactly one of `sha256` or `env`",
+            ),
         }
     }
     let lookup = |v: &Spanned<String>, p: &mut FileProblems| {
@@ -589,7 +668,15 @@ fn tenant(
         (&reasoning_model, Tier::Reasoning, &raw.reasoning_model),
     ] {
         if let Some(m) = model.as_ref().filter(|m| m.tier != want) {
-            p.at(v.span(), format!("model `{}` is of tier {}, not {}", m.name, m.tier.as_str(), want.as_str()));
+            p.at(
+                v.span(),
+                format!(
+                    "model `{}` is of tier {}, not {}",
+                    m.name,
+                    m.tier.as_str(),
+                    want.as_str()
+                ),
+            );
         }
     }
     let mut allowed: Vec<Arc<Model>> = Vec::new();
@@ -635,5 +722,7 @@ fn tenant(
 }
 
 fn valid_tenant_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

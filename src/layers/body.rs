@@ -43,7 +43,10 @@ pub struct ParseBody<S> {
 
 impl<S, B> Service<Request<B>> for ParseBody<S>
 where
-    S: Service<Request<ChatRequest>, Response = Response<Body>, Error = GatewayError> + Clone + Send + 'static,
+    S: Service<Request<ChatRequest>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -77,7 +80,10 @@ where
                     return Err(GatewayError::PayloadTooLarge { limit_bytes: limit })
                 }
                 Err(e) => {
-                    return Err(GatewayError::invalid(format!("Could not read the request body: {e}"), None))
+                    return Err(GatewayError::invalid(
+                        format!("Could not read the request body: {e}"),
+                        None,
+                    ))
                 }
             };
             let chat = ChatRequest::parse(&bytes)?;

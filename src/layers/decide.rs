@@ -24,7 +24,10 @@ pub struct DecideLayer {
 
 impl DecideLayer {
     pub fn new(classifier: Arc<dyn Classifier>, metrics: Arc<Metrics>) -> Self {
-        DecideLayer { classifier, metrics }
+        DecideLayer {
+            classifier,
+            metrics,
+        }
     }
 }
 
@@ -48,7 +51,9 @@ pub struct Decide<S> {
 
 impl<S> Service<Request<ChatRequest>> for Decide<S>
 where
-    S: Service<Request<ChatRequest>, Response = Response<Body>, Error = GatewayError> + Send + 'static,
+    S: Service<Request<ChatRequest>, Response = Response<Body>, Error = GatewayError>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -61,13 +66,16 @@ where
 
     fn call(&mut self, mut request: Request<ChatRequest>) -> Self::Future {
         let Some(ctx) = request.extensions().get::<TenantCtx>() else {
-            return Box::pin(async { Err(GatewayError::Internal("tenant context missing".into())) });
+            return Box::pin(async {
+                Err(GatewayError::Internal("tenant context missing".into()))
+            });
         };
         let tier_header = request.headers().get(TIER_HEADER).map(|v| v.as_bytes());
-        let decision = match policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier) {
-            Ok(d) => d,
-            Err(e) => return Box::pin(async { Err(e) }),
-        };
+        let decision =
+            match policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier) {
+                Ok(d) => d,
+                Err(e) => return Box::pin(async { Err(e) }),
+            };
         if decision.source != DecisionSource::Model {
             self.metrics
                 .classifier_decisions

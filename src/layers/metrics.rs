@@ -91,7 +91,10 @@ where
                     BodyEnd::Dropped => "client_disconnected",
                 });
                 let (tenant, tier, model) = (labels.tenant(), labels.tier(), labels.model());
-                metrics.requests.with_label_values(&[tenant, tier, model, outcome]).inc();
+                metrics
+                    .requests
+                    .with_label_values(&[tenant, tier, model, outcome])
+                    .inc();
                 metrics
                     .request_duration
                     .with_label_values(&[tenant, tier, model])

@@ -31,7 +31,10 @@ pub struct SetRequestId<S> {
 /// A caller's id is kept only if it is short and plain, so it is safe in logs and headers.
 fn acceptable(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
 impl<S, B, RB> Service<Request<B>> for SetRequestId<S>

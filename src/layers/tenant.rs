@@ -88,7 +88,9 @@ where
         if let Some(labels) = request.extensions().get::<Arc<RequestLabels>>() {
             let _ = labels.tenant.set(tenant.name.clone());
         }
-        request.extensions_mut().insert(TenantCtx { snapshot, tenant });
+        request
+            .extensions_mut()
+            .insert(TenantCtx { snapshot, tenant });
         Box::pin(self.inner.call(request))
     }
 }

@@ -12,11 +12,15 @@ use futures_util::Stream;
 use serde_json::Value;
 
 use super::anthropic::{
-    from_anthropic_error, from_anthropic_response, to_anthropic_request, StreamTranslator, TranslateError,
+    from_anthropic_error, from_anthropic_response, to_anthropic_request, StreamTranslator,
+    TranslateError,
 };
-use super::{auth, error_chain, read_body, send_error, status_error, unix_now, url, CallContext, Events, MAX_UPSTREAM_EVENT_BYTES};
+use super::{
+    auth, error_chain, read_body, send_error, status_error, unix_now, url, CallContext, Events,
+    MAX_UPSTREAM_EVENT_BYTES,
+};
 use crate::api::ChatRequest;
-use crate::body::relay::PendingStream;
+use crate::body::relay::{PendingStream, StreamChunk};
 use crate::body::{sse_data, SSE_DONE};
 use crate::config::ProviderKind;
 use crate::error::GatewayError;
@@ -45,8 +49,9 @@ fn build(
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<(reqwest::RequestBuilder, Vec<String>), GatewayError> {
-    let translated = to_anthropic_request(&request.body, &ctx.model.upstream_model, DEFAULT_MAX_TOKENS)
-        .map_err(|e| translate_error(ctx, e))?;
+    let translated =
+        to_anthropic_request(&request.body, &ctx.model.upstream_model, DEFAULT_MAX_TOKENS)
+            .map_err(|e| translate_error(ctx, e))?;
     let version = match &ctx.model.provider.kind {
         ProviderKind::Anthropic { version } => version.as_str(),
         _ => "2023-06-01",
@@ -60,7 +65,11 @@ fn build(
     if let Some((name, value)) = auth(&ctx.model)? {
         builder = builder.header(name, value);
     }
-    let dropped = translated.dropped.into_iter().map(|f| format!("dropped {f}")).collect();
+    let dropped = translated
+        .dropped
+        .into_iter()
+        .map(|f| format!("dropped {f}"))
+        .collect();
     Ok((builder, dropped))
 }
 
@@ -79,10 +88,11 @@ pub(super) async fn complete(
             return Err(status_error(ctx, response, from_anthropic_error).await);
         }
         let bytes = read_body(ctx, response).await?;
-        let message: Value = serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
-            provider: ctx.provider(),
-            message: format!("response is not JSON: {e}"),
-        })?;
+        let message: Value =
+            serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
+                provider: ctx.provider(),
+                message: format!("response is not JSON: {e}"),
+            })?;
         let completion = from_anthropic_response(&message, &ctx.model.upstream_model, unix_now())
             .map_err(|e| translate_error(ctx, e))?;
         if let Some(usage) = completion.get("usage") {
@@ -108,7 +118,8 @@ pub(super) fn stream(
         if !response.status().is_success() {
             return Err(status_error(&ctx, response, from_anthropic_error).await);
         }
-        let translator = StreamTranslator::new(&ctx.model.upstream_model, unix_now(), include_usage);
+        let translator =
+            StreamTranslator::new(&ctx.model.upstream_model, unix_now(), include_usage);
         let events: Events = Box::pin(TranslatedStream {
             inner: Box::pin(response.bytes_stream()),
             parser: SseParser::new(MAX_UPSTREAM_EVENT_BYTES),
@@ -154,7 +165,9 @@ impl TranslatedStream {
                 other => translate_error(&self.ctx, other),
             })?;
             for chunk in chunks {
-                out.extend_from_slice(&sse_data(&serde_json::to_vec(&chunk).expect("a JSON value serializes")));
+                out.extend_from_slice(&sse_data(
+                    &serde_json::to_vec(&chunk).expect("a JSON value serializes"),
+                ));
             }
             if self.translator.finished() {
                 if let Some(usage) = self.translator.usage() {
@@ -170,7 +183,7 @@ impl TranslatedStream {
 }
 
 impl Stream for TranslatedStream {
-    type Item = Result<Bytes, GatewayError>;
+    type Item = Result<StreamChunk, GatewayError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -183,7 +196,9 @@ impl Stream for TranslatedStream {
                     this.parser.push(&bytes);
                     match this.drain() {
                         Ok(out) if out.is_empty() => continue,
-                        Ok(out) => return Poll::Ready(Some(Ok(Bytes::from(out)))),
+                        Ok(out) => {
+                            return Poll::Ready(Some(Ok(StreamChunk::data(Bytes::from(out)))))
+                        }
                         Err(e) => {
                             this.ended = true;
                             return Poll::Ready(Some(Err(e)));

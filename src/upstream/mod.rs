@@ -7,8 +7,8 @@
 //! use reqwest's total `timeout()`, which would cut long streams.
 
 pub mod anthropic;
-mod anthropic_response;
 mod anthropic_call;
+mod anthropic_response;
 pub use anthropic_call::ProviderAdjustments;
 mod openai;
 mod simulated;
@@ -99,7 +99,11 @@ impl Upstream {
         }
     }
 
-    pub async fn call(&self, ctx: CallContext, request: ChatRequest) -> Result<Response<Body>, GatewayError> {
+    pub async fn call(
+        &self,
+        ctx: CallContext,
+        request: ChatRequest,
+    ) -> Result<Response<Body>, GatewayError> {
         let stream = request.is_stream();
         let client = self.client(ctx.tier).clone();
         match (&ctx.model.provider.kind, stream) {
@@ -149,7 +153,10 @@ fn finish_json(ctx: &CallContext, json: Bytes) -> Response<Body> {
 /// Waits for the provider's response head, but not forever: if it has not come by the time
 /// the first keep-alive is due, the 200 goes out and the relay keeps the connection warm.
 /// An error before that point keeps its own status (e.g. 401 from the provider -> 502).
-async fn start_stream(ctx: &CallContext, mut pending: PendingStream) -> Result<Response<Body>, GatewayError> {
+async fn start_stream(
+    ctx: &CallContext,
+    mut pending: PendingStream,
+) -> Result<Response<Body>, GatewayError> {
     let keepalive_at = Instant::now() + ctx.timeouts.keepalive_interval;
     let first_token_at = ctx.first_token_deadline().min(ctx.total_deadline());
     tokio::select! {
@@ -178,7 +185,10 @@ fn stream_response(ctx: &CallContext, source: RelaySource) -> Response<Body> {
     let relay = SseRelay::new(source, timing, ctx.recorder.clone());
     let mut response = Response::new(Body::new(relay));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -266,7 +276,11 @@ async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Byt
 }
 
 /// Turns a provider error status into a `GatewayError` with the provider's message.
-async fn status_error(ctx: &CallContext, response: reqwest::Response, message_of: fn(u16, &[u8]) -> String) -> GatewayError {
+async fn status_error(
+    ctx: &CallContext,
+    response: reqwest::Response,
+    message_of: fn(u16, &[u8]) -> String,
+) -> GatewayError {
     let status = response.status().as_u16();
     let body = read_body(ctx, response).await.unwrap_or_default();
     GatewayError::UpstreamStatus {

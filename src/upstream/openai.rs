@@ -11,13 +11,20 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::{auth, error_chain, read_body, send_error, status_error, url, CallContext, Events, MAX_UPSTREAM_EVENT_BYTES};
+use super::{
+    auth, error_chain, read_body, send_error, status_error, url, CallContext, Events,
+    MAX_UPSTREAM_EVENT_BYTES,
+};
 use crate::api::ChatRequest;
-use crate::body::relay::PendingStream;
+use crate::body::relay::{PendingStream, StreamChunk};
 use crate::error::GatewayError;
 use crate::sse::SseParser;
 
-fn build(client: &reqwest::Client, ctx: &CallContext, request: &ChatRequest) -> Result<reqwest::RequestBuilder, GatewayError> {
+fn build(
+    client: &reqwest::Client,
+    ctx: &CallContext,
+    request: &ChatRequest,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
     let mut builder = client
         .post(url(&ctx.model, "/chat/completions")?)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -45,7 +52,11 @@ pub(super) fn error_message(status: u16, body: &[u8]) -> String {
         })
 }
 
-pub(super) async fn complete(client: &reqwest::Client, ctx: &CallContext, request: &ChatRequest) -> Result<Bytes, GatewayError> {
+pub(super) async fn complete(
+    client: &reqwest::Client,
+    ctx: &CallContext,
+    request: &ChatRequest,
+) -> Result<Bytes, GatewayError> {
     let builder = build(client, ctx, request)?;
     let result = async {
         let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
@@ -56,10 +67,11 @@ pub(super) async fn complete(client: &reqwest::Client, ctx: &CallContext, reques
             return Err(status_error(ctx, response, error_message).await);
         }
         let bytes = read_body(ctx, response).await?;
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
-            provider: ctx.provider(),
-            message: format!("response is not JSON: {e}"),
-        })?;
+        let json: Value =
+            serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
+                provider: ctx.provider(),
+                message: format!("response is not JSON: {e}"),
+            })?;
         if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
             ctx.recorder.usage(usage);
         }
@@ -69,7 +81,11 @@ pub(super) async fn complete(client: &reqwest::Client, ctx: &CallContext, reques
     result.inspect_err(|e| ctx.recorder.stream_failed(e))
 }
 
-pub(super) fn stream(client: reqwest::Client, ctx: &CallContext, request: &ChatRequest) -> PendingStream {
+pub(super) fn stream(
+    client: reqwest::Client,
+    ctx: &CallContext,
+    request: &ChatRequest,
+) -> PendingStream {
     let builder = build(&client, ctx, request);
     let ctx = ctx.clone();
     Box::pin(async move {
@@ -103,14 +119,17 @@ struct InspectedStream {
 }
 
 impl InspectedStream {
-    fn inspect(&mut self, bytes: &[u8]) {
+    /// Reads the events this chunk completes; true if it completed at least one.
+    fn inspect(&mut self, bytes: &[u8]) -> bool {
         if !self.inspecting {
-            return;
+            return true;
         }
         self.parser.push(bytes);
+        let mut completed = false;
         loop {
             match self.parser.next_event() {
                 Ok(Some(event)) => {
+                    completed = true;
                     if event.data == "[DONE]" {
                         self.saw_done = true;
                     } else if event.data.contains("\"usage\"") {
@@ -126,15 +145,16 @@ impl InspectedStream {
                     self.inspecting = false;
                     // Without inspection we cannot see `[DONE]`; trust the clean end.
                     self.saw_done = true;
-                    break;
+                    return true;
                 }
             }
         }
+        completed
     }
 }
 
 impl Stream for InspectedStream {
-    type Item = Result<Bytes, GatewayError>;
+    type Item = Result<StreamChunk, GatewayError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -143,8 +163,8 @@ impl Stream for InspectedStream {
         }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
-                this.inspect(&bytes);
-                Poll::Ready(Some(Ok(bytes)))
+                let has_data = this.inspect(&bytes);
+                Poll::Ready(Some(Ok(StreamChunk { bytes, has_data })))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.ended = true;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::{unix_now, CallContext, Events};
 use crate::api::ChatRequest;
+use crate::body::relay::StreamChunk;
 use crate::body::{sse_data, SSE_DONE};
 use crate::classify::Tier;
 use crate::config::ProviderKind;
@@ -44,7 +45,10 @@ struct Plan {
 impl Plan {
     fn new(ctx: &CallContext, request: &ChatRequest) -> Plan {
         let (ttft, tps) = match ctx.model.provider.kind {
-            ProviderKind::Simulated { time_to_first_token, tokens_per_second } => (time_to_first_token, tokens_per_second),
+            ProviderKind::Simulated {
+                time_to_first_token,
+                tokens_per_second,
+            } => (time_to_first_token, tokens_per_second),
             _ => (Duration::ZERO, f64::INFINITY),
         };
         let messages = serde_json::to_vec(request.messages()).unwrap_or_default();
@@ -57,7 +61,10 @@ impl Plan {
             .map(|l| l.max(1) as usize);
         let count = limit.map_or(natural, |l| l.min(natural));
         let mut words = vec!["[simulated]"];
-        words.extend((0..count.saturating_sub(1)).map(|i| WORDS[((seed >> (i % 48)) as usize + i * 7) % WORDS.len()]));
+        words.extend(
+            (0..count.saturating_sub(1))
+                .map(|i| WORDS[((seed >> (i % 48)) as usize + i * 7) % WORDS.len()]),
+        );
         let reasoning_tokens = match ctx.tier {
             Tier::Fast => 0,
             Tier::Reasoning => {
@@ -73,14 +80,27 @@ impl Plan {
             id: format!("chatcmpl-sim-{}", hex::encode(&digest[..6])),
             model: ctx.model.upstream_model.clone(),
             created: unix_now(),
-            finish_reason: if limit.is_some_and(|l| l < natural) { "length" } else { "stop" },
+            finish_reason: if limit.is_some_and(|l| l < natural) {
+                "length"
+            } else {
+                "stop"
+            },
             prompt_tokens: (messages.len() as u64 / 4).max(1),
             reasoning_tokens,
-            choices: request.body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 8),
+            choices: request
+                .body
+                .get("n")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .clamp(1, 8),
             include_usage: request.include_usage(),
             words,
             ttft,
-            per_token: if tps.is_finite() { Duration::from_secs_f64(1.0 / tps) } else { Duration::ZERO },
+            per_token: if tps.is_finite() {
+                Duration::from_secs_f64(1.0 / tps)
+            } else {
+                Duration::ZERO
+            },
         }
     }
 
@@ -125,19 +145,33 @@ impl Plan {
             )
         };
         match step {
-            0 => Some(self.chunk(per_choice(json!({"role": "assistant", "content": ""}), Value::Null), None)),
+            0 => Some(self.chunk(
+                per_choice(json!({"role": "assistant", "content": ""}), Value::Null),
+                None,
+            )),
             s if s <= n => {
-                let word = if s == 1 { self.words[0].to_string() } else { format!(" {}", self.words[s - 1]) };
+                let word = if s == 1 {
+                    self.words[0].to_string()
+                } else {
+                    format!(" {}", self.words[s - 1])
+                };
                 Some(self.chunk(per_choice(json!({"content": word}), Value::Null), None))
             }
-            s if s == n + 1 => Some(self.chunk(per_choice(json!({}), json!(self.finish_reason)), None)),
-            s if s == n + 2 && self.include_usage => Some(self.chunk(json!([]), Some(self.usage()))),
+            s if s == n + 1 => {
+                Some(self.chunk(per_choice(json!({}), json!(self.finish_reason)), None))
+            }
+            s if s == n + 2 && self.include_usage => {
+                Some(self.chunk(json!([]), Some(self.usage())))
+            }
             _ => None,
         }
     }
 }
 
-pub(super) async fn complete(ctx: &CallContext, request: &ChatRequest) -> Result<Bytes, GatewayError> {
+pub(super) async fn complete(
+    ctx: &CallContext,
+    request: &ChatRequest,
+) -> Result<Bytes, GatewayError> {
     let plan = Plan::new(ctx, request);
     let done_at = Instant::now() + plan.duration();
     if done_at > ctx.total_deadline() {
@@ -149,12 +183,14 @@ pub(super) async fn complete(ctx: &CallContext, request: &ChatRequest) -> Result
     tokio::time::sleep_until(done_at).await;
     let text = plan.text();
     let choices: Vec<Value> = (0..plan.choices)
-        .map(|i| json!({
-            "index": i,
-            "message": {"role": "assistant", "content": text, "refusal": null},
-            "logprobs": null,
-            "finish_reason": plan.finish_reason,
-        }))
+        .map(|i| {
+            json!({
+                "index": i,
+                "message": {"role": "assistant", "content": text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": plan.finish_reason,
+            })
+        })
         .collect();
     let usage = plan.usage();
     ctx.recorder.usage(&usage);
@@ -162,7 +198,9 @@ pub(super) async fn complete(ctx: &CallContext, request: &ChatRequest) -> Result
         "id": plan.id, "object": "chat.completion", "created": plan.created, "model": plan.model,
         "system_fingerprint": "deliberate-simulated", "choices": choices, "usage": usage,
     });
-    Ok(Bytes::from(serde_json::to_vec(&body).expect("JSON value serializes")))
+    Ok(Bytes::from(
+        serde_json::to_vec(&body).expect("JSON value serializes"),
+    ))
 }
 
 pub(super) fn stream(ctx: &CallContext, request: &ChatRequest) -> Events {
@@ -170,21 +208,27 @@ pub(super) fn stream(ctx: &CallContext, request: &ChatRequest) -> Events {
     let recorder = ctx.recorder.clone();
     let start = Instant::now();
     let state = (plan, 0usize, false);
-    Box::pin(futures_util::stream::unfold(state, move |(plan, step, done)| {
-        let recorder = recorder.clone();
-        async move {
-            if done {
-                return None;
-            }
-            let due = start + plan.ttft + plan.per_token * step.saturating_sub(1) as u32;
-            tokio::time::sleep_until(due).await;
-            match plan.step(step) {
-                Some(bytes) => Some((Ok(bytes), (plan, step + 1, false))),
-                None => {
-                    recorder.usage(&plan.usage());
-                    Some((Ok(Bytes::from_static(SSE_DONE)), (plan, step, true)))
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(plan, step, done)| {
+            let recorder = recorder.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let due = start + plan.ttft + plan.per_token * step.saturating_sub(1) as u32;
+                tokio::time::sleep_until(due).await;
+                match plan.step(step) {
+                    Some(bytes) => Some((Ok(StreamChunk::data(bytes)), (plan, step + 1, false))),
+                    None => {
+                        recorder.usage(&plan.usage());
+                        Some((
+                            Ok(StreamChunk::data(Bytes::from_static(SSE_DONE))),
+                            (plan, step, true),
+                        ))
+                    }
                 }
             }
-        }
-    }))
+        },
+    ))
 }

@@ -12,7 +12,10 @@ use crate::config::{MaxTokensParam, Model, OnUnsupported, SystemRole};
 use crate::error::GatewayError;
 
 /// Rewrites `body` for `model`; returns the list of adjustments made.
-pub fn adapt_request(body: &mut Map<String, Value>, model: &Model) -> Result<Vec<String>, GatewayError> {
+pub fn adapt_request(
+    body: &mut Map<String, Value>,
+    model: &Model,
+) -> Result<Vec<String>, GatewayError> {
     let caps = &model.capabilities;
     let mut adjusted = Vec::new();
     body.insert("model".into(), Value::String(model.upstream_model.clone()));
@@ -128,7 +131,11 @@ mod tests {
         assert_eq!(b["custom_field"]["kept"], true);
         assert_eq!(
             adjusted,
-            vec!["dropped temperature", "max_tokens->max_completion_tokens", "system->developer"]
+            vec![
+                "dropped temperature",
+                "max_tokens->max_completion_tokens",
+                "system->developer"
+            ]
         );
     }
 
@@ -150,12 +157,17 @@ mod tests {
             unsupported_params: vec![],
             on_unsupported: OnUnsupported::Drop,
         };
-        let mut b = body(json!({"model": "x", "max_tokens": 5, "temperature": 1, "reasoning_effort": "low",
-            "messages": [{"role": "developer", "content": "x"}]}));
+        let mut b = body(
+            json!({"model": "x", "max_tokens": 5, "temperature": 1, "reasoning_effort": "low",
+            "messages": [{"role": "developer", "content": "x"}]}),
+        );
         let adjusted = adapt_request(&mut b, &m).unwrap();
         assert_eq!(b["max_tokens"], 5);
         assert_eq!(b["temperature"], 1);
         assert_eq!(b["messages"][0]["role"], "system");
-        assert_eq!(adjusted, vec!["dropped reasoning_effort", "developer->system"]);
+        assert_eq!(
+            adjusted,
+            vec!["dropped reasoning_effort", "developer->system"]
+        );
     }
 }

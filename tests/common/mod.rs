@@ -349,6 +349,8 @@ impl MockUpstream {
                     match end {
                         StreamEnd::Close => {}
                         StreamEnd::Abort => {
+                            // Let the last event leave the socket before the crash.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                             let _ = tx
                                 .send(Err(std::io::Error::other("mock upstream crashed")))
                                 .await;

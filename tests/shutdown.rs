@@ -1,0 +1,151 @@
+//! Graceful shutdown: open streams finish while new connections are turned away, readiness
+//! goes false, and the gateway stops at the hard deadline when a stream will not end.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+fn stream_request() -> Value {
+    json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Reads the body until it contains a `data:` event; returns what was read so far.
+async fn read_until_data(response: &mut reqwest::Response) -> String {
+    let mut text = String::new();
+    while !text.contains("data:") {
+        let next = tokio::time::timeout(TEST_TIMEOUT, response.chunk())
+            .await
+            .expect("chunk in time")
+            .expect("body read");
+        let Some(bytes) = next else {
+            panic!("stream ended before any data event: {text:?}")
+        };
+        text.push_str(std::str::from_utf8(&bytes).unwrap());
+    }
+    text
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_open_stream_finish() {
+    let chunks: Vec<Value> = (0..5).map(|i| chunk(&format!("part{i}"))).collect();
+    let reply = chunks.clone();
+    let mock =
+        MockUpstream::start(move |_| MockReply::sse(reply.clone(), Duration::from_millis(200)))
+            .await;
+    let mut gw = Gateway::with_openai_upstream(&mock, "").await;
+    let mut response = gw.chat(stream_request()).await;
+    assert_eq!(response.status(), 200);
+    let head = read_until_data(&mut response).await;
+
+    gw.shutdown.cancel();
+    // Let the accept loop see the signal.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Readiness turns false at once, while the admin listener still answers.
+    let ready = tokio::time::timeout(
+        TEST_TIMEOUT,
+        client().get(format!("http://{}/readyz", gw.admin)).send(),
+    )
+    .await
+    .expect("readyz in time")
+    .expect("admin still answers during the drain");
+    assert_eq!(ready.status(), 503);
+
+    // A new connection is turned away: refused, cut, or answered 503.
+    let fresh = tokio::time::timeout(
+        Duration::from_secs(5),
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(
+                json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+            )
+            .send(),
+    )
+    .await
+    .expect("a new request is turned away promptly, not left hanging");
+    match fresh {
+        Err(_) => {}
+        Ok(r) => assert_eq!(
+            r.status(),
+            503,
+            "a request after shutdown began must not be served"
+        ),
+    }
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "no new request reached the upstream"
+    );
+    assert!(
+        !gw.task.is_finished(),
+        "the gateway waits for the open stream"
+    );
+
+    // The open stream still gets every chunk and its [DONE].
+    let text = head + &read_text(response).await;
+    let events = sse_data(&text);
+    assert_eq!(events.len(), chunks.len() + 1, "{text:?}");
+    for (event, expected) in events.iter().zip(&chunks) {
+        assert_eq!(&serde_json::from_str::<Value>(event).unwrap(), expected);
+    }
+    assert_eq!(events.last().unwrap(), "[DONE]");
+
+    // Then the gateway stops on its own.
+    tokio::time::timeout(Duration::from_secs(5), &mut gw.task)
+        .await
+        .expect("gateway stopped after the stream ended")
+        .expect("gateway task did not panic");
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_hanging_stream_at_the_grace_deadline() {
+    let mock = MockUpstream::start(|_| MockReply::Stream {
+        events: vec![],
+        end: StreamEnd::Hang,
+    })
+    .await;
+    let config = "[server]\nshutdown_grace_ms = 300\n\n[tiers.fast]\nkeepalive_interval_ms = 100\nfirst_token_timeout_ms = 30000\n";
+    let mut gw = Gateway::with_openai_upstream(&mock, config).await;
+    let response = gw.chat(stream_request()).await;
+    assert_eq!(response.status(), 200);
+
+    let started = Instant::now();
+    gw.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(2), &mut gw.task)
+        .await
+        .expect("gateway stopped within 2 s of the shutdown signal")
+        .expect("gateway task did not panic");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "the grace period was honoured: {elapsed:?}"
+    );
+
+    // The client sees the stream cut, not a clean end.
+    match tokio::time::timeout(TEST_TIMEOUT, response.text())
+        .await
+        .expect("body ended in time")
+    {
+        Err(_) => {}
+        Ok(text) => assert!(
+            !text.contains("[DONE]"),
+            "a cut stream has no [DONE]: {text:?}"
+        ),
+    }
+    // And the upstream call was cancelled, not leaked.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while mock.cancelled_streams() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "upstream stream still open after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
