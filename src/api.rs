@@ -127,28 +127,32 @@ impl ChatRequest {
 
     /// The conversation as the classifier sees it; borrows the message text.
     pub fn conversation(&self) -> Conversation<'_> {
-        let turns = self
-            .messages()
-            .iter()
-            .filter_map(|m| {
-                let role = match m.get("role").and_then(Value::as_str)? {
-                    "system" | "developer" => Role::System,
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    _ => Role::Tool,
-                };
-                Some(Turn {
-                    role,
-                    text: message_text(m.get("content")?),
-                })
-            })
-            .collect();
-        Conversation { turns }
+        conversation_of(self.messages())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.body).expect("a JSON map always serializes")
     }
+}
+
+/// OpenAI-shaped messages as the classifier sees them (text parts only, roles reduced).
+pub fn conversation_of(messages: &[Value]) -> Conversation<'_> {
+    let turns = messages
+        .iter()
+        .filter_map(|m| {
+            let role = match m.get("role").and_then(Value::as_str)? {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                _ => Role::Tool,
+            };
+            Some(Turn {
+                role,
+                text: message_text(m.get("content")?),
+            })
+        })
+        .collect();
+    Conversation { turns }
 }
 
 fn invalid_param(message: impl Into<String>, param: impl Into<String>) -> GatewayError {

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminService;
-use crate::classify::rules::RulesClassifier;
+use crate::classify::learned::LearnedClassifier;
 use crate::config::Snapshot;
 use crate::state::AppState;
 
@@ -49,7 +49,7 @@ pub async fn run(
 ) {
     install_crypto_provider();
     let grace = snapshot.server.shutdown_grace;
-    let state = AppState::new(snapshot, Arc::new(RulesClassifier));
+    let state = AppState::new(snapshot, Arc::new(LearnedClassifier::builtin()));
     let api_service = app::api_service(&state);
     let admin_service = AdminService {
         metrics: state.metrics.clone(),

@@ -40,6 +40,22 @@ enum Command {
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
     },
+    /// Score prompts (JSON lines from --jsonl or stdin) or evaluate, train and calibrate the
+    /// classifier.
+    #[command(args_conflicts_with_subcommands = true)]
+    Classify {
+        #[command(subcommand)]
+        action: Option<ClassifyAction>,
+        /// Directory of tenant policies, to use a tenant's threshold.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// Tenant whose threshold decides the tier.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Input file of `{"id", "prompt"}` or `{"id", "messages"}` lines (default: stdin).
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+    },
     /// Validate a config file and a policies directory; print each problem as
     /// `file:line:column: message` and exit 1 if there is any.
     Check {
@@ -50,10 +66,53 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ClassifyAction {
+    /// AUC, accuracy, recall, false-positive rate and reasoning share per source.
+    Eval {
+        /// JSONL files or directories of labelled examples.
+        #[arg(long, required = true, num_args = 1..)]
+        data: Vec<PathBuf>,
+        /// Threshold (default: the model's).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Also cross-validate and run leave-one-source-out (trains many models).
+        #[arg(long)]
+        loso: bool,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Train the model from labelled examples (deterministic for a given seed and data).
+    Train {
+        #[arg(long, required = true, num_args = 1..)]
+        data: Vec<PathBuf>,
+        #[arg(long, default_value = "models/router.json")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Default threshold: the lowest whose out-of-fold false-positive rate is at most this.
+        #[arg(long, default_value_t = 0.05)]
+        max_fpr: f64,
+    },
+    /// Print the threshold that sends a target share of a traffic sample to reasoning.
+    Calibrate {
+        #[arg(long)]
+        jsonl: PathBuf,
+        #[arg(long)]
+        target_share: f64,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, policies } => check(&config, &policies),
+        Command::Classify {
+            action,
+            policies,
+            tenant,
+            jsonl,
+        } => classify(action, &policies, &tenant, jsonl),
         Command::Serve {
             demo,
             config,
@@ -79,6 +138,79 @@ fn main() -> ExitCode {
                 .build()
                 .expect("tokio runtime starts");
             runtime.block_on(serve(loaded, demo, listen, admin_listen))
+        }
+    }
+}
+
+fn classify(
+    action: Option<ClassifyAction>,
+    policies: &std::path::Path,
+    tenant: &str,
+    jsonl: Option<PathBuf>,
+) -> ExitCode {
+    use deliberate::classify::{cli, learned::LearnedClassifier, train::TrainOptions, Classifier};
+    let result = match action {
+        None => {
+            let classifier = LearnedClassifier::builtin();
+            let threshold = match cli::tenant_threshold(policies, tenant) {
+                Ok(t) => t.unwrap_or(classifier.default_threshold()),
+                Err(e) => {
+                    eprintln!("deliberate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let stdout = std::io::stdout().lock();
+            let scored = match jsonl {
+                Some(path) => std::fs::File::open(&path).and_then(|f| {
+                    cli::score_lines(&classifier, threshold, std::io::BufReader::new(f), stdout)
+                }),
+                None => cli::score_lines(&classifier, threshold, std::io::stdin().lock(), stdout),
+            };
+            scored.map(|_| String::new()).map_err(|e| e.to_string())
+        }
+        Some(ClassifyAction::Eval {
+            data,
+            threshold,
+            loso,
+            seed,
+        }) => cli::eval_command(
+            &data,
+            threshold,
+            loso,
+            &TrainOptions {
+                seed,
+                ..TrainOptions::default()
+            },
+        ),
+        Some(ClassifyAction::Train {
+            data,
+            out,
+            seed,
+            max_fpr,
+        }) => cli::train_command(
+            &data,
+            &out,
+            &TrainOptions {
+                seed,
+                ..TrainOptions::default()
+            },
+            max_fpr,
+        ),
+        Some(ClassifyAction::Calibrate {
+            jsonl,
+            target_share,
+        }) => cli::calibrate_command(&jsonl, target_share),
+    };
+    match result {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("deliberate: {e}");
+            ExitCode::FAILURE
         }
     }
 }

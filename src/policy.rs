@@ -134,7 +134,11 @@ pub fn decide(
         ));
     }
     let scored = classifier.score(&conversation);
-    let tier = if scored.score >= tenant.auto.reasoning_threshold {
+    let threshold = tenant
+        .auto
+        .reasoning_threshold
+        .unwrap_or_else(|| classifier.default_threshold());
+    let tier = if scored.score >= threshold {
         Tier::Reasoning
     } else {
         Tier::Fast

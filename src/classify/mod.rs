@@ -7,7 +7,14 @@
 //! Explicit signals (the `x-deliberate-tier` header, a `reasoning_effort` field) are decided
 //! by the caller before the model runs; the model only scores the conversation.
 
+pub mod cli;
+pub mod embed;
+pub mod eval;
+pub mod features;
+pub mod learned;
 pub mod rules;
+pub mod train;
+pub mod wordpiece;
 
 use std::borrow::Cow;
 
@@ -73,4 +80,10 @@ pub struct Scored {
 /// The interface every classifier implements (the rules now, a learned model later).
 pub trait Classifier: Send + Sync + 'static {
     fn score(&self, conversation: &Conversation<'_>) -> Scored;
+
+    /// The threshold of the classifier's recommended operating point, used by tenants that
+    /// set none.
+    fn default_threshold(&self) -> f32 {
+        0.5
+    }
 }

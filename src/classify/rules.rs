@@ -457,17 +457,53 @@ impl RulesClassifier {
     }
 }
 
+/// Number of rule categories exposed as features to learned models.
+pub const RULE_CATEGORIES: usize = NCAT;
+
+/// Name (reason label) of rule category `i`, in the order of `RuleSignals::contrib`.
+pub fn category_name(i: usize) -> &'static str {
+    CATEGORIES[i].0
+}
+
+/// What the rules saw: per-category logit contributions (follow-up context included) and
+/// the rules' own score. The learned model uses these as features, so the rules are one
+/// input to one decision, not a second decision path.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSignals {
+    pub contrib: [f32; NCAT],
+    pub score: f32,
+}
+
 impl Classifier for RulesClassifier {
     fn score(&self, conversation: &Conversation<'_>) -> Scored {
+        let has_user_text = conversation
+            .turns
+            .iter()
+            .any(|t| t.role == Role::User && !t.text.trim().is_empty());
+        let signals = self.signals(conversation);
+        let reasons = if has_user_text {
+            reasons(&signals.contrib, signals.score >= 0.5)
+        } else {
+            vec!["no user text"]
+        };
+        Scored {
+            score: signals.score,
+            reasons,
+        }
+    }
+}
+
+impl RulesClassifier {
+    pub fn signals(&self, conversation: &Conversation<'_>) -> RuleSignals {
         let mut users = conversation
             .turns
             .iter()
             .rev()
             .filter(|t| t.role == Role::User && !t.text.trim().is_empty());
         let Some(newest) = users.next() else {
-            return Scored {
+            return RuleSignals {
+                contrib: [0.0; NCAT],
                 score: logistic(BIAS),
-                reasons: vec!["no user text"],
             };
         };
         let mut buf = String::with_capacity(newest.text.len().min(MAX_SCAN_BYTES) + 1);
@@ -495,10 +531,9 @@ impl Classifier for RulesClassifier {
             eval.carry_from(prev);
         }
 
-        let score = logistic(BIAS + eval.total()).clamp(0.0, 1.0);
-        Scored {
-            score,
-            reasons: reasons(&eval.contrib, score >= 0.5),
+        RuleSignals {
+            contrib: eval.contrib,
+            score: logistic(BIAS + eval.total()).clamp(0.0, 1.0),
         }
     }
 }

@@ -125,7 +125,8 @@ pub struct Model {
 #[derive(Debug)]
 pub struct AutoPolicy {
     pub default_tier: Tier,
-    pub reasoning_threshold: f32,
+    /// `None`: the classifier's recommended threshold.
+    pub reasoning_threshold: Option<f32>,
 }
 
 #[derive(Debug)]

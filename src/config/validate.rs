@@ -695,11 +695,11 @@ fn tenant(
         Some(v) => tier_of(v, p),
     };
     let threshold = match &raw.auto.reasoning_threshold {
-        None => 0.5,
-        Some(v) if (0.0..=1.0).contains(v.get_ref()) => *v.get_ref() as f32,
+        None => None,
+        Some(v) if (0.0..=1.0).contains(v.get_ref()) => Some(*v.get_ref() as f32),
         Some(v) => {
             p.at(v.span(), "reasoning_threshold must be between 0 and 1");
-            0.5
+            None
         }
     };
     if p.out.len() > before {

@@ -1,0 +1,171 @@
+//! Static token embeddings distilled from all-MiniLM-L6-v2 (see `scripts/classifier/distill.py`).
+//!
+//! A text's vector is the weighted mean of its tokens' vectors: a table lookup per token,
+//! no transformer at run time. Weights down-weight frequent tokens (SIF weighting with the
+//! vocabulary id as the frequency rank, which BERT's WordPiece vocabulary approximates), so
+//! "the", "is" and punctuation count less than content words. Work is bounded: only the
+//! first `HEAD_BYTES` and last `TAIL_BYTES` of a text are read.
+
+use super::wordpiece::WordPiece;
+
+pub const DIMS: usize = 128;
+const HEAD_BYTES: usize = 4096;
+const TAIL_BYTES: usize = 2048;
+/// SIF smoothing: a token's weight is a / (a + p(token)).
+const SIF_A: f32 = 1e-4;
+
+pub struct StaticEmbedder {
+    tokenizer: WordPiece,
+    scale: [f32; DIMS],
+    values: &'static [u8],
+    /// Per-token weight, precomputed at load.
+    weights: Vec<f32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("token table: {0}")]
+    Format(&'static str),
+}
+
+impl StaticEmbedder {
+    /// `table` is `token_table.bin`; `vocab` is `vocab.txt`.
+    pub fn new(table: &'static [u8], vocab: &'static str) -> Result<StaticEmbedder, TableError> {
+        let u32_at = |i: usize| -> Result<usize, TableError> {
+            let b = table
+                .get(i..i + 4)
+                .ok_or(TableError::Format("truncated header"))?;
+            Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        };
+        if table.get(..4) != Some(b"DLBT") || u32_at(4)? != 1 {
+            return Err(TableError::Format("not a version 1 table"));
+        }
+        let (vocab_size, dims) = (u32_at(8)?, u32_at(12)?);
+        if dims != DIMS {
+            return Err(TableError::Format("unexpected dimension count"));
+        }
+        let scale_end = 16 + 4 * DIMS;
+        let mut scale = [0f32; DIMS];
+        for (d, s) in scale.iter_mut().enumerate() {
+            let at = 16 + 4 * d;
+            *s = f32::from_le_bytes(table[at..at + 4].try_into().expect("4 bytes"));
+        }
+        let values = table
+            .get(scale_end..)
+            .ok_or(TableError::Format("truncated values"))?;
+        if values.len() != vocab_size * DIMS {
+            return Err(TableError::Format("value count does not match the header"));
+        }
+        let tokenizer = WordPiece::new(vocab);
+        if tokenizer.vocab_size() != vocab_size {
+            return Err(TableError::Format("vocabulary and table disagree"));
+        }
+        let harmonic = (vocab_size as f32).ln();
+        let weights = (0..vocab_size)
+            .map(|id| {
+                let p = 1.0 / ((id as f32 + 1.0) * harmonic);
+                SIF_A / (SIF_A + p)
+            })
+            .collect();
+        Ok(StaticEmbedder {
+            tokenizer,
+            scale,
+            values,
+            weights,
+        })
+    }
+
+    /// The built-in table shipped in `models/`.
+    pub fn builtin() -> StaticEmbedder {
+        StaticEmbedder::new(
+            include_bytes!("../../models/token_table.bin"),
+            include_str!("../../models/vocab.txt"),
+        )
+        .expect("the shipped token table is valid")
+    }
+
+    /// Adds the weighted token vectors of `text` to `sum`; returns the total weight.
+    fn accumulate(&self, text: &str, sum: &mut [f32; DIMS]) -> f32 {
+        let mut total = 0.0;
+        let mut add = |id: u32| {
+            let id = id as usize;
+            let w = self.weights[id];
+            let row = &self.values[id * DIMS..(id + 1) * DIMS];
+            for (s, &v) in sum.iter_mut().zip(row) {
+                *s += w * (v as i8) as f32;
+            }
+            total += w;
+        };
+        if text.len() <= HEAD_BYTES + TAIL_BYTES {
+            self.tokenizer.tokenize(text, &mut add);
+        } else {
+            self.tokenizer.tokenize(head(text, HEAD_BYTES), &mut add);
+            self.tokenizer.tokenize(tail(text, TAIL_BYTES), &mut add);
+        }
+        total
+    }
+
+    /// Unit-length weighted mean vector of `text` (zeros for a text with no known tokens).
+    pub fn embed(&self, text: &str) -> [f32; DIMS] {
+        let mut v = [0f32; DIMS];
+        if self.accumulate(text, &mut v) > 0.0 {
+            for (x, s) in v.iter_mut().zip(&self.scale) {
+                *x *= s;
+            }
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        v
+    }
+}
+
+fn head(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cos(a: &[f32; DIMS], b: &[f32; DIMS]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn similar_texts_are_closer_than_unrelated_ones() {
+        let e = StaticEmbedder::builtin();
+        let proof = e.embed("Prove that there are infinitely many primes.");
+        let proof2 = e.embed("Show that the set of prime numbers is infinite.");
+        let email = e.embed("Write a friendly email inviting the team to lunch on Friday.");
+        assert!(cos(&proof, &proof2) > cos(&proof, &email) + 0.1);
+        assert!((cos(&proof, &proof) - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn bounded_and_total_on_any_input() {
+        let e = StaticEmbedder::builtin();
+        assert_eq!(e.embed(""), [0.0; DIMS]);
+        let huge = "é".repeat(300_000) + "prove it";
+        let v = e.embed(&huge);
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn rejects_a_bad_table() {
+        assert!(StaticEmbedder::new(b"nope", "a\nb\n").is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Evaluation of classifiers (`deliberate classify eval`): AUC, accuracy, recall,
+//! false-positive rate and reasoning share, overall and per source, for the learned model
+//! and two baselines (prompt length alone; the keyword rules alone), plus
+//! leave-one-source-out runs that train without a source and test on it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::features::SHAPE;
+use super::learned::sigmoid;
+use super::train::{fit_linear, fit_platt, out_of_fold_logits, Example, TrainOptions};
+
+/// Area under the ROC curve (ties count half); `None` without both classes.
+pub fn auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let positives = labels.iter().filter(|l| **l).count() as f64;
+    let negatives = labels.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return None;
+    }
+    // Rank-sum with average ranks for ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+            j += 1;
+        }
+        let average_rank = (i + j + 1) as f64 / 2.0;
+        rank_sum += pairs[i..j].iter().filter(|p| p.1).count() as f64 * average_rank;
+        i = j;
+    }
+    Some((rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AtThreshold {
+    pub n: usize,
+    pub accuracy: f64,
+    /// Share of reasoning examples sent to reasoning (None without any).
+    pub recall: Option<f64>,
+    /// Share of fast examples sent to reasoning (None without any).
+    pub false_positive_rate: Option<f64>,
+    /// Share of all examples sent to reasoning.
+    pub reasoning_share: f64,
+}
+
+pub fn at_threshold(scores: &[f32], labels: &[bool], threshold: f32) -> AtThreshold {
+    let n = scores.len();
+    let (mut tp, mut fp, mut tn, mut fn_) = (0usize, 0usize, 0usize, 0usize);
+    for (&s, &l) in scores.iter().zip(labels) {
+        match (s >= threshold, l) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, false) => tn += 1,
+            (false, true) => fn_ += 1,
+        }
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    AtThreshold {
+        n,
+        accuracy: ratio(tp + tn, n).unwrap_or(0.0),
+        recall: ratio(tp, tp + fn_),
+        false_positive_rate: ratio(fp, fp + tn),
+        reasoning_share: ratio(tp + fp, n).unwrap_or(0.0),
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3}"))
+}
+
+/// Markdown table of metrics per source and overall for one set of scores.
+pub fn report(title: &str, examples: &[Example], scores: &[f32], threshold: f32) -> String {
+    let labels: Vec<bool> = examples.iter().map(|e| e.label.unwrap_or(false)).collect();
+    let mut by_source: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, e) in examples.iter().enumerate() {
+        by_source.entry(&e.source).or_default().push(i);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "### {title} (threshold {threshold:.3})\n");
+    let _ = writeln!(
+        out,
+        "| source | n | reasoning | AUC | accuracy | recall | FPR | reasoning share |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let mut row = |name: &str, idx: &[usize]| {
+        let s: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
+        let l: Vec<bool> = idx.iter().map(|&i| labels[i]).collect();
+        let m = at_threshold(&s, &l, threshold);
+        let positives = l.iter().filter(|x| **x).count();
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {positives} | {} | {:.1}% | {} | {} | {:.1}% |",
+            m.n,
+            num(auc(&s, &l)),
+            m.accuracy * 100.0,
+            pct(m.recall),
+            pct(m.false_positive_rate),
+            m.reasoning_share * 100.0
+        );
+    };
+    for (source, idx) in &by_source {
+        row(source, idx);
+    }
+    let all: Vec<usize> = (0..examples.len()).collect();
+    row("**all**", &all);
+    out
+}
+
+/// Length-only baseline: the log of the last turn's length (a shape feature).
+pub fn length_scores(features: &[Vec<f32>]) -> Vec<f32> {
+    features.iter().map(|x| x[SHAPE]).collect()
+}
+
+/// Calibrated out-of-fold scores of the learned model on its own data.
+pub fn cross_validated_scores(
+    features: &[Vec<f32>],
+    labels: &[bool],
+    opts: &TrainOptions,
+) -> Vec<f32> {
+    let oof = out_of_fold_logits(features, labels, opts);
+    let (a, b) = fit_platt(&oof, labels);
+    oof.iter().map(|z| sigmoid(a * z + b)).collect()
+}
+
+/// For each source: train on all others (calibrated on their out-of-fold scores), score it.
+pub fn leave_one_source_out(
+    examples: &[Example],
+    features: &[Vec<f32>],
+    opts: &TrainOptions,
+) -> Vec<f32> {
+    let labels: Vec<bool> = examples.iter().map(|e| e.label.unwrap_or(false)).collect();
+    let mut scores = vec![0f32; examples.len()];
+    let sources: std::collections::BTreeSet<&str> =
+        examples.iter().map(|e| e.source.as_str()).collect();
+    for source in sources {
+        let (train, test): (Vec<usize>, Vec<usize>) =
+            (0..examples.len()).partition(|&i| examples[i].source != source);
+        let tx: Vec<Vec<f32>> = train.iter().map(|&i| features[i].clone()).collect();
+        let ty: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
+        let oof = out_of_fold_logits(&tx, &ty, opts);
+        let (a, b) = fit_platt(&oof, &ty);
+        let refs: Vec<&[f32]> = tx.iter().map(Vec::as_slice).collect();
+        let model = fit_linear(&refs, &ty, opts);
+        for &i in &test {
+            scores[i] = sigmoid(a * model.logit(&features[i]) + b);
+        }
+    }
+    scores
+}
+
+/// The threshold that sends `share` of `scores` to reasoning (RouteLLM-style calibration).
+pub fn threshold_for_share(scores: &[f32], share: f64) -> f32 {
+    if scores.is_empty() {
+        return 0.5;
+    }
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let k = ((share.clamp(0.0, 1.0) * sorted.len() as f64).round() as usize).min(sorted.len());
+    match k {
+        0 => (sorted[0] + f32::EPSILON).min(1.0),
+        k => sorted[k - 1],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_of_perfect_random_and_inverted_rankings() {
+        let labels = [false, false, true, true];
+        assert_eq!(auc(&[0.1, 0.2, 0.8, 0.9], &labels), Some(1.0));
+        assert_eq!(auc(&[0.9, 0.8, 0.2, 0.1], &labels), Some(0.0));
+        assert_eq!(auc(&[0.5, 0.5, 0.5, 0.5], &labels), Some(0.5));
+        assert_eq!(auc(&[0.5], &[true]), None);
+    }
+
+    #[test]
+    fn threshold_metrics() {
+        let m = at_threshold(&[0.9, 0.6, 0.4, 0.1], &[true, false, true, false], 0.5);
+        assert_eq!(m.recall, Some(0.5));
+        assert_eq!(m.false_positive_rate, Some(0.5));
+        assert_eq!(m.reasoning_share, 0.5);
+    }
+
+    #[test]
+    fn share_threshold_sends_that_share() {
+        let scores: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
+        let t = threshold_for_share(&scores, 0.1);
+        assert_eq!(scores.iter().filter(|s| **s >= t).count(), 10);
+        let t = threshold_for_share(&scores, 0.0);
+        assert_eq!(scores.iter().filter(|s| **s >= t).count(), 0);
+    }
+}

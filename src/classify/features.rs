@@ -1,0 +1,143 @@
+//! Feature extraction for the learned classifier: one fixed-length vector per conversation.
+//!
+//! Blocks, in order:
+//! - the static embedding of the last user turn (what it is about, not how it is phrased);
+//! - the static embedding of the previous user turn (context for short follow-ups), zeros
+//!   when there is none;
+//! - the rule categories' contributions (`rules::RuleSignals`), follow-up carry included;
+//! - structural counts of the last user turn and of the conversation's shape.
+//!
+//! System prompts and tool results are not the user's question: they only enter through the
+//! shape features. All work is bounded by the embedder's and the rules' scan windows.
+
+use super::embed::{StaticEmbedder, DIMS};
+use super::rules::{category_name, RuleSignals, RulesClassifier, RULE_CATEGORIES};
+use super::{Conversation, Role, MAX_SCAN_BYTES};
+
+pub const STRUCTURAL: [&str; 12] = [
+    "long prompt",
+    "many words",
+    "numbers",
+    "math symbols",
+    "code block",
+    "many lines",
+    "questions",
+    "long conversation",
+    "system prompt",
+    "tool results",
+    "short follow-up",
+    "non-English text",
+];
+
+pub const LAST_TURN: usize = 0;
+pub const CONTEXT: usize = DIMS;
+pub const RULES: usize = 2 * DIMS;
+pub const SHAPE: usize = RULES + RULE_CATEGORIES;
+pub const NUM_FEATURES: usize = SHAPE + STRUCTURAL.len();
+
+/// Human-readable name of a named feature (rules and shape blocks), for reasons.
+pub fn feature_name(i: usize) -> Option<&'static str> {
+    match i {
+        i if (RULES..SHAPE).contains(&i) => Some(category_name(i - RULES)),
+        i if (SHAPE..NUM_FEATURES).contains(&i) => Some(STRUCTURAL[i - SHAPE]),
+        _ => None,
+    }
+}
+
+pub struct FeatureExtractor {
+    embedder: StaticEmbedder,
+    rules: RulesClassifier,
+}
+
+pub struct Extracted {
+    pub values: Vec<f32>,
+    pub rules: RuleSignals,
+    pub has_user_text: bool,
+}
+
+impl FeatureExtractor {
+    pub fn new(embedder: StaticEmbedder) -> FeatureExtractor {
+        FeatureExtractor {
+            embedder,
+            rules: RulesClassifier,
+        }
+    }
+
+    pub fn extract(&self, conversation: &Conversation<'_>) -> Extracted {
+        let mut values = vec![0f32; NUM_FEATURES];
+        let mut users = conversation
+            .turns
+            .iter()
+            .rev()
+            .filter(|t| t.role == Role::User && !t.text.trim().is_empty());
+        let last = users.next();
+        let previous = users.next();
+        if let Some(last) = last {
+            values[LAST_TURN..CONTEXT].copy_from_slice(&self.embedder.embed(&last.text));
+        }
+        if let Some(previous) = previous {
+            values[CONTEXT..RULES].copy_from_slice(&self.embedder.embed(&previous.text));
+        }
+        let rules = self.rules.signals(conversation);
+        values[RULES..SHAPE].copy_from_slice(&rules.contrib);
+        shape(
+            conversation,
+            last.map(|t| &*t.text),
+            previous.is_some(),
+            &mut values[SHAPE..],
+        );
+        Extracted {
+            values,
+            rules,
+            has_user_text: last.is_some(),
+        }
+    }
+}
+
+fn shape(conversation: &Conversation<'_>, last: Option<&str>, has_previous: bool, out: &mut [f32]) {
+    let text = last.unwrap_or_default();
+    let scan = &text.as_bytes()[..text.len().min(MAX_SCAN_BYTES)];
+    let (mut words, mut numbers, mut math, mut lines, mut questions, mut non_ascii) =
+        (0u32, 0u32, 0u32, 1u32, 0u32, 0u32);
+    let mut in_word = false;
+    let mut in_number = false;
+    for &b in scan {
+        let word_byte = b.is_ascii_alphanumeric() || b >= 0x80;
+        if word_byte && !in_word {
+            words += 1;
+        }
+        in_word = word_byte;
+        if b.is_ascii_digit() && !in_number {
+            numbers += 1;
+        }
+        in_number = b.is_ascii_digit() || (in_number && b == b'.');
+        match b {
+            b'=' | b'^' | b'+' | b'*' | b'<' | b'>' | b'%' => math += 1,
+            b'\n' => lines += 1,
+            b'?' => questions += 1,
+            _ => {}
+        }
+        // Count leading bytes of multi-byte characters only.
+        if b >= 0xC0 {
+            non_ascii += 1;
+        }
+    }
+    let log = |n: f32| (1.0 + n).ln();
+    let user_turns = conversation
+        .turns
+        .iter()
+        .filter(|t| t.role == Role::User)
+        .count();
+    out[0] = log(text.len() as f32);
+    out[1] = log(words as f32);
+    out[2] = log(numbers as f32);
+    out[3] = log(math as f32);
+    out[4] = text.contains("```") as u8 as f32;
+    out[5] = log(lines as f32);
+    out[6] = log(questions as f32);
+    out[7] = log(user_turns as f32);
+    out[8] = conversation.turns.iter().any(|t| t.role == Role::System) as u8 as f32;
+    out[9] = conversation.turns.iter().any(|t| t.role == Role::Tool) as u8 as f32;
+    out[10] = (has_previous && words <= 25) as u8 as f32;
+    out[11] = non_ascii as f32 / (words.max(1)) as f32;
+}

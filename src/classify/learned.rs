@@ -1,0 +1,189 @@
+//! The learned classifier: a calibrated logistic model over `features::FeatureExtractor`.
+//!
+//! The model file (`models/router.json`, written by `deliberate classify train`) holds the
+//! standardisation, the weights and a Platt calibration fitted on out-of-fold scores, so the
+//! score is a probability. At load the standardisation is folded into the weights: scoring
+//! is one feature extraction and one dot product. Reasons are the features (or embedding
+//! blocks) that pushed the score most toward the verdict.
+
+use serde::{Deserialize, Serialize};
+
+use super::embed::StaticEmbedder;
+use super::features::{feature_name, FeatureExtractor, CONTEXT, LAST_TURN, NUM_FEATURES, RULES};
+use super::{Classifier, Conversation, Scored};
+
+pub const MODEL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub version: u32,
+    /// How it was made (command, seed, data), for the record.
+    pub provenance: String,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub weights: Vec<f32>,
+    pub bias: f32,
+    /// p = sigmoid(platt_a * z + platt_b), z the raw logit.
+    pub platt_a: f32,
+    pub platt_b: f32,
+    /// Threshold for the default operating point (see EVAL.md).
+    pub default_threshold: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file is not valid JSON for this version: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("model file has version {0}, expected {MODEL_VERSION}")]
+    Version(u32),
+    #[error("model file has {0} features, this build extracts {NUM_FEATURES}")]
+    Features(usize),
+}
+
+pub struct LearnedClassifier {
+    extractor: FeatureExtractor,
+    /// Weights divided by the feature's std; bias adjusted for the means.
+    folded: Vec<f32>,
+    folded_bias: f32,
+    mean: Vec<f32>,
+    platt_a: f32,
+    platt_b: f32,
+    default_threshold: f32,
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl LearnedClassifier {
+    pub fn new(
+        model: &ModelFile,
+        embedder: StaticEmbedder,
+    ) -> Result<LearnedClassifier, ModelError> {
+        if model.version != MODEL_VERSION {
+            return Err(ModelError::Version(model.version));
+        }
+        for len in [model.mean.len(), model.std.len(), model.weights.len()] {
+            if len != NUM_FEATURES {
+                return Err(ModelError::Features(len));
+            }
+        }
+        let folded: Vec<f32> = model
+            .weights
+            .iter()
+            .zip(&model.std)
+            .map(|(w, s)| w / s.max(1e-6))
+            .collect();
+        let folded_bias = model.bias
+            - folded
+                .iter()
+                .zip(&model.mean)
+                .map(|(w, m)| w * m)
+                .sum::<f32>();
+        Ok(LearnedClassifier {
+            extractor: FeatureExtractor::new(embedder),
+            folded,
+            folded_bias,
+            mean: model.mean.clone(),
+            platt_a: model.platt_a,
+            platt_b: model.platt_b,
+            default_threshold: model.default_threshold,
+        })
+    }
+
+    pub fn from_json(
+        json: &str,
+        embedder: StaticEmbedder,
+    ) -> Result<LearnedClassifier, ModelError> {
+        let model: ModelFile = serde_json::from_str(json)?;
+        LearnedClassifier::new(&model, embedder)
+    }
+
+    /// The model shipped in `models/`, compiled into the binary.
+    pub fn builtin() -> LearnedClassifier {
+        LearnedClassifier::from_json(
+            include_str!("../../models/router.json"),
+            StaticEmbedder::builtin(),
+        )
+        .expect("the shipped model matches this build")
+    }
+
+    pub fn extractor(&self) -> &FeatureExtractor {
+        &self.extractor
+    }
+
+    fn reasons(&self, values: &[f32], toward_reasoning: bool) -> Vec<&'static str> {
+        let sign = if toward_reasoning { 1.0 } else { -1.0 };
+        let contribution = |range: std::ops::Range<usize>| -> f32 {
+            range
+                .map(|i| self.folded[i] * (values[i] - self.mean[i]))
+                .sum::<f32>()
+                * sign
+        };
+        let mut pushes: Vec<(f32, &'static str)> = Vec::with_capacity(24);
+        let content = if toward_reasoning {
+            "content like reasoning tasks"
+        } else {
+            "content like everyday chat"
+        };
+        pushes.push((contribution(LAST_TURN..CONTEXT), content));
+        let context = if toward_reasoning {
+            "earlier turns need reasoning"
+        } else {
+            "earlier turns are chat"
+        };
+        pushes.push((contribution(CONTEXT..RULES), context));
+        for i in RULES..NUM_FEATURES {
+            if let Some(name) = feature_name(i) {
+                pushes.push((contribution(i..i + 1), name));
+            }
+        }
+        pushes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let reasons: Vec<&'static str> = pushes
+            .iter()
+            .take(3)
+            .filter(|(c, _)| *c > 0.05)
+            .map(|(_, n)| *n)
+            .collect();
+        if reasons.is_empty() {
+            vec![if toward_reasoning {
+                "reasoning signals"
+            } else {
+                "no reasoning signal"
+            }]
+        } else {
+            reasons
+        }
+    }
+
+    /// Score and the feature vector (for explanations and evaluation).
+    pub fn score_with_features(&self, conversation: &Conversation<'_>) -> (f32, Vec<f32>, bool) {
+        let extracted = self.extractor.extract(conversation);
+        let z = self.folded_bias
+            + self
+                .folded
+                .iter()
+                .zip(&extracted.values)
+                .map(|(w, x)| w * x)
+                .sum::<f32>();
+        let p = sigmoid(self.platt_a * z + self.platt_b).clamp(0.0, 1.0);
+        (p, extracted.values, extracted.has_user_text)
+    }
+}
+
+impl Classifier for LearnedClassifier {
+    fn score(&self, conversation: &Conversation<'_>) -> Scored {
+        let (score, values, has_user_text) = self.score_with_features(conversation);
+        let reasons = if has_user_text {
+            self.reasons(&values, score >= self.default_threshold)
+        } else {
+            vec!["no user text"]
+        };
+        Scored { score, reasons }
+    }
+
+    fn default_threshold(&self) -> f32 {
+        self.default_threshold
+    }
+}
