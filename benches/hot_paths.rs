@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use deliberate::api::ChatRequest;
+use deliberate::classify::learned::LearnedClassifier;
 use deliberate::classify::rules::RulesClassifier;
 use deliberate::classify::{Classifier, Conversation, Role, Turn};
 
@@ -60,5 +62,37 @@ fn rules_classifier(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rules_classifier);
+fn learned_classifier(c: &mut Criterion) {
+    let classifier = LearnedClassifier::builtin();
+    let short = conversation(prompt(500));
+    let long = conversation(prompt(100 * 1024));
+    black_box(classifier.score(&short));
+
+    let mut group = c.benchmark_group("learned_classifier");
+    group.bench_function("score_500_chars", |b| {
+        b.iter(|| classifier.score(black_box(&short)))
+    });
+    group.bench_function("score_100_kb", |b| {
+        b.iter(|| classifier.score(black_box(&long)))
+    });
+    // Startup cost: vocabulary index, token weights, model file parse.
+    group.sample_size(20);
+    group.bench_function("model_load", |b| {
+        b.iter(|| black_box(LearnedClassifier::builtin()))
+    });
+    group.finish();
+}
+
+fn request_parse(c: &mut Criterion) {
+    let body = serde_json::json!({
+        "model": "auto", "temperature": 0.2, "stream": true,
+        "messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": prompt(500)}],
+    })
+    .to_string();
+    c.bench_function("chat_request_parse_500_chars", |b| {
+        b.iter(|| ChatRequest::parse(black_box(body.as_bytes())).unwrap())
+    });
+}
+
+criterion_group!(benches, rules_classifier, learned_classifier, request_parse);
 criterion_main!(benches);

@@ -83,6 +83,18 @@ impl ChatRequest {
                 }
             }
         }
+        for field in ["max_tokens", "max_completion_tokens", "n"] {
+            match self.body.get(field) {
+                None | Some(Value::Null) => {}
+                Some(v) if v.as_u64().is_some() => {}
+                Some(_) => {
+                    return Err(invalid_param(
+                        format!("`{field}` must be a non-negative integer."),
+                        field,
+                    ))
+                }
+            }
+        }
         if let Some(stream) = self.body.get("stream") {
             if !stream.is_boolean() && !stream.is_null() {
                 return Err(invalid_param("`stream` must be a boolean.", "stream"));

@@ -333,3 +333,36 @@ async fn h2c_clients_are_served_on_the_same_port() {
         Some("[DONE]")
     );
 }
+
+#[tokio::test]
+async fn azure_style_deployments_get_their_query_and_key_header() {
+    let upstream = echo_upstream().await;
+    std::env::set_var("DELIBERATE_TEST_AZURE_KEY", "azure-secret");
+    let config = format!(
+        r#"
+[providers.azure]
+kind = "openai"
+base_url = "http://{}/openai/deployments/gpt-4o-mini"
+auth_header = "api-key"
+api_key_env = "DELIBERATE_TEST_AZURE_KEY"
+query = {{ "api-version" = "2024-10-21" }}
+
+[models.az-fast]
+provider = "azure"
+tier = "fast"
+
+[models.az-think]
+provider = "azure"
+tier = "reasoning"
+"#,
+        upstream.addr
+    );
+    let gw = Gateway::start(&config, &[("acme", tenant_toml("acme", KEY, "az-fast", "az-think", ""))]).await;
+    let r = gw.chat(json!({"model": "fast", "messages": user("hi")})).await;
+    assert_eq!(r.status(), 200);
+    let seen = &upstream.requests()[0];
+    assert_eq!(seen.path, "/openai/deployments/gpt-4o-mini/chat/completions");
+    assert_eq!(seen.query.as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(seen.headers["api-key"], "azure-secret");
+    assert!(seen.headers.get("authorization").is_none());
+}

@@ -9,8 +9,8 @@
 use super::wordpiece::WordPiece;
 
 pub const DIMS: usize = 128;
-const HEAD_BYTES: usize = 4096;
-const TAIL_BYTES: usize = 2048;
+const HEAD_BYTES: usize = 3072;
+const TAIL_BYTES: usize = 1024;
 /// SIF smoothing: a token's weight is a / (a + p(token)).
 const SIF_A: f32 = 1e-4;
 

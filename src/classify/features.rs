@@ -11,22 +11,23 @@
 //! shape features. All work is bounded by the embedder's and the rules' scan windows.
 
 use super::embed::{StaticEmbedder, DIMS};
-use super::rules::{category_name, RuleSignals, RulesClassifier, RULE_CATEGORIES};
+use super::rules::{category_signed_name, RuleSignals, RulesClassifier, RULE_CATEGORIES};
 use super::{Conversation, Role, MAX_SCAN_BYTES};
 
-pub const STRUCTURAL: [&str; 12] = [
-    "long prompt",
-    "many words",
-    "numbers",
-    "math symbols",
-    "code block",
-    "many lines",
-    "questions",
-    "long conversation",
-    "system prompt",
-    "tool results",
-    "short follow-up",
-    "non-English text",
+/// Shape features as (`+` name, `-` name): the sign says which way the feature pushed.
+pub const STRUCTURAL: [(&str, &str); 12] = [
+    ("+prompt length", "-prompt length"),
+    ("+word count", "-word count"),
+    ("+numbers", "-numbers"),
+    ("+math symbols", "-math symbols"),
+    ("+code block", "-code block"),
+    ("+line count", "-line count"),
+    ("+questions", "-questions"),
+    ("+conversation length", "-conversation length"),
+    ("+system prompt", "-system prompt"),
+    ("+tool results", "-tool results"),
+    ("+short follow-up", "-short follow-up"),
+    ("+non-English text", "-non-English text"),
 ];
 
 pub const LAST_TURN: usize = 0;
@@ -35,10 +36,10 @@ pub const RULES: usize = 2 * DIMS;
 pub const SHAPE: usize = RULES + RULE_CATEGORIES;
 pub const NUM_FEATURES: usize = SHAPE + STRUCTURAL.len();
 
-/// Human-readable name of a named feature (rules and shape blocks), for reasons.
-pub fn feature_name(i: usize) -> Option<&'static str> {
+/// `(+name, -name)` of a named feature (rules and shape blocks), for signed reasons.
+pub fn signed_name(i: usize) -> Option<(&'static str, &'static str)> {
     match i {
-        i if (RULES..SHAPE).contains(&i) => Some(category_name(i - RULES)),
+        i if (RULES..SHAPE).contains(&i) => Some(category_signed_name(i - RULES)),
         i if (SHAPE..NUM_FEATURES).contains(&i) => Some(STRUCTURAL[i - SHAPE]),
         _ => None,
     }
@@ -98,7 +99,7 @@ fn shape(conversation: &Conversation<'_>, last: Option<&str>, has_previous: bool
     let text = last.unwrap_or_default();
     let scan = &text.as_bytes()[..text.len().min(MAX_SCAN_BYTES)];
     let (mut words, mut numbers, mut math, mut lines, mut questions, mut non_ascii) =
-        (0u32, 0u32, 0u32, 1u32, 0u32, 0u32);
+        (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
     let mut in_word = false;
     let mut in_number = false;
     for &b in scan {
@@ -133,6 +134,7 @@ fn shape(conversation: &Conversation<'_>, last: Option<&str>, has_previous: bool
     out[2] = log(numbers as f32);
     out[3] = log(math as f32);
     out[4] = text.contains("```") as u8 as f32;
+    // Line breaks, so a one-line prompt has none.
     out[5] = log(lines as f32);
     out[6] = log(questions as f32);
     out[7] = log(user_turns as f32);

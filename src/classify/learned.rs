@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::embed::StaticEmbedder;
-use super::features::{feature_name, FeatureExtractor, CONTEXT, LAST_TURN, NUM_FEATURES, RULES};
+use super::features::{signed_name, FeatureExtractor, CONTEXT, LAST_TURN, NUM_FEATURES, RULES};
 use super::{Classifier, Conversation, Scored};
 
 pub const MODEL_VERSION: u32 = 1;
@@ -113,45 +113,47 @@ impl LearnedClassifier {
         &self.extractor
     }
 
-    fn reasons(&self, values: &[f32], toward_reasoning: bool) -> Vec<&'static str> {
-        let sign = if toward_reasoning { 1.0 } else { -1.0 };
-        let contribution = |range: std::ops::Range<usize>| -> f32 {
-            range
-                .map(|i| self.folded[i] * (values[i] - self.mean[i]))
-                .sum::<f32>()
-                * sign
+    /// The (at most three) present features that moved the score most, strongest first,
+    /// signed: `+` pushed toward reasoning, `-` toward fast. Absent features (zero: no
+    /// earlier turn, no numbers, ...) are not reasons. Independent of any threshold.
+    fn reasons(&self, values: &[f32]) -> Vec<&'static str> {
+        let contribution = |range: std::ops::Range<usize>| -> Option<f32> {
+            range.clone().any(|i| values[i] != 0.0).then(|| {
+                range
+                    .map(|i| self.folded[i] * (values[i] - self.mean[i]))
+                    .sum::<f32>()
+            })
         };
-        let mut pushes: Vec<(f32, &'static str)> = Vec::with_capacity(24);
-        let content = if toward_reasoning {
-            "content like reasoning tasks"
-        } else {
-            "content like everyday chat"
+        let mut pushes: Vec<(f32, &'static str, &'static str)> = Vec::with_capacity(32);
+        let mut block = |range: std::ops::Range<usize>, up: &'static str, down: &'static str| {
+            if let Some(c) = contribution(range) {
+                pushes.push((c, up, down));
+            }
         };
-        pushes.push((contribution(LAST_TURN..CONTEXT), content));
-        let context = if toward_reasoning {
-            "earlier turns need reasoning"
-        } else {
-            "earlier turns are chat"
-        };
-        pushes.push((contribution(CONTEXT..RULES), context));
+        block(
+            LAST_TURN..CONTEXT,
+            "+content like reasoning tasks",
+            "-content like everyday chat",
+        );
+        block(
+            CONTEXT..RULES,
+            "+earlier turn needs reasoning",
+            "-earlier turn is chat",
+        );
         for i in RULES..NUM_FEATURES {
-            if let Some(name) = feature_name(i) {
-                pushes.push((contribution(i..i + 1), name));
+            if let (Some((up, down)), Some(c)) = (signed_name(i), contribution(i..i + 1)) {
+                pushes.push((c, up, down));
             }
         }
-        pushes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        pushes.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
         let reasons: Vec<&'static str> = pushes
             .iter()
             .take(3)
-            .filter(|(c, _)| *c > 0.05)
-            .map(|(_, n)| *n)
+            .filter(|(c, _, _)| c.abs() > 0.05)
+            .map(|&(c, up, down)| if c > 0.0 { up } else { down })
             .collect();
         if reasons.is_empty() {
-            vec![if toward_reasoning {
-                "reasoning signals"
-            } else {
-                "no reasoning signal"
-            }]
+            vec!["no strong signal"]
         } else {
             reasons
         }
@@ -176,7 +178,7 @@ impl Classifier for LearnedClassifier {
     fn score(&self, conversation: &Conversation<'_>) -> Scored {
         let (score, values, has_user_text) = self.score_with_features(conversation);
         let reasons = if has_user_text {
-            self.reasons(&values, score >= self.default_threshold)
+            self.reasons(&values)
         } else {
             vec!["no user text"]
         };
@@ -187,3 +189,7 @@ impl Classifier for LearnedClassifier {
         self.default_threshold
     }
 }
+
+#[cfg(test)]
+#[path = "learned_tests.rs"]
+mod tests;

@@ -45,7 +45,7 @@ impl Tier {
 
 /// Upper bound on the bytes of conversation text any classifier looks at: a 1 MB prompt
 /// must not stall a worker. Classifiers look at the head and the tail of long texts.
-pub const MAX_SCAN_BYTES: usize = 16 * 1024;
+pub const MAX_SCAN_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -460,10 +460,30 @@ impl RulesClassifier {
 /// Number of rule categories exposed as features to learned models.
 pub const RULE_CATEGORIES: usize = NCAT;
 
-/// Name (reason label) of rule category `i`, in the order of `RuleSignals::contrib`.
-pub fn category_name(i: usize) -> &'static str {
-    CATEGORIES[i].0
+/// Signed names (`+label`, `-label`) of rule category `i`, in `RuleSignals::contrib` order.
+pub fn category_signed_name(i: usize) -> (&'static str, &'static str) {
+    SIGNED_NAMES[i]
 }
+
+const SIGNED_NAMES: [(&str, &str); NCAT] = [
+    ("+math proof", "-math proof"),
+    ("+math", "-math"),
+    ("+algorithm design", "-algorithm design"),
+    ("+debugging", "-debugging"),
+    ("+logic puzzle", "-logic puzzle"),
+    ("+multi-constraint planning", "-multi-constraint planning"),
+    ("+quantitative problem", "-quantitative problem"),
+    ("+step-by-step reasoning", "-step-by-step reasoning"),
+    ("+follow-up", "-follow-up"),
+    ("+greeting", "-greeting"),
+    ("+rewriting", "-rewriting"),
+    ("+translation", "-translation"),
+    ("+summarization", "-summarization"),
+    ("+creative writing", "-creative writing"),
+    ("+lookup", "-lookup"),
+    ("+explanation", "-explanation"),
+    ("+routine code", "-routine code"),
+];
 
 /// What the rules saw: per-category logit contributions (follow-up context included) and
 /// the rules' own score. The learned model uses these as features, so the rules are one

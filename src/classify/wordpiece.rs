@@ -4,9 +4,10 @@
 //! whitespace and punctuation (CJK characters stand alone), then greedy longest-match
 //! sub-words with `##` continuations. Words the vocabulary cannot spell are skipped (they
 //! would be `[UNK]`, which carries no meaning for the classifier). The whole-word lookup
-//! comes first, so common words cost one hash lookup.
+//! comes first, so common words cost one hash lookup (Fx hashing: the keys are our own
+//! vocabulary, not attacker-chosen, so a DoS-resistant hasher buys nothing here).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -14,16 +15,18 @@ use unicode_normalization::UnicodeNormalization;
 const MAX_WORD_CHARS: usize = 100;
 
 pub struct WordPiece {
-    ids: HashMap<&'static str, u32>,
+    ids: FxHashMap<&'static str, u32>,
     /// Continuations, keyed without their `##` prefix.
-    continuations: HashMap<&'static str, u32>,
+    continuations: FxHashMap<&'static str, u32>,
 }
 
 impl WordPiece {
     /// `vocab` is BERT's `vocab.txt`: one token per line, the line number is the id.
     pub fn new(vocab: &'static str) -> WordPiece {
-        let mut ids = HashMap::with_capacity(32 * 1024);
-        let mut continuations = HashMap::with_capacity(8 * 1024);
+        let mut ids = FxHashMap::default();
+        ids.reserve(32 * 1024);
+        let mut continuations = FxHashMap::default();
+        continuations.reserve(8 * 1024);
         for (id, token) in vocab.lines().enumerate() {
             match token.strip_prefix("##") {
                 Some(rest) if !rest.is_empty() => continuations.insert(rest, id as u32),

@@ -57,7 +57,9 @@ pub struct Provider {
     pub kind: ProviderKind,
     /// Base URL without trailing slash, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
-    pub query: Vec<(String, String)>,
+    /// The completion endpoint with its query parameters, parsed once at load
+    /// (`/chat/completions` or Anthropic's `/v1/messages`); `None` for simulated providers.
+    pub endpoint: Option<reqwest::Url>,
     pub auth_header: http::HeaderName,
     /// The ready-to-send auth header value, marked sensitive; `None` if the env var is unset.
     pub api_key: Option<HeaderValue>,

@@ -399,18 +399,27 @@ fn provider(
             }
         }
     }
+    let endpoint = match &kind {
+        ProviderKind::Simulated { .. } => None,
+        ProviderKind::OpenAi => reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok(),
+        ProviderKind::Anthropic { .. } => {
+            reqwest::Url::parse(&format!("{base_url}/v1/messages")).ok()
+        }
+    }
+    .map(|mut url| {
+        if !raw.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(raw.query.iter());
+        }
+        url
+    });
     if p.out.len() > before {
         return None;
     }
     Some(Provider {
         name: Arc::from(name.get_ref().as_str()),
         kind,
+        endpoint,
         base_url,
-        query: raw
-            .query
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
         auth_header,
         api_key,
         api_key_env: raw.api_key_env.as_ref().map(|e| e.get_ref().clone()),

@@ -1,6 +1,7 @@
 //! Request ids: keep a sane incoming `x-request-id`, otherwise mint one; echo it on the
 //! response. Inserted as a `RequestId` extension for every layer and the upstream call.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
@@ -28,6 +29,16 @@ pub struct SetRequestId<S> {
     inner: S,
 }
 
+/// `req_` + a random per-process prefix + a counter: unique across replicas (64 random
+/// bits) without a random-number syscall per request.
+fn mint() -> HeaderValue {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("req_{prefix:016x}{n:016x}")).expect("hex is a valid header")
+}
+
 /// A caller's id is kept only if it is short and plain, so it is safe in logs and headers.
 fn acceptable(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
@@ -53,10 +64,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let id = match request.headers().get(REQUEST_ID).filter(|v| acceptable(v)) {
             Some(v) => v.clone(),
-            None => {
-                let minted = format!("req_{}", uuid::Uuid::new_v4().simple());
-                HeaderValue::from_str(&minted).expect("uuid text is a valid header")
-            }
+            None => mint(),
         };
         request.extensions_mut().insert(RequestId(id.clone()));
         let future = self.inner.call(request);

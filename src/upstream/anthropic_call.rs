@@ -58,7 +58,7 @@ fn build(
     };
     let body = serde_json::to_vec(&translated.body).expect("a JSON value serializes");
     let mut builder = client
-        .post(url(&ctx.model, "/v1/messages")?)
+        .post(url(&ctx.model)?)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", version)
         .body(body);

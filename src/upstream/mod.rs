@@ -209,14 +209,14 @@ fn auth(model: &Model) -> Result<Option<(header::HeaderName, HeaderValue)>, Gate
     }
 }
 
-fn url(model: &Model, path: &str) -> Result<reqwest::Url, GatewayError> {
-    let provider = &model.provider;
-    let mut url = reqwest::Url::parse(&format!("{}{path}", provider.base_url))
-        .map_err(|e| GatewayError::Internal(format!("bad provider URL: {e}")))?;
-    if !provider.query.is_empty() {
-        url.query_pairs_mut().extend_pairs(provider.query.iter());
-    }
-    Ok(url)
+/// The provider's completion endpoint (parsed once, at config load).
+fn url(model: &Model) -> Result<reqwest::Url, GatewayError> {
+    model.provider.endpoint.clone().ok_or_else(|| {
+        GatewayError::Internal(format!(
+            "provider `{}` has no endpoint",
+            model.provider.name
+        ))
+    })
 }
 
 /// Maps a reqwest failure before the response head.

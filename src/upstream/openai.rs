@@ -26,7 +26,7 @@ fn build(
     request: &ChatRequest,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
     let mut builder = client
-        .post(url(&ctx.model, "/chat/completions")?)
+        .post(url(&ctx.model)?)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("x-request-id", ctx.request_id.clone())
         .body(request.to_bytes());

@@ -93,7 +93,7 @@ mod tests {
                 name: "openai".into(),
                 kind: ProviderKind::OpenAi,
                 base_url: "http://127.0.0.1:1".into(),
-                query: vec![],
+                endpoint: None,
                 auth_header: http::header::AUTHORIZATION,
                 api_key: None,
                 api_key_env: None,

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The project's test command: everything CI checks, in one place.
+#
+#   scripts/test.sh                 # fmt, clippy, rust tests, build, python SDK tests
+#   scripts/test.sh rust python     # only some steps (any of: fmt clippy rust build python)
+#
+# Environment:
+#   JOBS=2                          cargo -j (default 2: the machines have 2 cores)
+#   DELIBERATE_TEST_PROFILE=debug   profile of the binary the Python tests run (debug|release)
+#   DELIBERATE_BIN=path             run the Python tests against this binary (skips the build)
+#   VENV_DIR=target/pytest-venv     where the Python venv lives (re-used while
+#                                   tests/python/requirements.txt is unchanged)
+#   PYTHON=python3                  interpreter that creates the venv
+#   REBUILD_BIN=1                   always `cargo build` the binary (default: reuse the debug
+#                                   binary that `cargo test` just linked, when it is fresh)
+#   PYTEST_ARGS="-k stream -x"      extra pytest arguments (word-split)
+#   CARGO_TEST_TIMEOUT=2400         seconds; PYTEST_TIMEOUT=600 seconds
+#
+# Every step runs even if an earlier one failed (except the Python tests, which need the
+# binary), then a summary is printed. Exit status: 0 only if every step passed.
+# shellcheck disable=SC2317  # functions run through `step`
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+JOBS="${JOBS:-2}"
+PROFILE="${DELIBERATE_TEST_PROFILE:-debug}"
+PYTHON="${PYTHON:-python3}"
+CARGO_TEST_TIMEOUT="${CARGO_TEST_TIMEOUT:-2400}"
+PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
+ALL_STEPS=(fmt clippy rust build python)
+
+if [[ $# -gt 0 ]]; then
+  STEPS=("$@")
+  for s in "${STEPS[@]}"; do
+    case " ${ALL_STEPS[*]} " in
+      *" $s "*) ;;
+      *) echo "test.sh: unknown step '$s' (steps: ${ALL_STEPS[*]})" >&2; exit 2 ;;
+    esac
+  done
+else
+  STEPS=("${ALL_STEPS[@]}")
+fi
+wants() { case " ${STEPS[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+case "$PROFILE" in
+  debug | release) ;;
+  *) echo "test.sh: DELIBERATE_TEST_PROFILE must be debug or release, not '$PROFILE'" >&2; exit 2 ;;
+esac
+
+# ---- bookkeeping ------------------------------------------------------------------------
+declare -a SUMMARY=()
+FAILED=0
+START_ALL=$SECONDS
+
+banner() { printf '\n==> %s\n' "$*"; }
+
+# step NAME COMMAND...: runs the command, records PASS/FAIL and its duration.
+step() {
+  local name="$1"; shift
+  local t0=$SECONDS rc=0
+  banner "$name: $*"
+  "$@" || rc=$?
+  local dt=$((SECONDS - t0))
+  if [[ $rc -eq 0 ]]; then
+    SUMMARY+=("PASS  ${name} (${dt}s)")
+  else
+    SUMMARY+=("FAIL  ${name} (${dt}s, exit ${rc})")
+    FAILED=1
+  fi
+  return "$rc"
+}
+
+skip() { SUMMARY+=("SKIP  $1 ($2)"); FAILED=1; }
+
+print_summary() {
+  printf '\n==> summary (%ss)\n' "$((SECONDS - START_ALL))"
+  local line
+  for line in "${SUMMARY[@]}"; do printf '    %s\n' "$line"; done
+  if [[ $FAILED -eq 0 ]]; then
+    printf 'test.sh: all steps passed\n'
+  else
+    printf 'test.sh: FAILED\n'
+  fi
+}
+
+# ---- prerequisites ----------------------------------------------------------------------
+need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+if ! need_cmd cargo; then
+  echo "test.sh: cargo not found (install Rust with rustup)" >&2
+  exit 1
+fi
+
+ensure_rust_component() { # ensure_rust_component clippy|rustfmt SUBCOMMAND
+  if ! cargo "$2" --version >/dev/null 2>&1; then
+    if need_cmd rustup; then
+      banner "installing rustup component $1"
+      rustup component add "$1"
+    else
+      echo "test.sh: 'cargo $2' missing and no rustup to install $1" >&2
+      return 1
+    fi
+  fi
+}
+
+if wants fmt; then ensure_rust_component rustfmt fmt; fi
+if wants clippy; then ensure_rust_component clippy clippy; fi
+
+TARGET_DIR="${CARGO_TARGET_DIR:-}"
+if [[ -z "$TARGET_DIR" ]]; then
+  TARGET_DIR="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
+    true)"
+  TARGET_DIR="${TARGET_DIR:-$ROOT/target}"
+fi
+VENV_DIR="${VENV_DIR:-$TARGET_DIR/pytest-venv}"
+
+# Creates (or re-uses) the venv with tests/python/requirements.txt installed. The stamp
+# holds a hash of the requirements and the interpreter version: unchanged => no pip at all.
+ensure_venv() {
+  local req="$ROOT/tests/python/requirements.txt"
+  local want
+  want="$( { cat "$req"; "$PYTHON" --version 2>&1; } | sha256sum | cut -d' ' -f1)"
+  local stamp="$VENV_DIR/.deliberate-requirements.sha256"
+  if [[ -x "$VENV_DIR/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "venv up to date: $VENV_DIR"
+    return 0
+  fi
+  if [[ ! -x "$VENV_DIR/bin/python" ]] || ! "$VENV_DIR/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$VENV_DIR"
+    if ! "$PYTHON" -m venv "$VENV_DIR"; then
+      rm -rf "$VENV_DIR"
+      # Debian's python3 needs python3-venv for ensurepip.
+      if [[ $(id -u) -eq 0 ]] && need_cmd apt-get; then
+        echo "python venv support missing; installing python3-venv"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv ||
+          { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+        "$PYTHON" -m venv "$VENV_DIR" || { rm -rf "$VENV_DIR"; return 1; }
+      else
+        echo "test.sh: '$PYTHON -m venv' failed (on Debian: apt-get install python3-venv)" >&2
+        return 1
+      fi
+    fi
+  fi
+  "$VENV_DIR/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$req" || return 1
+  echo "$want" >"$stamp" || return 1
+  echo "venv ready: $VENV_DIR ($("$VENV_DIR/bin/python" -m pip --disable-pip-version-check list 2>/dev/null |
+    grep -Ei '^(openai|pytest) ' | tr -s ' ' | paste -sd, -))"
+}
+
+run_pytest() {
+  local rc=0
+  # --import-mode=importlib: the tests need no package layout. PYTEST_ARGS is word-split.
+  # shellcheck disable=SC2086
+  DELIBERATE_BIN="$BIN" PYTHONDONTWRITEBYTECODE=1 timeout --kill-after=10 "$PYTEST_TIMEOUT" \
+    "$VENV_DIR/bin/python" -m pytest "$ROOT/tests/python" -q --import-mode=importlib -p no:cacheprovider \
+    ${PYTEST_ARGS:-} ||
+    rc=$?
+  case $rc in
+    0) return 0 ;;
+    5) echo "test.sh: pytest collected no tests: that is a failure" >&2; return 5 ;;
+    124 | 137) echo "test.sh: pytest timed out after ${PYTEST_TIMEOUT}s" >&2; return "$rc" ;;
+    *) return "$rc" ;;
+  esac
+}
+
+# `cargo test` already links target/debug/deliberate for the integration tests (with the
+# dev-dependencies' features, e.g. tokio/test-util: nothing the gateway's behaviour depends
+# on). A plain `cargo build` would recompile tokio and everything above it without those
+# features (~100 s on 2 cores) and the next `cargo test` would recompile it back; so the
+# debug binary is reused when no source is newer than it. REBUILD_BIN=1 forces the build.
+bin_is_fresh() {
+  [[ -x "$BIN" ]] || return 1
+  [[ -z "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$BIN" -print -quit 2>/dev/null)" ]]
+}
+
+build_binary() {
+  if [[ "$PROFILE" == debug && "${REBUILD_BIN:-0}" != 1 ]] && wants rust && bin_is_fresh; then
+    echo "reusing $BIN (linked by cargo test; newer than every source file)"
+    return 0
+  fi
+  if [[ "$PROFILE" == release ]]; then
+    cargo build -j"$JOBS" --release --bin deliberate
+  else
+    cargo build -j"$JOBS" --bin deliberate
+  fi
+}
+
+# ---- the steps --------------------------------------------------------------------------
+trap 'print_summary' EXIT
+# Errors are counted by `step`; don't let `set -e` cut the run (and the summary) short.
+set +e
+
+if wants fmt; then step fmt cargo fmt --all --check; fi
+if wants clippy; then step clippy cargo clippy --all-targets -j"$JOBS" -- -D warnings; fi
+if wants rust; then step rust timeout --kill-after=30 "$CARGO_TEST_TIMEOUT" cargo test -j"$JOBS" --no-fail-fast; fi
+
+BIN="${DELIBERATE_BIN:-}"
+BUILD_OK=1
+if [[ -n "$BIN" ]]; then
+  [[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
+  if wants build; then SUMMARY+=("SKIP  build (DELIBERATE_BIN=$BIN)"); fi
+elif wants build || wants python; then
+  BIN="$TARGET_DIR/$PROFILE/deliberate"
+  step "build ($PROFILE)" build_binary || BUILD_OK=0
+fi
+
+if wants python; then
+  if [[ $BUILD_OK -ne 1 ]]; then
+    skip python "the gateway did not build"
+  elif [[ ! -x "$BIN" ]]; then
+    echo "test.sh: no gateway binary at $BIN" >&2
+    skip python "no binary at $BIN"
+  elif step "python venv" ensure_venv; then
+    step "python (openai SDK, $(basename "$(dirname "$BIN")") binary)" run_pytest
+  else
+    skip python "no venv"
+  fi
+fi
+
+exit "$FAILED"
