@@ -145,13 +145,21 @@ impl LearnedClassifier {
                 pushes.push((c, up, down));
             }
         }
-        pushes.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
-        let reasons: Vec<&'static str> = pushes
-            .iter()
-            .take(3)
-            .filter(|(c, _, _)| c.abs() > 0.05)
-            .map(|&(c, up, down)| if c > 0.0 { up } else { down })
-            .collect();
+        // Top three by strength: a partial selection, not a full sort.
+        let mut reasons: Vec<&'static str> = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let best = pushes
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1 .0.abs().total_cmp(&b.1 .0.abs()));
+            match best {
+                Some((i, &(c, up, down))) if c.abs() > 0.05 => {
+                    reasons.push(if c > 0.0 { up } else { down });
+                    pushes.swap_remove(i);
+                }
+                _ => break,
+            }
+        }
         if reasons.is_empty() {
             vec!["no strong signal"]
         } else {

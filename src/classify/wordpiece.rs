@@ -18,6 +18,10 @@ pub struct WordPiece {
     ids: FxHashMap<&'static str, u32>,
     /// Continuations, keyed without their `##` prefix.
     continuations: FxHashMap<&'static str, u32>,
+    /// Longest key in bytes: longer candidates cannot match, so they are never looked up.
+    max_piece_bytes: usize,
+    /// Id of each single ASCII character (punctuation is frequent: no hashing for it).
+    ascii: [Option<u32>; 128],
 }
 
 impl WordPiece {
@@ -33,7 +37,25 @@ impl WordPiece {
                 _ => ids.insert(token, id as u32),
             };
         }
-        WordPiece { ids, continuations }
+        let max_piece_bytes = ids
+            .keys()
+            .chain(continuations.keys())
+            .map(|k| k.len())
+            .max()
+            .unwrap_or(0);
+        let mut ascii = [None; 128];
+        for (b, slot) in ascii.iter_mut().enumerate() {
+            let c = [b as u8];
+            *slot = std::str::from_utf8(&c)
+                .ok()
+                .and_then(|k| ids.get(k).copied());
+        }
+        WordPiece {
+            ids,
+            continuations,
+            max_piece_bytes,
+            ascii,
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -51,8 +73,9 @@ impl WordPiece {
                     word.push(c.to_ascii_lowercase());
                 } else {
                     self.flush(&mut word, &mut emit);
-                    let mut one = [0u8; 4];
-                    self.word_pieces(c.encode_utf8(&mut one), &mut emit);
+                    if let Some(id) = self.ascii[c as usize] {
+                        emit(id);
+                    }
                 }
             } else if is_cjk(c) || !c.is_alphanumeric() {
                 // CJK characters and non-ASCII punctuation/symbols stand alone.
@@ -98,7 +121,13 @@ impl WordPiece {
             } else {
                 &self.continuations
             };
-            let mut end = word.len();
+            // The whole word was looked up already; never try pieces longer than any key.
+            let longest = if start == 0 {
+                word.len() - 1
+            } else {
+                word.len() - start
+            };
+            let mut end = start + longest.min(self.max_piece_bytes);
             let found = loop {
                 if end <= start {
                     break None;
