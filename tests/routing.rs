@@ -357,11 +357,20 @@ tier = "reasoning"
 "#,
         upstream.addr
     );
-    let gw = Gateway::start(&config, &[("acme", tenant_toml("acme", KEY, "az-fast", "az-think", ""))]).await;
-    let r = gw.chat(json!({"model": "fast", "messages": user("hi")})).await;
+    let gw = Gateway::start(
+        &config,
+        &[("acme", tenant_toml("acme", KEY, "az-fast", "az-think", ""))],
+    )
+    .await;
+    let r = gw
+        .chat(json!({"model": "fast", "messages": user("hi")}))
+        .await;
     assert_eq!(r.status(), 200);
     let seen = &upstream.requests()[0];
-    assert_eq!(seen.path, "/openai/deployments/gpt-4o-mini/chat/completions");
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/gpt-4o-mini/chat/completions"
+    );
     assert_eq!(seen.query.as_deref(), Some("api-version=2024-10-21"));
     assert_eq!(seen.headers["api-key"], "azure-secret");
     assert!(seen.headers.get("authorization").is_none());
