@@ -52,14 +52,7 @@ capabilities = {{ reasoning_effort = true }}
 "#,
         upstream.addr
     );
-    Gateway::start(
-        &config,
-        &[(
-            "acme",
-            tenant_toml("acme", KEY, "haiku", "claude-sonnet", ""),
-        )],
-    )
-    .await
+    Gateway::start_acme(&config, "haiku", "claude-sonnet").await
 }
 
 /// The `created` timestamp is the gateway's clock; everything else must match exactly.

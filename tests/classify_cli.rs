@@ -12,6 +12,22 @@ fn deliberate() -> Command {
     c
 }
 
+/// Runs `command` with `input` on its stdin and returns its output (stdout captured).
+fn run_with_stdin(command: &mut Command, input: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 const INPUT: &str = r#"{"id": "a", "prompt": "Prove that there are infinitely many prime numbers."}
 {"id": 2, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi there, how are you?"}]}
 
@@ -47,19 +63,7 @@ fn check_lines(stdout: &[u8]) -> Vec<Value> {
 
 #[test]
 fn scores_stdin_and_files_in_order() {
-    let mut child = deliberate()
-        .args(["classify"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(INPUT.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(deliberate().args(["classify"]), INPUT);
     assert!(out.status.success());
     let from_stdin = check_lines(&out.stdout);
 
@@ -91,19 +95,10 @@ fn the_tenant_threshold_decides_the_tier() {
     let prompt = r#"{"id": 1, "prompt": "Prove that there are infinitely many prime numbers."}"#;
     for (tenant, tier) in [("strict", "fast"), ("eager", "reasoning")] {
         let dir_arg = dir.path().to_str().unwrap();
-        let mut child = deliberate()
-            .args(["classify", "--policies", dir_arg, "--tenant", tenant])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(prompt.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_stdin(
+            deliberate().args(["classify", "--policies", dir_arg, "--tenant", tenant]),
+            prompt,
+        );
         let line: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(line["tier"], tier, "{tenant}");
     }

@@ -39,26 +39,65 @@ async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
         .expect("request sent")
 }
 
-/// POSTs raw bytes to the chat endpoint as the test tenant.
-async fn post_raw(gw: &Gateway, body: &str) -> reqwest::Response {
-    send(
-        client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .header("content-type", "application/json")
-            .body(body.to_string()),
-    )
-    .await
+const CHAT: &str = "/v1/chat/completions";
+
+/// A POST with a JSON content type to `path`, authenticated with `key` when there is one.
+fn post(gw: &Gateway, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+    let request = client()
+        .post(gw.url(path))
+        .header("content-type", "application/json");
+    match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    }
 }
 
-/// Checks status, headers and the OpenAI error shape; returns the `error` object.
-async fn expect_error(
+/// POSTs `body` to the chat endpoint as the test tenant.
+async fn post_chat(gw: &Gateway, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    send(post(gw, CHAT, Some(KEY)).body(body)).await
+}
+
+/// POSTs raw bytes to the chat endpoint as the test tenant.
+async fn post_raw(gw: &Gateway, body: &str) -> reqwest::Response {
+    post_chat(gw, body.to_string()).await
+}
+
+/// GETs the chat endpoint as the test tenant.
+async fn get_chat(gw: &Gateway) -> reqwest::Response {
+    send(client().get(gw.url(CHAT)).bearer_auth(KEY)).await
+}
+
+/// `body` as a chunked request body (no content length) of `size`-byte chunks.
+fn chunked(body: Vec<u8>, size: usize) -> reqwest::Body {
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+        .chunks(size)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
+/// A mock upstream answering every chat with "hello", and a gateway with `extra_config` in
+/// front of it.
+async fn gateway(extra_config: &str) -> (MockUpstream, Gateway) {
+    let mock = upstream().await;
+    let gw = Gateway::with_openai_upstream(&mock, extra_config).await;
+    (mock, gw)
+}
+
+/// `expect_strict_error` for a 400 `invalid_request_error` / `invalid_request`.
+async fn expect_invalid_request(response: reqwest::Response) -> Value {
+    expect_strict_error(response, 400, "invalid_request_error", "invalid_request").await
+}
+
+/// Checks status, headers and the OpenAI error shape (see `expect_error_body`), and more
+/// strictly: a non-empty `x-request-id`, a body with nothing but `error`, every error field
+/// present and a non-empty message. Returns the `error` object.
+async fn expect_strict_error(
     response: reqwest::Response,
     status: u16,
     error_type: &str,
     code: &str,
 ) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status");
     let request_id = response
         .headers()
         .get("x-request-id")
@@ -67,56 +106,29 @@ async fn expect_error(
         .unwrap()
         .to_string();
     assert!(!request_id.is_empty(), "x-request-id is not empty");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .expect("error responses have a content type")
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("application/json"),
-        "content-type is JSON: {content_type}"
-    );
-    let text = read_text(response).await;
-    let body: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body is JSON ({e}): {text}"));
+    let body = expect_error_body(response, status, error_type, code).await;
     let object = body.as_object().expect("body is an object");
-    assert_eq!(object.len(), 1, "body has only `error`: {text}");
+    assert_eq!(object.len(), 1, "body has only `error`: {body}");
     let error = body["error"].clone();
     for field in ["message", "type", "param", "code"] {
         assert!(
             error.get(field).is_some(),
-            "error.{field} is present: {text}"
+            "error.{field} is present: {body}"
         );
     }
     let message = error["message"]
         .as_str()
         .expect("error.message is a string");
     assert!(!message.is_empty(), "error.message is not empty");
-    assert_eq!(error["type"], error_type, "error.type in {text}");
-    assert_eq!(error["code"], code, "error.code in {text}");
     error
 }
 
 #[tokio::test]
 async fn malformed_json_is_400_without_param() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let error = expect_error(
-        post_raw(&gw, "{\"model\": \"auto\", \"messages\": [").await,
-        400,
-        "invalid_request_error",
-        "invalid_request",
-    )
-    .await;
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("not valid JSON"),
-        "{error}"
-    );
+    let (mock, gw) = gateway("").await;
+    let error =
+        expect_invalid_request(post_raw(&gw, "{\"model\": \"auto\", \"messages\": [").await).await;
+    assert_message_contains(&error, "not valid JSON");
     assert_eq!(error["param"], Value::Null);
     assert!(
         mock.requests().is_empty(),
@@ -126,86 +138,58 @@ async fn malformed_json_is_400_without_param() {
 
 #[tokio::test]
 async fn missing_messages_is_400_naming_messages() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let error = expect_error(
-        gw.chat(json!({"model": "auto"})).await,
-        400,
-        "invalid_request_error",
-        "invalid_request",
-    )
-    .await;
+    let (mock, gw) = gateway("").await;
+    let error = expect_invalid_request(gw.chat(json!({"model": "auto"})).await).await;
     assert_eq!(error["param"], "messages");
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn empty_messages_is_400_naming_messages() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (mock, gw) = gateway("").await;
     let response = gw.chat(json!({"model": "auto", "messages": []})).await;
-    let error = expect_error(response, 400, "invalid_request_error", "invalid_request").await;
+    let error = expect_invalid_request(response).await;
     assert_eq!(error["param"], "messages");
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn missing_model_is_400_naming_model() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (mock, gw) = gateway("").await;
     let response = gw
         .chat(json!({"messages": [{"role": "user", "content": "hi"}]}))
         .await;
-    let error = expect_error(response, 400, "invalid_request_error", "invalid_request").await;
+    let error = expect_invalid_request(response).await;
     assert_eq!(error["param"], "model");
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn bad_role_is_400_naming_the_role_field() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (mock, gw) = gateway("").await;
     let response = gw
         .chat(json!({"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]}))
         .await;
-    let error = expect_error(response, 400, "invalid_request_error", "invalid_request").await;
+    let error = expect_invalid_request(response).await;
     assert_eq!(error["param"], "messages[0].role");
-    assert!(
-        error["message"].as_str().unwrap().contains("wizard"),
-        "{error}"
-    );
+    assert_message_contains(&error, "wizard");
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn missing_api_key_is_401() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let response = send(
-        client()
-            .post(gw.url("/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(hi("auto").to_string()),
-    )
-    .await;
-    let error = expect_error(response, 401, "authentication_error", "invalid_api_key").await;
+    let (mock, gw) = gateway("").await;
+    let response = send(post(&gw, CHAT, None).body(hi("auto").to_string())).await;
+    let error = expect_strict_error(response, 401, "authentication_error", "invalid_api_key").await;
     assert_eq!(error["param"], Value::Null);
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn wrong_api_key_is_401_and_never_echoed() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (mock, gw) = gateway("").await;
     let wrong = "sk-wrong-key-0123456789abcdef";
-    let response = send(
-        client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(wrong)
-            .header("content-type", "application/json")
-            .body(hi("auto").to_string()),
-    )
-    .await;
+    let response = send(post(&gw, CHAT, Some(wrong)).body(hi("auto").to_string())).await;
     assert_eq!(response.status(), 401);
     for (name, value) in response.headers() {
         assert!(
@@ -230,9 +214,8 @@ async fn wrong_api_key_is_401_and_never_echoed() {
 
 #[tokio::test]
 async fn unknown_model_is_404_naming_model() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, EXTRA_MODELS).await;
-    let error = expect_error(
+    let (mock, gw) = gateway(EXTRA_MODELS).await;
+    let error = expect_strict_error(
         gw.chat(hi("gpt-nonexistent")).await,
         404,
         "not_found_error",
@@ -240,22 +223,15 @@ async fn unknown_model_is_404_naming_model() {
     )
     .await;
     assert_eq!(error["param"], "model");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("gpt-nonexistent"),
-        "{error}"
-    );
+    assert_message_contains(&error, "gpt-nonexistent");
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn configured_model_not_allowed_for_tenant_is_404() {
-    let mock = upstream().await;
     // `other-model` exists in the config but the tenant's policy does not list it.
-    let gw = Gateway::with_openai_upstream(&mock, EXTRA_MODELS).await;
-    let error = expect_error(
+    let (mock, gw) = gateway(EXTRA_MODELS).await;
+    let error = expect_strict_error(
         gw.chat(hi("other-model")).await,
         404,
         "not_found_error",
@@ -277,56 +253,30 @@ async fn configured_model_not_allowed_for_tenant_is_404() {
 
 #[tokio::test]
 async fn unknown_path_is_404() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let response = send(
-        client()
-            .post(gw.url("/v1/embeddings-that-do-not-exist"))
-            .bearer_auth(KEY)
-            .header("content-type", "application/json")
-            .body(hi("auto").to_string()),
-    )
-    .await;
-    let error = expect_error(response, 404, "not_found_error", "unknown_url").await;
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("/v1/embeddings-that-do-not-exist"),
-        "{error}"
-    );
+    let (mock, gw) = gateway("").await;
+    let response =
+        send(post(&gw, "/v1/embeddings-that-do-not-exist", Some(KEY)).body(hi("auto").to_string()))
+            .await;
+    let error = expect_strict_error(response, 404, "not_found_error", "unknown_url").await;
+    assert_message_contains(&error, "/v1/embeddings-that-do-not-exist");
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn get_on_chat_completions_is_405() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let response = send(
-        client()
-            .get(gw.url("/v1/chat/completions"))
-            .bearer_auth(KEY),
-    )
-    .await;
-    let error = expect_error(response, 405, "invalid_request_error", "method_not_allowed").await;
-    assert!(
-        error["message"].as_str().unwrap().contains("GET"),
-        "{error}"
-    );
+    let (mock, gw) = gateway("").await;
+    let response = get_chat(&gw).await;
+    let error =
+        expect_strict_error(response, 405, "invalid_request_error", "method_not_allowed").await;
+    assert_message_contains(&error, "GET");
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn method_not_allowed_names_the_allowed_method() {
     // RFC 9110 section 15.5.6: a 405 response must carry `Allow`.
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let response = send(
-        client()
-            .get(gw.url("/v1/chat/completions"))
-            .bearer_auth(KEY),
-    )
-    .await;
+    let (_mock, gw) = gateway("").await;
+    let response = get_chat(&gw).await;
     assert_eq!(response.status(), 405);
     let allow = response
         .headers()
@@ -345,22 +295,11 @@ fn big_request(size: usize) -> String {
 
 #[tokio::test]
 async fn body_over_limit_with_content_length_is_413() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, SMALL_LIMIT).await;
-    let body = big_request(2048);
-    let response = send(
-        client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .header("content-type", "application/json")
-            .body(body),
-    )
-    .await;
-    let error = expect_error(response, 413, "invalid_request_error", "payload_too_large").await;
-    assert!(
-        error["message"].as_str().unwrap().contains("1024"),
-        "{error}"
-    );
+    let (mock, gw) = gateway(SMALL_LIMIT).await;
+    let response = post_chat(&gw, big_request(2048)).await;
+    let error =
+        expect_strict_error(response, 413, "invalid_request_error", "payload_too_large").await;
+    assert_message_contains(&error, "1024");
     // A small body is still accepted on the same gateway.
     let ok = gw.chat(hi("auto")).await;
     assert_eq!(ok.status(), 200);
@@ -369,65 +308,28 @@ async fn body_over_limit_with_content_length_is_413() {
 
 #[tokio::test]
 async fn chunked_body_over_limit_is_413() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, SMALL_LIMIT).await;
-    let body = big_request(2048).into_bytes();
-    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
-        .chunks(256)
-        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-        .collect();
-    let response = send(
-        client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .header("content-type", "application/json")
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks,
-            ))),
-    )
-    .await;
-    expect_error(response, 413, "invalid_request_error", "payload_too_large").await;
+    let (mock, gw) = gateway(SMALL_LIMIT).await;
+    let response = post_chat(&gw, chunked(big_request(2048).into_bytes(), 256)).await;
+    expect_strict_error(response, 413, "invalid_request_error", "payload_too_large").await;
     assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn chunked_body_under_limit_is_accepted() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, SMALL_LIMIT).await;
-    let body = hi("auto").to_string().into_bytes();
-    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
-        .chunks(8)
-        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-        .collect();
-    let response = send(
-        client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .header("content-type", "application/json")
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks,
-            ))),
-    )
-    .await;
+    let (mock, gw) = gateway(SMALL_LIMIT).await;
+    let response = post_chat(&gw, chunked(hi("auto").to_string().into_bytes(), 8)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(mock.requests().len(), 1);
 }
 
 #[tokio::test]
 async fn invalid_tier_header_with_auto_is_400() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (mock, gw) = gateway("").await;
     let response = gw
         .chat_with(hi("auto"), &[("x-deliberate-tier", "medium")])
         .await;
-    let error = expect_error(response, 400, "invalid_request_error", "invalid_request").await;
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("x-deliberate-tier"),
-        "{error}"
-    );
+    let error = expect_invalid_request(response).await;
+    assert_message_contains(&error, "x-deliberate-tier");
     assert!(mock.requests().is_empty());
 }
 
@@ -444,18 +346,9 @@ async fn rejected_unsupported_parameter_is_400_naming_it() {
     );
     let gw = Gateway::start(&config, &[("acme", tenant)]).await;
     let request = json!({"model": "strict-model", "temperature": 0.2, "messages": [{"role": "user", "content": "hi"}]});
-    let error = expect_error(
-        gw.chat(request).await,
-        400,
-        "invalid_request_error",
-        "invalid_request",
-    )
-    .await;
+    let error = expect_invalid_request(gw.chat(request).await).await;
     assert_eq!(error["param"], "temperature");
-    assert!(
-        error["message"].as_str().unwrap().contains("strict-model"),
-        "{error}"
-    );
+    assert_message_contains(&error, "strict-model");
     assert!(mock.requests().is_empty());
     // Without the parameter the same model is served.
     let ok = tokio::time::timeout(Duration::from_secs(10), gw.chat(hi("strict-model")))
@@ -473,30 +366,18 @@ fn request_of_len(len: usize) -> String {
     body
 }
 
+/// POSTs `body` to the chat endpoint, with a content length or (`chunked`) in 100-byte chunks.
 async fn post_sized(gw: &Gateway, body: String, chunked: bool) -> reqwest::Response {
-    let request = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("content-type", "application/json");
-    let request = if chunked {
-        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
-            .into_bytes()
-            .chunks(100)
-            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-            .collect();
-        request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+    if chunked {
+        post_chat(gw, self::chunked(body.into_bytes(), 100)).await
     } else {
-        request.body(body)
-    };
-    send(request).await
+        post_chat(gw, body).await
+    }
 }
 
 #[tokio::test]
 async fn body_limit_is_inclusive_with_and_without_content_length() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, SMALL_LIMIT).await;
+    let (mock, gw) = gateway(SMALL_LIMIT).await;
     for chunked in [false, true] {
         let at_limit = post_sized(&gw, request_of_len(1024), chunked).await;
         assert_eq!(
@@ -505,7 +386,7 @@ async fn body_limit_is_inclusive_with_and_without_content_length() {
             "exactly the limit is accepted (chunked: {chunked})"
         );
         let over = post_sized(&gw, request_of_len(1025), chunked).await;
-        expect_error(over, 413, "invalid_request_error", "payload_too_large").await;
+        expect_strict_error(over, 413, "invalid_request_error", "payload_too_large").await;
     }
     assert_eq!(
         mock.requests().len(),
@@ -516,8 +397,7 @@ async fn body_limit_is_inclusive_with_and_without_content_length() {
 
 #[tokio::test]
 async fn caller_request_id_is_echoed_on_errors() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (_mock, gw) = gateway("").await;
     let response = gw
         .chat_with(
             json!({"model": "auto", "messages": []}),
@@ -525,22 +405,15 @@ async fn caller_request_id_is_echoed_on_errors() {
         )
         .await;
     assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
-    expect_error(response, 400, "invalid_request_error", "invalid_request").await;
+    expect_invalid_request(response).await;
 }
 
 #[tokio::test]
 async fn non_boolean_stream_is_400_naming_stream() {
-    let mock = upstream().await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (mock, gw) = gateway("").await;
     let request =
         json!({"model": "auto", "stream": "yes", "messages": [{"role": "user", "content": "hi"}]});
-    let error = expect_error(
-        gw.chat(request).await,
-        400,
-        "invalid_request_error",
-        "invalid_request",
-    )
-    .await;
+    let error = expect_invalid_request(gw.chat(request).await).await;
     assert_eq!(error["param"], "stream");
     assert!(mock.requests().is_empty());
 }

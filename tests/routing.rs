@@ -357,11 +357,7 @@ tier = "reasoning"
 "#,
         upstream.addr
     );
-    let gw = Gateway::start(
-        &config,
-        &[("acme", tenant_toml("acme", KEY, "az-fast", "az-think", ""))],
-    )
-    .await;
+    let gw = Gateway::start_acme(&config, "az-fast", "az-think").await;
     let r = gw
         .chat(json!({"model": "fast", "messages": user("hi")}))
         .await;

@@ -9,26 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-fn stream_request() -> Value {
-    json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
-}
-
-/// Reads the body until it contains a `data:` event; returns what was read so far.
-async fn read_until_data(response: &mut reqwest::Response) -> String {
-    let mut text = String::new();
-    while !text.contains("data:") {
-        let next = tokio::time::timeout(TEST_TIMEOUT, response.chunk())
-            .await
-            .expect("chunk in time")
-            .expect("body read");
-        let Some(bytes) = next else {
-            panic!("stream ended before any data event: {text:?}")
-        };
-        text.push_str(std::str::from_utf8(&bytes).unwrap());
-    }
-    text
-}
-
 #[tokio::test]
 async fn graceful_shutdown_lets_an_open_stream_finish() {
     let chunks: Vec<Value> = (0..5).map(|i| chunk(&format!("part{i}"))).collect();
@@ -37,7 +17,7 @@ async fn graceful_shutdown_lets_an_open_stream_finish() {
         MockUpstream::start(move |_| MockReply::sse(reply.clone(), Duration::from_millis(200)))
             .await;
     let mut gw = Gateway::with_openai_upstream(&mock, "").await;
-    let mut response = gw.chat(stream_request()).await;
+    let mut response = gw.chat(stream_request("fast")).await;
     assert_eq!(response.status(), 200);
     let head = read_until_data(&mut response).await;
 
@@ -113,7 +93,7 @@ async fn shutdown_cuts_a_hanging_stream_at_the_grace_deadline() {
     .await;
     let config = "[server]\nshutdown_grace_ms = 300\n\n[tiers.fast]\nkeepalive_interval_ms = 100\nfirst_token_timeout_ms = 30000\n";
     let mut gw = Gateway::with_openai_upstream(&mock, config).await;
-    let response = gw.chat(stream_request()).await;
+    let response = gw.chat(stream_request("fast")).await;
     assert_eq!(response.status(), 200);
 
     let started = Instant::now();
@@ -140,12 +120,10 @@ async fn shutdown_cuts_a_hanging_stream_at_the_grace_deadline() {
         ),
     }
     // And the upstream call was cancelled, not leaked.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while mock.cancelled_streams() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "upstream stream still open after shutdown"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    mock.wait_for_cancelled(
+        1,
+        Duration::from_secs(2),
+        "upstream stream still open after shutdown",
+    )
+    .await;
 }

@@ -10,35 +10,28 @@ use common::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-fn stream_request(model: &str) -> Value {
-    json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+/// Waits up to 2 s for the gateway to have cancelled the upstream stream.
+async fn wait_for_upstream_cancelled(mock: &MockUpstream) {
+    mock.wait_for_cancelled(
+        1,
+        Duration::from_secs(2),
+        "the upstream stream was not cancelled within 2 s",
+    )
+    .await;
 }
 
-fn data_event(value: &Value) -> String {
-    format!("data: {value}\n\n")
-}
-
-/// Reads the body until it contains a `data:` event; returns what was read so far.
-async fn read_until_data(response: &mut reqwest::Response) -> String {
-    let mut text = String::new();
-    while !text.contains("data:") {
-        let next = tokio::time::timeout(TEST_TIMEOUT, response.chunk())
-            .await
-            .expect("chunk in time")
-            .expect("body read");
-        let Some(bytes) = next else {
-            panic!("stream ended before any data event: {text:?}")
-        };
-        text.push_str(std::str::from_utf8(&bytes).unwrap());
+/// Waits up to 2 s for `deliberate_requests_total` with `labels` (a client disconnect) to
+/// reach 1.
+async fn wait_for_disconnect_recorded(gw: &Gateway, labels: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metrics_value(gw, "deliberate_requests_total", labels).await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "client_disconnected not recorded: {}",
+            gw.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    text
-}
-
-async fn metrics_value(gw: &Gateway, name: &str, labels: &[&str]) -> f64 {
-    let metrics = tokio::time::timeout(TEST_TIMEOUT, gw.metrics())
-        .await
-        .expect("metrics in time");
-    metric_value(&metrics, name, labels)
 }
 
 #[tokio::test]
@@ -101,11 +94,7 @@ async fn keepalives_flow_while_the_first_chunk_is_late() {
         (Duration::from_millis(700), data_event(&chunk("finally"))),
         (Duration::ZERO, "data: [DONE]\n\n".to_string()),
     ];
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Close,
-    })
-    .await;
+    let mock = MockUpstream::stream(events, StreamEnd::Close).await;
     let gw = Gateway::with_openai_upstream(
         &mock,
         "[tiers.fast]\nkeepalive_interval_ms = 100\nfirst_token_timeout_ms = 5000\n",
@@ -128,10 +117,7 @@ async fn keepalives_flow_while_the_first_chunk_is_late() {
     );
     let events = sse_data(&text);
     assert_eq!(events.len(), 2, "{text:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[0]).unwrap(),
-        chunk("finally")
-    );
+    assert_event(&events[0], chunk("finally"));
     assert_eq!(events[1], "[DONE]");
     assert!(
         text.ends_with("data: [DONE]\n\n"),
@@ -141,13 +127,7 @@ async fn keepalives_flow_while_the_first_chunk_is_late() {
 
 #[tokio::test]
 async fn response_starts_and_keepalives_flow_while_upstream_holds_its_head() {
-    let mock = MockUpstream::start(|_| {
-        MockReply::Delay(
-            Duration::from_millis(1200),
-            Box::new(MockReply::sse(vec![chunk("late")], Duration::ZERO)),
-        )
-    })
-    .await;
+    let mock = MockUpstream::late(Duration::from_millis(1200)).await;
     let gw = Gateway::with_openai_upstream(
         &mock,
         "[tiers.fast]\nkeepalive_interval_ms = 100\nfirst_token_timeout_ms = 5000\n",
@@ -187,10 +167,7 @@ async fn response_starts_and_keepalives_flow_while_upstream_holds_its_head() {
     );
     let events = sse_data(&text);
     assert_eq!(events.len(), 2, "{text:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[0]).unwrap(),
-        chunk("late")
-    );
+    assert_event(&events[0], chunk("late"));
     assert_eq!(events[1], "[DONE]");
 }
 
@@ -201,11 +178,7 @@ async fn first_event_reaches_the_client_before_the_upstream_finishes() {
         (Duration::from_millis(1000), data_event(&chunk("later"))),
         (Duration::ZERO, "data: [DONE]\n\n".to_string()),
     ];
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Close,
-    })
-    .await;
+    let mock = MockUpstream::stream(events, StreamEnd::Close).await;
     let gw = Gateway::with_openai_upstream(&mock, "").await;
     let started = Instant::now();
     let mut response = gw.chat(stream_request("fast")).await;
@@ -227,10 +200,7 @@ async fn first_event_reaches_the_client_before_the_upstream_finishes() {
     );
     let events = sse_data(&text);
     assert_eq!(events.len(), 3, "{text:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[1]).unwrap(),
-        chunk("later")
-    );
+    assert_event(&events[1], chunk("later"));
     assert_eq!(events[2], "[DONE]");
 }
 
@@ -244,40 +214,21 @@ async fn client_disconnect_cancels_the_upstream_stream() {
             )
         })
         .collect();
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Close,
-    })
-    .await;
+    let mock = MockUpstream::stream(events, StreamEnd::Close).await;
     let gw = Gateway::with_openai_upstream(&mock, "").await;
     let mut response = gw.chat(stream_request("fast")).await;
     assert_eq!(response.status(), 200);
     read_until_data(&mut response).await;
     assert_eq!(mock.cancelled_streams(), 0);
     drop(response);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while mock.cancelled_streams() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream stream was not cancelled within 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_upstream_cancelled(&mock).await;
     assert_eq!(mock.cancelled_streams(), 1);
     let labels = [
         "tenant=\"acme\"",
         "model=\"chat-model\"",
         "outcome=\"client_disconnected\"",
     ];
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while metrics_value(&gw, "deliberate_requests_total", &labels).await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "client_disconnected not recorded: {}",
-            gw.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_disconnect_recorded(&gw, &labels).await;
     assert_eq!(
         metrics_value(&gw, "deliberate_requests_total", &labels).await,
         1.0
@@ -347,24 +298,13 @@ async fn client_disconnect_cancels_a_silent_upstream() {
     // One chunk, then nothing: the gateway writes nothing more (keep-alives are 10 s apart),
     // so it must notice the client leaving by itself.
     let events = vec![(Duration::ZERO, data_event(&chunk("only")))];
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Hang,
-    })
-    .await;
+    let mock = MockUpstream::stream(events, StreamEnd::Hang).await;
     let gw = Gateway::with_openai_upstream(&mock, "").await;
     let mut response = gw.chat(stream_request("fast")).await;
     assert_eq!(response.status(), 200);
     read_until_data(&mut response).await;
     drop(response);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while mock.cancelled_streams() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream stream was not cancelled within 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_upstream_cancelled(&mock).await;
     let labels = ["model=\"chat-model\"", "outcome=\"client_disconnected\""];
     assert_eq!(
         metrics_value(&gw, "deliberate_requests_total", &labels).await,
@@ -374,13 +314,7 @@ async fn client_disconnect_cancels_a_silent_upstream() {
 
 #[tokio::test]
 async fn client_leaving_while_upstream_holds_its_head_is_recorded_as_disconnect() {
-    let mock = MockUpstream::start(|_| {
-        MockReply::Delay(
-            Duration::from_secs(5),
-            Box::new(MockReply::sse(vec![chunk("late")], Duration::ZERO)),
-        )
-    })
-    .await;
+    let mock = MockUpstream::late(Duration::from_secs(5)).await;
     let gw =
         Gateway::with_openai_upstream(&mock, "[tiers.fast]\nkeepalive_interval_ms = 100\n").await;
     let mut response = gw.chat(stream_request("fast")).await;
@@ -393,15 +327,7 @@ async fn client_leaving_while_upstream_holds_its_head_is_recorded_as_disconnect(
     assert!(first.starts_with(b": keep-alive"), "{first:?}");
     drop(response);
     let labels = ["model=\"chat-model\"", "outcome=\"client_disconnected\""];
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while metrics_value(&gw, "deliberate_requests_total", &labels).await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "client_disconnected not recorded: {}",
-            gw.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_disconnect_recorded(&gw, &labels).await;
     assert_eq!(
         metrics_value(&gw, "deliberate_in_flight_requests", &[]).await,
         0.0

@@ -20,37 +20,6 @@ fn hi(stream: bool) -> Value {
 const SHORT_FIRST_TOKEN: &str =
     "[tiers.fast]\nfirst_token_timeout_ms = 300\nkeepalive_interval_ms = 5000\n";
 
-/// Checks status, headers and body shape of an error response; returns the `error` object.
-async fn expect_error(
-    response: reqwest::Response,
-    status: u16,
-    error_type: &str,
-    code: &str,
-) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status");
-    assert!(
-        response.headers().contains_key("x-request-id"),
-        "x-request-id on errors"
-    );
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("application/json"),
-        "content-type: {content_type}"
-    );
-    let text = read_text(response).await;
-    let body: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body is JSON ({e}): {text}"));
-    let error = body["error"].clone();
-    assert_eq!(error["type"], error_type, "error.type in {text}");
-    assert_eq!(error["code"], code, "error.code in {text}");
-    assert!(error["message"].is_string(), "error.message in {text}");
-    assert!(error.get("param").is_some(), "error.param in {text}");
-    error
-}
-
 /// The `error` object of the single error event that ends `text`; also checks there is
 /// exactly one error event, it is the last event, and no `[DONE]` follows a failure.
 fn final_error_event(text: &str) -> Value {
@@ -80,11 +49,8 @@ fn final_error_event(text: &str) -> Value {
 
 /// `deliberate_requests_total` for the fast tier with this outcome.
 async fn requests_with_outcome(gw: &Gateway, outcome: &str) -> f64 {
-    let metrics = tokio::time::timeout(TEST_TIMEOUT, gw.metrics())
-        .await
-        .expect("metrics in time");
-    metric_value(
-        &metrics,
+    metrics_value(
+        gw,
         "deliberate_requests_total",
         &[
             "tenant=\"acme\"",
@@ -93,8 +59,11 @@ async fn requests_with_outcome(gw: &Gateway, outcome: &str) -> f64 {
             &format!("outcome=\"{outcome}\""),
         ],
     )
+    .await
 }
 
+/// Asserts that exactly one request was recorded with `outcome`, none as `ok`, and that
+/// nothing is left in flight.
 async fn assert_outcome(gw: &Gateway, outcome: &str) {
     assert_eq!(
         requests_with_outcome(gw, outcome).await,
@@ -106,11 +75,8 @@ async fn assert_outcome(gw: &Gateway, outcome: &str) {
         0.0,
         "no request counted as ok"
     );
-    let metrics = tokio::time::timeout(TEST_TIMEOUT, gw.metrics())
-        .await
-        .expect("metrics in time");
     assert_eq!(
-        metric_value(&metrics, "deliberate_in_flight_requests", &[]),
+        metrics_value(gw, "deliberate_in_flight_requests", &[]).await,
         0.0,
         "nothing left in flight"
     );
@@ -124,10 +90,72 @@ async fn closed_port() -> SocketAddr {
     addr
 }
 
+/// A gateway whose only provider points at a closed port.
+async fn gateway_without_upstream() -> Gateway {
+    Gateway::with_openai_at(closed_port().await, "").await
+}
+
+/// A mock that answers every request with an OpenAI error (`status`, `message`), and a
+/// gateway in front of it.
+async fn failing_upstream(status: u16, message: &str) -> (MockUpstream, Gateway) {
+    let message = message.to_string();
+    let mock = MockUpstream::start(move |_| MockReply::error(status, &message)).await;
+    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    (mock, gw)
+}
+
+/// Sends `request` and returns the response with the time it took to arrive.
+async fn timed_chat(gw: &Gateway, request: Value) -> (reqwest::Response, Duration) {
+    let started = Instant::now();
+    let response = gw.chat(request).await;
+    (response, started.elapsed())
+}
+
+/// Sends a streaming request, checks it is answered 200, and returns the whole body with the
+/// time it took to end.
+async fn timed_stream(gw: &Gateway) -> (String, Duration) {
+    let started = Instant::now();
+    let response = gw.chat(hi(true)).await;
+    assert_eq!(response.status(), 200);
+    let text = read_text(response).await;
+    (text, started.elapsed())
+}
+
+/// The final error event of `text` (see `final_error_event`), checked to have `code` and a
+/// message mentioning `needle`.
+fn expect_error_event(text: &str, code: &str, needle: &str) -> Value {
+    let error = final_error_event(text);
+    assert_eq!(error["code"], code);
+    assert_message_contains(&error, needle);
+    error
+}
+
+/// A mock that sends chunks `one` and `two` (20 ms apart), then the `extra` events, then ends
+/// as `end` says; a gateway in front of it; and the body of one streaming request, checked to
+/// be two chunks and one error event. Returns the gateway and the error.
+async fn two_chunks_then(extra: Vec<(Duration, String)>, end: StreamEnd) -> (Gateway, Value) {
+    let mut events = vec![
+        (Duration::ZERO, data_event(&chunk("one"))),
+        (Duration::from_millis(20), data_event(&chunk("two"))),
+    ];
+    events.extend(extra);
+    let mock = MockUpstream::stream(events, end).await;
+    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let response = gw.chat(hi(true)).await;
+    assert_eq!(response.status(), 200);
+    let text = read_text(response).await;
+    let events = sse_data(&text);
+    assert_eq!(events.len(), 3, "two chunks and one error event: {text:?}");
+    assert_event(&events[0], chunk("one"));
+    assert_event(&events[1], chunk("two"));
+    let error = final_error_event(&text);
+    assert_eq!(error["code"], "upstream_unavailable");
+    (gw, error)
+}
+
 #[tokio::test]
 async fn upstream_500_is_502_with_the_upstream_message() {
-    let mock = MockUpstream::start(|_| MockReply::error(500, "the model melted")).await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (mock, gw) = failing_upstream(500, "the model melted").await;
     let error = expect_error(
         gw.chat(hi(false)).await,
         502,
@@ -150,8 +178,7 @@ async fn upstream_500_is_502_with_the_upstream_message() {
 
 #[tokio::test]
 async fn upstream_500_on_a_stream_is_502() {
-    let mock = MockUpstream::start(|_| MockReply::error(500, "the model melted")).await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (_mock, gw) = failing_upstream(500, "the model melted").await;
     let error = expect_error(
         gw.chat(hi(true)).await,
         502,
@@ -159,20 +186,13 @@ async fn upstream_500_on_a_stream_is_502() {
         "upstream_status",
     )
     .await;
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("the model melted"),
-        "{error}"
-    );
+    assert_message_contains(&error, "the model melted");
     assert_outcome(&gw, "upstream_status").await;
 }
 
 #[tokio::test]
 async fn upstream_429_stays_429() {
-    let mock = MockUpstream::start(|_| MockReply::error(429, "Rate limit reached")).await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (_mock, gw) = failing_upstream(429, "Rate limit reached").await;
     let error = expect_error(
         gw.chat(hi(false)).await,
         429,
@@ -180,27 +200,13 @@ async fn upstream_429_stays_429() {
         "upstream_status",
     )
     .await;
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("Rate limit reached"),
-        "{error}"
-    );
+    assert_message_contains(&error, "Rate limit reached");
     assert_outcome(&gw, "upstream_status").await;
 }
 
 #[tokio::test]
 async fn connection_refused_is_502_upstream_unavailable() {
-    let config = openai_config(closed_port().await, "");
-    let gw = Gateway::start(
-        &config,
-        &[(
-            "acme",
-            tenant_toml("acme", KEY, "chat-model", "think-model", ""),
-        )],
-    )
-    .await;
+    let gw = gateway_without_upstream().await;
     let error = expect_error(
         gw.chat(hi(false)).await,
         502,
@@ -215,15 +221,7 @@ async fn connection_refused_is_502_upstream_unavailable() {
 
 #[tokio::test]
 async fn connection_refused_on_a_stream_is_502_upstream_unavailable() {
-    let config = openai_config(closed_port().await, "");
-    let gw = Gateway::start(
-        &config,
-        &[(
-            "acme",
-            tenant_toml("acme", KEY, "chat-model", "think-model", ""),
-        )],
-    )
-    .await;
+    let gw = gateway_without_upstream().await;
     expect_error(
         gw.chat(hi(true)).await,
         502,
@@ -237,11 +235,7 @@ async fn connection_refused_on_a_stream_is_502_upstream_unavailable() {
 #[tokio::test]
 async fn silent_stream_ends_with_first_token_timeout_event() {
     // Headers at once, then nothing.
-    let mock = MockUpstream::start(|_| MockReply::Stream {
-        events: vec![],
-        end: StreamEnd::Hang,
-    })
-    .await;
+    let mock = MockUpstream::stream(vec![], StreamEnd::Hang).await;
     let gw = Gateway::with_openai_upstream(&mock, SHORT_FIRST_TOKEN).await;
     let started = Instant::now();
     let response = gw.chat(hi(true)).await;
@@ -260,14 +254,9 @@ async fn silent_stream_ends_with_first_token_timeout_event() {
         elapsed < Duration::from_secs(3),
         "soon after the deadline: {elapsed:?}"
     );
-    let error = final_error_event(&text);
     assert_eq!(sse_data(&text).len(), 1, "only the error event: {text:?}");
-    assert_eq!(error["code"], "upstream_timeout");
+    let error = expect_error_event(&text, "upstream_timeout", "first-token");
     assert_eq!(error["type"], "timeout_error");
-    assert!(
-        error["message"].as_str().unwrap().contains("first-token"),
-        "{error}"
-    );
     assert_outcome(&gw, "upstream_timeout").await;
     // The gateway hung up on the silent upstream.
     wait_for_cancelled(&mock, 1).await;
@@ -275,26 +264,15 @@ async fn silent_stream_ends_with_first_token_timeout_event() {
 
 #[tokio::test]
 async fn upstream_holding_its_head_past_first_token_deadline_is_504() {
-    let mock = MockUpstream::start(|_| {
-        MockReply::Delay(
-            Duration::from_secs(3),
-            Box::new(MockReply::sse(vec![chunk("late")], Duration::ZERO)),
-        )
-    })
-    .await;
+    let mock = MockUpstream::late(Duration::from_secs(3)).await;
     let gw = Gateway::with_openai_upstream(&mock, SHORT_FIRST_TOKEN).await;
-    let started = Instant::now();
-    let response = gw.chat(hi(true)).await;
-    let elapsed = started.elapsed();
+    let (response, elapsed) = timed_chat(&gw, hi(true)).await;
     assert!(
         elapsed < Duration::from_millis(2000),
         "did not wait for the upstream: {elapsed:?}"
     );
     let error = expect_error(response, 504, "timeout_error", "upstream_timeout").await;
-    assert!(
-        error["message"].as_str().unwrap().contains("first-token"),
-        "{error}"
-    );
+    assert_message_contains(&error, "first-token");
     assert_outcome(&gw, "upstream_timeout").await;
 }
 
@@ -315,9 +293,7 @@ async fn non_streaming_total_timeout_is_504() {
         "[tiers.fast]\nfirst_token_timeout_ms = 300\ntotal_timeout_ms = 300\n",
     )
     .await;
-    let started = Instant::now();
-    let response = gw.chat(hi(false)).await;
-    let elapsed = started.elapsed();
+    let (response, elapsed) = timed_chat(&gw, hi(false)).await;
     assert!(
         elapsed >= Duration::from_millis(250),
         "not before the deadline: {elapsed:?}"
@@ -327,102 +303,40 @@ async fn non_streaming_total_timeout_is_504() {
         "did not wait for the upstream: {elapsed:?}"
     );
     let error = expect_error(response, 504, "timeout_error", "upstream_timeout").await;
-    assert!(
-        error["message"].as_str().unwrap().contains("total"),
-        "{error}"
-    );
+    assert_message_contains(&error, "total");
     assert_outcome(&gw, "upstream_timeout").await;
 }
 
 #[tokio::test]
 async fn stream_broken_mid_way_ends_with_one_error_event() {
-    let events = vec![
-        (Duration::ZERO, format!("data: {}\n\n", chunk("one"))),
-        (
-            Duration::from_millis(20),
-            format!("data: {}\n\n", chunk("two")),
-        ),
-        // The mock's hyper server discards what is still buffered when its body fails, so
-        // give chunk two time to go out; this trailing comment may or may not arrive.
-        (Duration::from_millis(100), ": padding\n\n".to_string()),
-    ];
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Abort,
-    })
-    .await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let response = gw.chat(hi(true)).await;
-    assert_eq!(response.status(), 200);
-    let text = read_text(response).await;
-    let events = sse_data(&text);
-    assert_eq!(events.len(), 3, "two chunks and one error event: {text:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[0]).unwrap(),
-        chunk("one")
-    );
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[1]).unwrap(),
-        chunk("two")
-    );
-    let error = final_error_event(&text);
-    assert_eq!(error["code"], "upstream_unavailable");
+    // The mock's hyper server discards what is still buffered when its body fails, so
+    // give chunk two time to go out; this trailing comment may or may not arrive.
+    let padding = vec![(Duration::from_millis(100), ": padding\n\n".to_string())];
+    let (gw, error) = two_chunks_then(padding, StreamEnd::Abort).await;
     assert_eq!(error["type"], "upstream_error");
     assert_outcome(&gw, "upstream_unavailable").await;
 }
 
 #[tokio::test]
 async fn stream_closed_without_done_ends_with_one_error_event() {
-    let events = vec![
-        (Duration::ZERO, format!("data: {}\n\n", chunk("one"))),
-        (
-            Duration::from_millis(20),
-            format!("data: {}\n\n", chunk("two")),
-        ),
-    ];
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Close,
-    })
-    .await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
-    let response = gw.chat(hi(true)).await;
-    assert_eq!(response.status(), 200);
-    let text = read_text(response).await;
-    let events = sse_data(&text);
-    assert_eq!(events.len(), 3, "two chunks and one error event: {text:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[0]).unwrap(),
-        chunk("one")
-    );
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[1]).unwrap(),
-        chunk("two")
-    );
-    let error = final_error_event(&text);
-    assert_eq!(error["code"], "upstream_unavailable");
-    assert!(
-        error["message"].as_str().unwrap().contains("[DONE]"),
-        "{error}"
-    );
+    let (gw, error) = two_chunks_then(vec![], StreamEnd::Close).await;
+    assert_message_contains(&error, "[DONE]");
     assert_outcome(&gw, "upstream_unavailable").await;
 }
 
+/// Waits up to 3 s for the gateway to have cancelled `n` upstream streams.
 async fn wait_for_cancelled(mock: &MockUpstream, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.cancelled_streams() < n {
-        assert!(
-            Instant::now() < deadline,
-            "upstream stream was not cancelled in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    mock.wait_for_cancelled(
+        n,
+        Duration::from_secs(3),
+        "upstream stream was not cancelled in time",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn upstream_400_stays_400_with_the_upstream_message() {
-    let mock = MockUpstream::start(|_| MockReply::error(400, "Invalid value for 'tools'")).await;
-    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let (_mock, gw) = failing_upstream(400, "Invalid value for 'tools'").await;
     let error = expect_error(
         gw.chat(hi(false)).await,
         400,
@@ -430,36 +344,20 @@ async fn upstream_400_stays_400_with_the_upstream_message() {
         "upstream_status",
     )
     .await;
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("Invalid value for 'tools'"),
-        "{error}"
-    );
+    assert_message_contains(&error, "Invalid value for 'tools'");
     assert_outcome(&gw, "upstream_status").await;
 }
 
 #[tokio::test]
 async fn upstream_silent_past_first_token_after_the_200_ends_with_timeout_event() {
     // Keep-alives are due before the first-token deadline, so the 200 goes out first.
-    let mock = MockUpstream::start(|_| {
-        MockReply::Delay(
-            Duration::from_secs(3),
-            Box::new(MockReply::sse(vec![chunk("late")], Duration::ZERO)),
-        )
-    })
-    .await;
+    let mock = MockUpstream::late(Duration::from_secs(3)).await;
     let gw = Gateway::with_openai_upstream(
         &mock,
         "[tiers.fast]\nfirst_token_timeout_ms = 500\nkeepalive_interval_ms = 100\n",
     )
     .await;
-    let started = Instant::now();
-    let response = gw.chat(hi(true)).await;
-    assert_eq!(response.status(), 200);
-    let text = read_text(response).await;
-    let elapsed = started.elapsed();
+    let (text, elapsed) = timed_stream(&gw).await;
     assert!(
         elapsed >= Duration::from_millis(450),
         "not before the deadline: {elapsed:?}"
@@ -473,33 +371,20 @@ async fn upstream_silent_past_first_token_after_the_200_ends_with_timeout_event(
         "keep-alives while waiting: {text:?}"
     );
     assert_eq!(sse_data(&text).len(), 1, "only the error event: {text:?}");
-    let error = final_error_event(&text);
-    assert_eq!(error["code"], "upstream_timeout");
-    assert!(
-        error["message"].as_str().unwrap().contains("first-token"),
-        "{error}"
-    );
+    expect_error_event(&text, "upstream_timeout", "first-token");
     assert_outcome(&gw, "upstream_timeout").await;
 }
 
 #[tokio::test]
 async fn stalled_stream_ends_with_idle_timeout_event() {
-    let events = vec![(Duration::ZERO, format!("data: {}\n\n", chunk("one")))];
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Hang,
-    })
-    .await;
+    let events = vec![(Duration::ZERO, data_event(&chunk("one")))];
+    let mock = MockUpstream::stream(events, StreamEnd::Hang).await;
     let gw = Gateway::with_openai_upstream(
         &mock,
         "[tiers.fast]\nidle_timeout_ms = 300\nkeepalive_interval_ms = 5000\n",
     )
     .await;
-    let started = Instant::now();
-    let response = gw.chat(hi(true)).await;
-    assert_eq!(response.status(), 200);
-    let text = read_text(response).await;
-    let elapsed = started.elapsed();
+    let (text, elapsed) = timed_stream(&gw).await;
     assert!(
         elapsed >= Duration::from_millis(250),
         "not before the idle deadline: {elapsed:?}"
@@ -507,16 +392,8 @@ async fn stalled_stream_ends_with_idle_timeout_event() {
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     let events = sse_data(&text);
     assert_eq!(events.len(), 2, "one chunk and one error event: {text:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&events[0]).unwrap(),
-        chunk("one")
-    );
-    let error = final_error_event(&text);
-    assert_eq!(error["code"], "upstream_timeout");
-    assert!(
-        error["message"].as_str().unwrap().contains("idle"),
-        "{error}"
-    );
+    assert_event(&events[0], chunk("one"));
+    expect_error_event(&text, "upstream_timeout", "idle");
     assert_outcome(&gw, "upstream_timeout").await;
     wait_for_cancelled(&mock, 1).await;
 }
@@ -527,25 +404,17 @@ async fn stream_past_total_deadline_ends_with_timeout_event() {
         .map(|i| {
             (
                 Duration::from_millis(50),
-                format!("data: {}\n\n", chunk(&format!("t{i}"))),
+                data_event(&chunk(&format!("t{i}"))),
             )
         })
         .collect();
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Close,
-    })
-    .await;
+    let mock = MockUpstream::stream(events, StreamEnd::Close).await;
     let gw = Gateway::with_openai_upstream(
         &mock,
         "[tiers.fast]\nfirst_token_timeout_ms = 300\ntotal_timeout_ms = 600\n",
     )
     .await;
-    let started = Instant::now();
-    let response = gw.chat(hi(true)).await;
-    assert_eq!(response.status(), 200);
-    let text = read_text(response).await;
-    let elapsed = started.elapsed();
+    let (text, elapsed) = timed_stream(&gw).await;
     assert!(
         elapsed >= Duration::from_millis(550),
         "not before the total deadline: {elapsed:?}"
@@ -560,17 +429,9 @@ async fn stream_past_total_deadline_ends_with_timeout_event() {
         "some chunks, then the error: {text:?}"
     );
     for (i, event) in events[..events.len() - 1].iter().enumerate() {
-        assert_eq!(
-            serde_json::from_str::<Value>(event).unwrap(),
-            chunk(&format!("t{i}"))
-        );
+        assert_event(event, chunk(&format!("t{i}")));
     }
-    let error = final_error_event(&text);
-    assert_eq!(error["code"], "upstream_timeout");
-    assert!(
-        error["message"].as_str().unwrap().contains("total"),
-        "{error}"
-    );
+    expect_error_event(&text, "upstream_timeout", "total");
     assert_outcome(&gw, "upstream_timeout").await;
     wait_for_cancelled(&mock, 1).await;
 }
@@ -587,30 +448,17 @@ async fn upstream_comments_do_not_count_as_the_first_token() {
             )
         })
         .collect();
-    events.push((Duration::ZERO, format!("data: {}\n\n", chunk("too late"))));
+    events.push((Duration::ZERO, data_event(&chunk("too late"))));
     events.push((Duration::ZERO, "data: [DONE]\n\n".to_string()));
-    let mock = MockUpstream::start(move |_| MockReply::Stream {
-        events: events.clone(),
-        end: StreamEnd::Close,
-    })
-    .await;
+    let mock = MockUpstream::stream(events, StreamEnd::Close).await;
     let gw = Gateway::with_openai_upstream(&mock, SHORT_FIRST_TOKEN).await;
-    let started = Instant::now();
-    let response = gw.chat(hi(true)).await;
-    assert_eq!(response.status(), 200);
-    let text = read_text(response).await;
-    let elapsed = started.elapsed();
+    let (text, elapsed) = timed_stream(&gw).await;
     assert!(
         elapsed < Duration::from_millis(1500),
         "cut at the first-token deadline, not after 3 s: {elapsed:?}"
     );
     assert_eq!(sse_data(&text).len(), 1, "only the error event: {text:?}");
-    let error = final_error_event(&text);
-    assert_eq!(error["code"], "upstream_timeout");
-    assert!(
-        error["message"].as_str().unwrap().contains("first-token"),
-        "{error}"
-    );
+    expect_error_event(&text, "upstream_timeout", "first-token");
     assert_outcome(&gw, "upstream_timeout").await;
     // Nor was a comment recorded as the time to first token.
     let metrics = gw.metrics().await;

@@ -82,17 +82,25 @@ impl Gateway {
         }
     }
 
-    /// A gateway whose `fast`/`reasoning` models are OpenAI-compatible models on `upstream`.
-    pub async fn with_openai_upstream(upstream: &MockUpstream, extra_config: &str) -> Gateway {
-        let config = openai_config(upstream.addr, extra_config);
+    /// A gateway with `config` and one tenant, `acme` (key `KEY`), whose fast and reasoning
+    /// models are `fast` and `reasoning`.
+    pub async fn start_acme(config: &str, fast: &str, reasoning: &str) -> Gateway {
         Gateway::start(
-            &config,
-            &[(
-                "acme",
-                tenant_toml("acme", KEY, "chat-model", "think-model", ""),
-            )],
+            config,
+            &[("acme", tenant_toml("acme", KEY, fast, reasoning, ""))],
         )
         .await
+    }
+
+    /// A gateway whose `fast`/`reasoning` models are OpenAI-compatible models at `addr`.
+    pub async fn with_openai_at(addr: SocketAddr, extra_config: &str) -> Gateway {
+        let config = openai_config(addr, extra_config);
+        Gateway::start_acme(&config, "chat-model", "think-model").await
+    }
+
+    /// A gateway whose `fast`/`reasoning` models are OpenAI-compatible models on `upstream`.
+    pub async fn with_openai_upstream(upstream: &MockUpstream, extra_config: &str) -> Gateway {
+        Gateway::with_openai_at(upstream.addr, extra_config).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -411,4 +419,133 @@ pub fn chunk(content: &str) -> serde_json::Value {
         "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": "m",
         "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]
     })
+}
+
+/// An SSE `data:` event carrying `value`, as an OpenAI-compatible upstream writes it.
+pub fn data_event(value: &serde_json::Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+/// A streaming chat request for `model` with one user message.
+pub fn stream_request(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+impl MockUpstream {
+    /// A mock that answers every request with the same SSE `events`, then ends as `end` says.
+    pub async fn stream(events: Vec<(Duration, String)>, end: StreamEnd) -> MockUpstream {
+        MockUpstream::start(move |_| MockReply::Stream {
+            events: events.clone(),
+            end,
+        })
+        .await
+    }
+
+    /// A mock that holds its response head back for `delay`, then streams one chunk, `late`.
+    pub async fn late(delay: Duration) -> MockUpstream {
+        MockUpstream::start(move |_| {
+            MockReply::Delay(
+                delay,
+                Box::new(MockReply::sse(vec![chunk("late")], Duration::ZERO)),
+            )
+        })
+        .await
+    }
+
+    /// Waits (polling) until at least `n` streams were cancelled by the gateway; fails with
+    /// `message` if that takes longer than `within`.
+    pub async fn wait_for_cancelled(&self, n: usize, within: Duration, message: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.cancelled_streams() < n {
+            assert!(tokio::time::Instant::now() < deadline, "{message}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Reads the body until it contains a `data:` event; returns what was read so far.
+pub async fn read_until_data(response: &mut reqwest::Response) -> String {
+    let mut text = String::new();
+    while !text.contains("data:") {
+        let next = tokio::time::timeout(TEST_TIMEOUT, response.chunk())
+            .await
+            .expect("chunk in time")
+            .expect("body read");
+        let Some(bytes) = next else {
+            panic!("stream ended before any data event: {text:?}")
+        };
+        text.push_str(std::str::from_utf8(&bytes).unwrap());
+    }
+    text
+}
+
+/// Fetches the gateway's metrics (bounded in time) and sums `name`'s samples whose label set
+/// contains all `labels`.
+pub async fn metrics_value(gw: &Gateway, name: &str, labels: &[&str]) -> f64 {
+    let metrics = tokio::time::timeout(TEST_TIMEOUT, gw.metrics())
+        .await
+        .expect("metrics in time");
+    metric_value(&metrics, name, labels)
+}
+
+/// Checks an error response: `status`, an `x-request-id` header, a JSON content type, and a
+/// JSON body whose `error` has this `type` and `code`, a string `message` and a `param`.
+/// Returns the whole body.
+pub async fn expect_error_body(
+    response: reqwest::Response,
+    status: u16,
+    error_type: &str,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "x-request-id on errors"
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .expect("error responses have a content type")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type is JSON: {content_type}"
+    );
+    let text = read_text(response).await;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body is JSON ({e}): {text}"));
+    let error = &body["error"];
+    assert_eq!(error["type"], error_type, "error.type in {text}");
+    assert_eq!(error["code"], code, "error.code in {text}");
+    assert!(error["message"].is_string(), "error.message in {text}");
+    assert!(error.get("param").is_some(), "error.param in {text}");
+    body
+}
+
+/// Like `expect_error_body`, but returns only the `error` object.
+pub async fn expect_error(
+    response: reqwest::Response,
+    status: u16,
+    error_type: &str,
+    code: &str,
+) -> serde_json::Value {
+    expect_error_body(response, status, error_type, code).await["error"].clone()
+}
+
+/// Asserts that an `error` object's `message` contains `needle`.
+pub fn assert_message_contains(error: &serde_json::Value, needle: &str) {
+    assert!(
+        error["message"].as_str().unwrap().contains(needle),
+        "{error}"
+    );
+}
+
+/// Asserts that the SSE `event` payload is the JSON of `expected`.
+pub fn assert_event(event: &str, expected: serde_json::Value) {
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(event).unwrap(),
+        expected
+    );
 }
