@@ -86,9 +86,9 @@ pub fn report(title: &str, examples: &[Example], scores: &[f32], threshold: f32)
     let _ = writeln!(out, "### {title} (threshold {threshold:.3})\n");
     let _ = writeln!(
         out,
-        "| source | n | reasoning | AUC | accuracy | recall | FPR | reasoning share |"
+        "| source | n | reasoning | AUC | AUC vs other label | accuracy | recall | FPR | reasoning share |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     let mut row = |name: &str, idx: &[usize]| {
         let s: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
         let l: Vec<bool> = idx.iter().map(|&i| labels[i]).collect();
@@ -96,9 +96,10 @@ pub fn report(title: &str, examples: &[Example], scores: &[f32], threshold: f32)
         let positives = l.iter().filter(|x| **x).count();
         let _ = writeln!(
             out,
-            "| {name} | {} | {positives} | {} | {:.1}% | {} | {} | {:.1}% |",
+            "| {name} | {} | {positives} | {} | {} | {:.1}% | {} | {} | {:.1}% |",
             m.n,
             num(auc(&s, &l)),
+            num(auc_against_other_label(idx, scores, &labels)),
             m.accuracy * 100.0,
             pct(m.recall),
             pct(m.false_positive_rate),
@@ -111,6 +112,24 @@ pub fn report(title: &str, examples: &[Example], scores: &[f32], threshold: f32)
     let all: Vec<usize> = (0..examples.len()).collect();
     row("**all**", &all);
     out
+}
+
+/// A single-label source has no AUC of its own; this ranks its examples against every
+/// example of the other label in the table (for leave-one-source-out: the held-out
+/// source's scores against the rest's), which is what "does this source separate" means.
+fn auc_against_other_label(idx: &[usize], scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let mine: std::collections::HashSet<usize> = idx.iter().copied().collect();
+    let source_labels: std::collections::HashSet<bool> = idx.iter().map(|&i| labels[i]).collect();
+    if source_labels.len() != 1 || idx.len() == labels.len() {
+        return None;
+    }
+    let label = labels[idx[0]];
+    let pool: Vec<usize> = (0..labels.len())
+        .filter(|i| mine.contains(i) || labels[*i] != label)
+        .collect();
+    let s: Vec<f32> = pool.iter().map(|&i| scores[i]).collect();
+    let l: Vec<bool> = pool.iter().map(|&i| labels[i]).collect();
+    auc(&s, &l)
 }
 
 /// Length-only baseline: the log of the last turn's length (a shape feature).
