@@ -6,6 +6,7 @@
 
 mod problem;
 pub mod raw;
+mod tenant_policy;
 mod validate;
 
 use std::collections::HashMap;
@@ -17,6 +18,10 @@ use std::time::Duration;
 use http::HeaderValue;
 
 pub use problem::{ConfigProblem, Problems};
+pub use tenant_policy::{
+    Budget, Fallbacks, LatencyTargets, OnLimit, RateLimits, Shadow, Stickiness, TenantPolicy,
+    TierLatency,
+};
 pub use validate::{hash_api_key, Loaded};
 
 use crate::classify::Tier;
@@ -28,6 +33,19 @@ pub struct ServerSettings {
     pub max_request_body_bytes: usize,
     pub max_in_flight_requests: usize,
     pub shutdown_grace: Duration,
+    /// SHA-256 of the admin API token; `None`: the admin API is off (401 for every call).
+    pub admin_token_hash: Option<[u8; 32]>,
+    /// File-change polling interval; `None`: reload only on SIGHUP.
+    pub reload_poll: Option<Duration>,
+}
+
+/// Retries and circuit breakers for every model's deployments.
+#[derive(Debug, Clone, Copy)]
+pub struct Resilience {
+    pub max_retries: u32,
+    pub retry_budget_ratio: f64,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,11 +132,25 @@ pub struct Capabilities {
     pub on_unsupported: OnUnsupported,
 }
 
+/// One place a model is served from (a region, a key); a model has one or more.
+#[derive(Debug)]
+pub struct Deployment {
+    /// `model@provider`, unique; a metric label and the breaker's key.
+    pub id: Arc<str>,
+    pub provider: Arc<Provider>,
+    pub upstream_model: String,
+    pub weight: u32,
+}
+
 #[derive(Debug)]
 pub struct Model {
     pub name: Arc<str>,
+    /// The first deployment's name at its provider.
     pub upstream_model: String,
+    /// The first deployment's provider.
     pub provider: Arc<Provider>,
+    /// Every deployment, in config order (the first is `provider`/`upstream_model`).
+    pub deployments: Vec<Arc<Deployment>>,
     pub tier: Tier,
     pub price: Price,
     pub capabilities: Capabilities,
@@ -139,6 +171,7 @@ pub struct Tenant {
     /// Concrete models the tenant may name, tier models included, in config order.
     pub allowed_models: Vec<Arc<Model>>,
     pub auto: AutoPolicy,
+    pub policy: TenantPolicy,
 }
 
 impl Tenant {
@@ -164,8 +197,13 @@ pub struct Snapshot {
     pub tenants: Vec<Arc<Tenant>>,
     /// SHA-256 of each API key -> its tenant.
     pub tenants_by_key_hash: HashMap<[u8; 32], Arc<Tenant>>,
+    pub resilience: Resilience,
     /// Where it came from, for `check` and logs.
     pub sources: Vec<PathBuf>,
+    /// SHA-256 (hex) over every source file's path and text: what the admin API reports.
+    pub content_hash: String,
+    /// Set when the snapshot goes live: 1 for the first, +1 per successful reload.
+    pub generation: u64,
 }
 
 impl Snapshot {
@@ -178,6 +216,10 @@ impl Snapshot {
 
     pub fn tenant_for_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.tenants_by_key_hash.get(&hash_api_key(key))
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| &*t.name == name)
     }
 }
 

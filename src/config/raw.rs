@@ -21,6 +21,22 @@ pub struct RawConfig {
     pub providers: BTreeMap<Spanned<String>, RawProvider>,
     #[serde(default)]
     pub models: BTreeMap<Spanned<String>, RawModel>,
+    #[serde(default)]
+    pub resilience: RawResilience,
+}
+
+/// Retries and circuit breakers, for every model's deployments.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawResilience {
+    /// Extra attempts per request, only before the first response byte.
+    pub max_retries: Option<Spanned<u64>>,
+    /// Retries may add at most this fraction of the request rate (a retry budget).
+    pub retry_budget_ratio: Option<Spanned<f64>>,
+    /// Consecutive failures that open a deployment's breaker.
+    pub breaker_failures: Option<Spanned<u64>>,
+    /// How long an open breaker rejects before it lets one probe through.
+    pub breaker_open_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -31,6 +47,10 @@ pub struct RawServer {
     pub max_request_body_bytes: Option<Spanned<u64>>,
     pub max_in_flight_requests: Option<Spanned<u64>>,
     pub shutdown_grace_ms: Option<Spanned<u64>>,
+    /// Environment variable holding the admin API token (never the token itself).
+    pub admin_token_env: Option<Spanned<String>>,
+    /// How often the config files are checked for changes (0 = only on SIGHUP).
+    pub reload_poll_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -74,13 +94,27 @@ pub struct RawProvider {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
-    pub provider: Spanned<String>,
+    /// One deployment: the provider serving this model. Exclusive with `deployments`.
+    pub provider: Option<Spanned<String>>,
+    /// Several deployments (regions, keys) of the same model.
+    #[serde(default)]
+    pub deployments: Vec<Spanned<RawDeployment>>,
     pub tier: Spanned<String>,
     /// The model's name at the provider (deployment name on Azure); defaults to the key.
     pub upstream_model: Option<String>,
     pub price: Option<RawPrice>,
     #[serde(default)]
     pub capabilities: RawCapabilities,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub provider: Spanned<String>,
+    /// The model's name at this provider; defaults to the model's `upstream_model`.
+    pub upstream_model: Option<String>,
+    /// Share of traffic relative to the other deployments (default 1).
+    pub weight: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -120,6 +154,75 @@ pub struct RawTenant {
     pub allowed_models: Vec<Spanned<String>>,
     #[serde(default)]
     pub auto: RawAuto,
+    pub budget: Option<RawBudget>,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub latency: RawLatency,
+    #[serde(default)]
+    pub fallbacks: RawFallbacks,
+    pub stickiness: Option<RawStickiness>,
+    pub shadow: Option<RawShadow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub daily_usd: Option<Spanned<f64>>,
+    pub monthly_usd: Option<Spanned<f64>>,
+    pub per_request_usd: Option<Spanned<f64>>,
+    /// Fraction of the daily or monthly limit from which `auto` leans to fast.
+    pub soft_limit: Option<Spanned<f64>>,
+    /// The reasoning threshold `auto` uses past the soft limit.
+    pub soft_reasoning_threshold: Option<Spanned<f64>>,
+    /// At the limit: `downgrade` (to the fast tier) or `reject` (429).
+    pub on_limit: Option<Spanned<String>>,
+    /// Output tokens assumed for the worst-case reservation when a request sets no limit.
+    pub default_max_tokens: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    pub requests_per_minute: Option<Spanned<u64>>,
+    pub tokens_per_minute: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatency {
+    pub fast: Option<RawTierLatency>,
+    pub reasoning: Option<RawTierLatency>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTierLatency {
+    pub first_token_ms: Option<Spanned<u64>>,
+    pub total_ms: Option<Spanned<u64>>,
+}
+
+/// Models tried, in order, when a tier's model fails before its first byte.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallbacks {
+    #[serde(default)]
+    pub fast: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub reasoning: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStickiness {
+    pub ttl_seconds: Spanned<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    /// The tier every `auto` request goes to while the policy is only evaluated.
+    pub route_to: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -108,6 +108,7 @@ pub(super) fn load_sources(
     }
     let declared_providers: HashSet<&str> =
         raw.providers.keys().map(|k| k.get_ref().as_str()).collect();
+    let resilience = resilience(&raw.resilience, &mut p);
     let mut models = HashMap::new();
     for (name, raw_model) in &raw.models {
         if let Some(model) = model(name, raw_model, &providers, &declared_providers, &mut p) {
@@ -165,6 +166,16 @@ pub(super) fn load_sources(
         return Err(Problems(problems));
     }
     warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    let mut hasher = Sha256::new();
+    hasher.update(config_path.to_string_lossy().as_bytes());
+    hasher.update([0]);
+    hasher.update(config_text.as_bytes());
+    for (path, text) in &policies {
+        hasher.update([0]);
+        hasher.update(path.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+    }
     Ok(Loaded {
         snapshot: Snapshot {
             server: server.expect("no problems means server settings are valid"),
@@ -173,7 +184,10 @@ pub(super) fn load_sources(
             models,
             tenants,
             tenants_by_key_hash,
+            resilience,
             sources,
+            content_hash: hex::encode(hasher.finalize()),
+            generation: 0,
         },
         warnings,
     })
@@ -200,13 +214,62 @@ fn server_settings(raw: &RawServer, p: &mut FileProblems) -> Option<ServerSettin
     let body = positive(&raw.max_request_body_bytes, 4 * 1024 * 1024, p);
     let in_flight = positive(&raw.max_in_flight_requests, 4096, p);
     let grace = positive(&raw.shutdown_grace_ms, 30_000, p);
+    let admin_token_hash = match &raw.admin_token_env {
+        None => None,
+        Some(env) if !valid_env_name(env.get_ref()) => {
+            p.at(
+                env.span(),
+                "admin_token_env must name an environment variable (A-Z, 0-9, _)",
+            );
+            None
+        }
+        Some(env) => std::env::var(env.get_ref())
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(|t| hash_api_key(&t)),
+    };
+    let reload_poll = match &raw.reload_poll_ms {
+        None => Some(Duration::from_secs(2)),
+        Some(v) if *v.get_ref() == 0 => None,
+        Some(v) => Some(Duration::from_millis(*v.get_ref())),
+    };
     Some(ServerSettings {
+        admin_token_hash,
+        reload_poll,
         listen: listen?,
         admin_listen: admin_listen?,
         max_request_body_bytes: body as usize,
         max_in_flight_requests: in_flight as usize,
         shutdown_grace: Duration::from_millis(grace),
     })
+}
+
+fn resilience(raw: &RawResilience, p: &mut FileProblems) -> Resilience {
+    let max_retries = match &raw.max_retries {
+        None => 2,
+        Some(v) if *v.get_ref() <= 10 => *v.get_ref() as u32,
+        Some(v) => {
+            p.at(v.span(), "resilience.max_retries must be at most 10");
+            2
+        }
+    };
+    let retry_budget_ratio = match &raw.retry_budget_ratio {
+        None => 0.2,
+        Some(v) if (0.0..=1.0).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            p.at(
+                v.span(),
+                "resilience.retry_budget_ratio must be between 0 and 1",
+            );
+            0.2
+        }
+    };
+    Resilience {
+        max_retries,
+        retry_budget_ratio,
+        breaker_failures: positive(&raw.breaker_failures, 5, p).min(u32::MAX as u64) as u32,
+        breaker_open: Duration::from_millis(positive(&raw.breaker_open_ms, 30_000, p)),
+    }
 }
 
 fn positive(v: &Option<Spanned<u64>>, default: u64, p: &mut FileProblems) -> u64 {
@@ -462,17 +525,76 @@ fn model(
             ),
         );
     }
-    let provider = providers.get(raw.provider.get_ref()).cloned();
-    if provider.is_none() {
-        let what = if declared_providers.contains(raw.provider.get_ref().as_str()) {
-            "has errors (see above)"
-        } else {
-            "is not declared"
-        };
-        p.at(
-            raw.provider.span(),
-            format!("provider `{}` {what}", raw.provider.get_ref()),
-        );
+    let upstream_model = raw
+        .upstream_model
+        .clone()
+        .unwrap_or_else(|| name.get_ref().clone());
+    let lookup_provider = |v: &Spanned<String>, p: &mut FileProblems| {
+        let provider = providers.get(v.get_ref()).cloned();
+        if provider.is_none() {
+            let what = if declared_providers.contains(v.get_ref().as_str()) {
+                "has errors (see above)"
+            } else {
+                "is not declared"
+            };
+            p.at(v.span(), format!("provider `{}` {what}", v.get_ref()));
+        }
+        provider
+    };
+    let mut deployments = Vec::new();
+    match (&raw.provider, raw.deployments.is_empty()) {
+        (Some(provider), true) => {
+            if let Some(provider) = lookup_provider(provider, p) {
+                deployments.push(Arc::new(Deployment {
+                    id: Arc::from(format!("{}@{}", name.get_ref(), provider.name)),
+                    provider,
+                    upstream_model: upstream_model.clone(),
+                    weight: 1,
+                }));
+            }
+        }
+        (None, false) => {
+            for d in &raw.deployments {
+                let d_span = d.span();
+                let d = d.get_ref();
+                let weight = match &d.weight {
+                    None => 1,
+                    Some(w) if (1..=1000).contains(w.get_ref()) => *w.get_ref() as u32,
+                    Some(w) => {
+                        p.at(w.span(), "deployment weight must be between 1 and 1000");
+                        1
+                    }
+                };
+                let Some(provider) = lookup_provider(&d.provider, p) else {
+                    continue;
+                };
+                let id = format!("{}@{}", name.get_ref(), provider.name);
+                if deployments.iter().any(|x: &Arc<Deployment>| *x.id == *id) {
+                    p.at(
+                        d_span,
+                        format!(
+                            "provider `{}` is used by two deployments of this model",
+                            provider.name
+                        ),
+                    );
+                    continue;
+                }
+                deployments.push(Arc::new(Deployment {
+                    id: Arc::from(id),
+                    provider,
+                    upstream_model: d
+                        .upstream_model
+                        .clone()
+                        .unwrap_or_else(|| upstream_model.clone()),
+                    weight,
+                }));
+            }
+        }
+        (Some(provider), false) => p.at(
+            provider.span(),
+            "a model has either `provider` or `deployments`, not both",
+        ),
+        (None, true) => p.at(name.span(), "model needs a `provider` or `deployments`"),
     }
     let tier = tier_of(&raw.tier, p);
     let price = raw.price.as_ref().map(|raw| {
@@ -501,13 +623,12 @@ fn model(
     if p.out.len() > before {
         return None;
     }
+    let first = deployments.first()?.clone();
     Some(Model {
         name: Arc::from(name.get_ref().as_str()),
-        upstream_model: raw
-            .upstream_model
-            .clone()
-            .unwrap_or_else(|| name.get_ref().clone()),
-        provider: provider?,
+        upstream_model: first.upstream_model.clone(),
+        provider: first.provider.clone(),
+        deployments,
         tier: tier?,
         price: price.unwrap_or_default(),
         capabilities,
@@ -711,6 +832,8 @@ fn tenant(
             None
         }
     };
+    let allowed_lookup = |n: &str| allowed.iter().find(|m| &*m.name == n).cloned();
+    let policy = super::tenant_policy::tenant_policy(raw, &allowed_lookup, models, p);
     if p.out.len() > before {
         return None;
     }
@@ -725,6 +848,7 @@ fn tenant(
                 default_tier: default_tier?,
                 reasoning_threshold: threshold,
             },
+            policy,
         },
         key_hashes,
     ))
