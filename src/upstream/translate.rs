@@ -98,6 +98,7 @@ mod tests {
                 api_key: None,
                 api_key_env: None,
             }),
+            deployments: Vec::new(),
             tier: Tier::Reasoning,
             price: Price::default(),
             capabilities: Capabilities {
