@@ -15,6 +15,9 @@ use crate::error::GatewayError;
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub body: Map<String, Value>,
+    /// The gateway turned on `stream_options.include_usage` for billing; the client did
+    /// not ask for it, so the usage-only chunk is taken out of its stream.
+    pub usage_added: bool,
 }
 
 impl ChatRequest {
@@ -28,7 +31,10 @@ impl ChatRequest {
                 None,
             ));
         };
-        let request = ChatRequest { body };
+        let request = ChatRequest {
+            body,
+            usage_added: false,
+        };
         request.validate()?;
         Ok(request)
     }

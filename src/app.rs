@@ -13,8 +13,12 @@
 //! 7. tenant auth: 401 before reading the body; pins the config snapshot.
 //! 8. router: `/v1/models` is answered here; chat goes on down:
 //! 9. parse body: bounded read (413) and one JSON parse (400) for the whole path.
-//! 10. decide: tier and model from explicit signals, classifier, tenant policy.
-//! 11. chat service: parameter translation, provider call, streaming relay, headers.
+//! 10. rate limit: requests/tokens per minute (429) before any routing work; reconciles
+//!     the token reservation when the body ends.
+//! 11. decide: tier and model from explicit signals and the classifier, then the tenant's
+//!     policies (stickiness, budget, deadline, shadow) and the budget reservation; settles
+//!     the cost when the body ends.
+//! 12. chat service: parameter translation, provider call, streaming relay, headers.
 
 use std::convert::Infallible;
 
@@ -30,8 +34,8 @@ use crate::endpoints::{ChatCompletions, Router};
 use crate::error::GatewayError;
 use crate::layers::{
     body::ParseBodyLayer, decide::DecideLayer, error::ErrorResponseLayer,
-    in_flight::InFlightLimitLayer, metrics::MetricsLayer, request_id::RequestId,
-    request_id::RequestIdLayer, tenant::TenantAuthLayer,
+    in_flight::InFlightLimitLayer, metrics::MetricsLayer, rate_limit::RateLimitLayer,
+    request_id::RequestId, request_id::RequestIdLayer, tenant::TenantAuthLayer,
 };
 use crate::state::AppState;
 
@@ -43,9 +47,14 @@ pub fn api_service(state: &AppState) -> ApiService {
     let settings = state.live.load().server.clone();
     let chat = ServiceBuilder::new()
         .layer(ParseBodyLayer::new(settings.max_request_body_bytes))
+        .layer(RateLimitLayer::new(
+            state.policy.limits.clone(),
+            state.metrics.clone(),
+        ))
         .layer(DecideLayer::new(
             state.classifier.clone(),
             state.metrics.clone(),
+            state.policy.clone(),
         ))
         .service(ChatCompletions::new(
             state.upstream.clone(),

@@ -9,6 +9,7 @@ use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 use serde_json::json;
 use tower::Service;
 
+use crate::admission::RequestDeadline;
 use crate::api::ChatRequest;
 use crate::body::{full, Body};
 use crate::error::GatewayError;
@@ -174,10 +175,17 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 .ok_or_else(|| missing("request id"))?;
 
             let adjusted = translate::adapt_request(&mut chat.body, &decision.model)?;
+            translate::request_stream_usage(&mut chat, &decision.model);
+            let mut timeouts = *ctx.snapshot.timeouts(decision.tier);
+            if let Some(RequestDeadline(d)) = parts.extensions.get::<RequestDeadline>() {
+                // The client's deadline is this request's own total timeout.
+                timeouts.total = timeouts.total.min(*d);
+                timeouts.first_token = timeouts.first_token.min(timeouts.total);
+            }
             let call = CallContext {
                 model: decision.model.clone(),
                 tier: decision.tier,
-                timeouts: *ctx.snapshot.timeouts(decision.tier),
+                timeouts,
                 request_started: labels.started,
                 recorder: Arc::new(RequestRecorder::new(
                     metrics,

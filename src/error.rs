@@ -58,6 +58,24 @@ pub enum GatewayError {
     },
     #[error("Provider `{provider}` has no API key: environment variable `{env}` is not set.")]
     ProviderKeyMissing { provider: String, env: String },
+    /// The tenant's daily or monthly budget cannot cover this request.
+    #[error("The tenant's {which} is used up ({detail}); it resets in {retry_after_secs} s.")]
+    BudgetExceeded {
+        which: &'static str,
+        detail: String,
+        retry_after_secs: u64,
+    },
+    /// Even the cheapest allowed answer would cost more than the per-request cap.
+    #[error("This request could cost up to {worst_usd:.4} USD, above the tenant's per-request cap of {cap_usd:.4} USD; lower `max_tokens` or shorten the prompt.")]
+    RequestCostCap { worst_usd: f64, cap_usd: f64 },
+    /// A tenant rate limit; `headers` are the `x-ratelimit-*` values at refusal.
+    #[error("Rate limit reached for {limit} per minute (limit {limit_value}); retry in {retry_after_secs} s.")]
+    RateLimited {
+        limit: &'static str,
+        limit_value: u64,
+        retry_after_secs: u64,
+        headers: Vec<(&'static str, String)>,
+    },
     #[error("Internal gateway error: {0}")]
     Internal(String),
 }
@@ -83,7 +101,10 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             // A provider's rate limit is the caller's rate limit: keep 429 so SDKs back off.
-            GatewayError::UpstreamStatus { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::UpstreamStatus { status: 429, .. }
+            | GatewayError::BudgetExceeded { .. }
+            | GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::RequestCostCap { .. } => StatusCode::BAD_REQUEST,
             // A provider's 400 is about the request the caller sent.
             GatewayError::UpstreamStatus { status: 400, .. } => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamStatus { .. }
@@ -100,7 +121,10 @@ impl GatewayError {
         match self.status() {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::NOT_FOUND => "not_found_error",
-            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::TOO_MANY_REQUESTS => match self {
+                GatewayError::BudgetExceeded { .. } => "insufficient_quota",
+                _ => "rate_limit_error",
+            },
             s if s.is_client_error() => "invalid_request_error",
             _ => match self {
                 GatewayError::UpstreamTimeout { .. } => "timeout_error",
@@ -127,6 +151,9 @@ impl GatewayError {
             GatewayError::UpstreamInvalid { .. } => "upstream_invalid",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::ProviderKeyMissing { .. } => "provider_key_missing",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::RequestCostCap { .. } => "request_cost_cap",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -169,6 +196,27 @@ impl GatewayError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        let retry_after = match &self {
+            GatewayError::BudgetExceeded {
+                retry_after_secs, ..
+            }
+            | GatewayError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if let GatewayError::RateLimited { headers, .. } = &self {
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    response.headers_mut().insert(*name, v);
+                }
+            }
         }
         response.extensions_mut().insert(ErrorKind(self.kind()));
         response

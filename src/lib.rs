@@ -6,19 +6,24 @@
 //! The request path itself is assembled in `app.rs`.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod body;
 pub mod classify;
 pub mod config;
+pub mod cost;
 pub mod endpoints;
 pub mod error;
+pub mod latency;
 pub mod layers;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod sticky;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -9,16 +9,18 @@
 //! `RequestRecorder` records what happens upstream (time to first token, tokens, upstream
 //! duration, how a stream ended) and marks a client that went away.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 use tokio::time::Instant;
 
 use crate::classify::Tier;
+use crate::cost::Usage;
 use crate::error::GatewayError;
 
 pub struct Metrics {
@@ -30,6 +32,13 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub in_flight: IntGauge,
     pub classifier_decisions: IntCounterVec,
+    // Spend, budgets, rate limits and routing policies.
+    pub cost_usd: CounterVec,
+    pub cost_estimated: IntCounterVec,
+    pub spend_usd: GaugeVec,
+    pub budget_actions: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub shadow_decisions: IntCounterVec,
 }
 
 /// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
@@ -97,6 +106,66 @@ impl Metrics {
             &["tier", "source"],
         )
         .expect("valid metric");
+        let cost_usd = CounterVec::new(
+            Opts::new(
+                "deliberate_cost_usd_total",
+                "Cost of completions in USD from the model's prices and the reported (or estimated) usage.",
+            ),
+            &["tenant", "tier", "model"],
+        )
+        .expect("valid metric");
+        let cost_estimated = IntCounterVec::new(
+            Opts::new(
+                "deliberate_cost_estimated_total",
+                "Completions billed from an estimate because the provider reported no usage (e.g. the client disconnected).",
+            ),
+            &["tenant", "model"],
+        )
+        .expect("valid metric");
+        let spend_usd = GaugeVec::new(
+            Opts::new(
+                "deliberate_tenant_spend_usd",
+                "Spend of the current UTC day or month per tenant (this replica).",
+            ),
+            &["tenant", "window"],
+        )
+        .expect("valid metric");
+        let budget_actions = IntCounterVec::new(
+            Opts::new(
+                "deliberate_budget_actions_total",
+                "Budget policy actions: lean (soft limit raised the threshold), downgrade, reject.",
+            ),
+            &["tenant", "action"],
+        )
+        .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "deliberate_rate_limited_total",
+                "Requests refused with 429 by a tenant rate limit, by limit (requests or tokens).",
+            ),
+            &["tenant", "limit"],
+        )
+        .expect("valid metric");
+        let shadow_decisions = IntCounterVec::new(
+            Opts::new(
+                "deliberate_shadow_decisions_total",
+                "Shadow mode: the tier the policy would have chosen and the tier actually used.",
+            ),
+            &["tenant", "would_tier", "routed_tier"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(cost_usd.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cost_estimated.clone()),
+            Box::new(spend_usd.clone()),
+            Box::new(budget_actions.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(shadow_decisions.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -119,6 +188,12 @@ impl Metrics {
             tokens,
             in_flight,
             classifier_decisions,
+            cost_usd,
+            cost_estimated,
+            spend_usd,
+            budget_actions,
+            rate_limited,
+            shadow_decisions,
         })
     }
 
@@ -145,6 +220,17 @@ pub struct RequestLabels {
     pub model: OnceLock<Arc<str>>,
     /// Set when the outcome is not visible in the response head (a stream that failed).
     pub outcome: OnceLock<&'static str>,
+    /// The provider's last reported usage, for cost and token-limit settlement.
+    pub usage: Mutex<Option<Usage>>,
+    /// Data events relayed so far: the output-token estimate when no usage comes.
+    pub data_events: AtomicU64,
+    pub first_token_after: OnceLock<Duration>,
+}
+
+impl RequestLabels {
+    pub fn usage(&self) -> Option<Usage> {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Default for RequestLabels {
@@ -161,6 +247,9 @@ impl RequestLabels {
             tier: OnceLock::new(),
             model: OnceLock::new(),
             outcome: OnceLock::new(),
+            usage: Mutex::new(None),
+            data_events: AtomicU64::new(0),
+            first_token_after: OnceLock::new(),
         }
     }
 
@@ -210,21 +299,40 @@ impl RequestRecorder {
     pub fn first_token(&self) {
         if !self.first_token_seen.swap(true, Ordering::Relaxed) {
             let l = &self.labels;
+            let after = self.request_started.elapsed();
+            let _ = l.first_token_after.set(after);
             self.metrics
                 .time_to_first_token
                 .with_label_values(&[l.tenant(), l.tier(), l.model()])
-                .observe(self.request_started.elapsed().as_secs_f64());
+                .observe(after.as_secs_f64());
         }
+    }
+
+    /// One relayed chunk carrying data (about one output token for most providers).
+    pub fn data_event(&self) {
+        self.labels.data_events.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts tokens from an OpenAI-shaped `usage` object.
     pub fn usage(&self, usage: &serde_json::Value) {
-        let count = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-        let prompt = count(&usage["prompt_tokens"]);
-        let cached = count(&usage["prompt_tokens_details"]["cached_tokens"]).min(prompt);
-        let completion = count(&usage["completion_tokens"]);
-        let reasoning =
-            count(&usage["completion_tokens_details"]["reasoning_tokens"]).min(completion);
+        let parsed = Usage::from_openai(usage);
+        let previous = self
+            .labels
+            .usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(parsed);
+        // Count each token once even if a provider repeats its usage (Anthropic reports
+        // input at the start and output at the end of a stream).
+        let before = previous.unwrap_or_default();
+        let (prompt, cached, completion, reasoning) = (
+            parsed.prompt.saturating_sub(before.prompt),
+            parsed.cached_prompt.saturating_sub(before.cached_prompt),
+            parsed.completion.saturating_sub(before.completion),
+            parsed.reasoning.saturating_sub(before.reasoning),
+        );
+        let cached = cached.min(prompt);
+        let reasoning = reasoning.min(completion);
         let l = &self.labels;
         for (kind, n) in [
             ("input", prompt - cached),

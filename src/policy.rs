@@ -25,6 +25,14 @@ pub enum DecisionSource {
     ReasoningEffort,
     Classifier,
     TenantDefault,
+    /// The conversation's earlier tier (stickiness).
+    Sticky,
+    /// The tenant's budget (soft-limit lean or downgrade at the limit).
+    Budget,
+    /// The reasoning model could not meet the deadline at its observed latency.
+    Deadline,
+    /// Shadow mode: routed to the tenant's fixed tier, the policy only recorded.
+    Shadow,
 }
 
 impl DecisionSource {
@@ -36,6 +44,10 @@ impl DecisionSource {
             DecisionSource::ReasoningEffort => "reasoning_effort",
             DecisionSource::Classifier => "classifier",
             DecisionSource::TenantDefault => "tenant_default",
+            DecisionSource::Sticky => "sticky",
+            DecisionSource::Budget => "budget",
+            DecisionSource::Deadline => "deadline",
+            DecisionSource::Shadow => "shadow",
         }
     }
 }

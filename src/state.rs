@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::admission::PolicyState;
 use crate::classify::Classifier;
 use crate::config::Snapshot;
 use crate::metrics::Metrics;
@@ -16,6 +17,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub upstream: Arc<Upstream>,
     pub classifier: Arc<dyn Classifier>,
+    /// Spend, rate-limit, latency and session state; survives config reloads.
+    pub policy: Arc<PolicyState>,
 }
 
 impl AppState {
@@ -26,6 +29,7 @@ impl AppState {
             metrics: Metrics::new(),
             upstream,
             classifier,
+            policy: Arc::new(PolicyState::default()),
         }
     }
 }

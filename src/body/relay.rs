@@ -159,6 +159,7 @@ impl HttpBody for SseRelay {
                             return Poll::Ready(Some(Ok(Frame::data(bytes))));
                         }
                         let now = Instant::now();
+                        this.recorder.data_event();
                         if !this.saw_data {
                             this.saw_data = true;
                             this.recorder.first_token();

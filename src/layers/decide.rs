@@ -1,5 +1,7 @@
-//! Routing decision: runs `policy::decide` (explicit signals, classifier, tenant policy)
-//! once per chat request and hands the `Decision` on as a request extension.
+//! Routing decision under the tenant's policies: runs `policy::decide` (explicit signals,
+//! classifier) and `admission::admit` (stickiness, budget, deadline, shadow, reservation)
+//! once per chat request, hands the `Decision` on as a request extension, and settles the
+//! request's cost when its response body ends (stream end or client gone).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -7,12 +9,17 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use super::rate_limit::TokenEstimate;
 use super::tenant::TenantCtx;
 use super::BoxFuture;
+use crate::admission::{self, cost_header, Admitted, PolicyState, RequestDeadline};
 use crate::api::ChatRequest;
+use crate::body::guard::{BodyEnd, GuardedBody};
 use crate::body::Body;
 use crate::classify::Classifier;
+use crate::cost::{cost, Usage};
 use crate::error::GatewayError;
+use crate::limits::Period;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::{self, DecisionSource, TIER_HEADER};
 
@@ -20,13 +27,19 @@ use crate::policy::{self, DecisionSource, TIER_HEADER};
 pub struct DecideLayer {
     classifier: Arc<dyn Classifier>,
     metrics: Arc<Metrics>,
+    policy: Arc<PolicyState>,
 }
 
 impl DecideLayer {
-    pub fn new(classifier: Arc<dyn Classifier>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        classifier: Arc<dyn Classifier>,
+        metrics: Arc<Metrics>,
+        policy: Arc<PolicyState>,
+    ) -> Self {
         DecideLayer {
             classifier,
             metrics,
+            policy,
         }
     }
 }
@@ -38,6 +51,7 @@ impl<S> Layer<S> for DecideLayer {
             inner,
             classifier: self.classifier.clone(),
             metrics: self.metrics.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -47,6 +61,7 @@ pub struct Decide<S> {
     inner: S,
     classifier: Arc<dyn Classifier>,
     metrics: Arc<Metrics>,
+    policy: Arc<PolicyState>,
 }
 
 impl<S> Service<Request<ChatRequest>> for Decide<S>
@@ -65,24 +80,50 @@ where
     }
 
     fn call(&mut self, mut request: Request<ChatRequest>) -> Self::Future {
-        let Some(ctx) = request.extensions().get::<TenantCtx>() else {
+        let Some(ctx) = request.extensions().get::<TenantCtx>().cloned() else {
             return Box::pin(async {
                 Err(GatewayError::Internal("tenant context missing".into()))
             });
         };
         let tier_header = request.headers().get(TIER_HEADER).map(|v| v.as_bytes());
-        let decision =
-            match policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier) {
-                Ok(d) => d,
-                Err(e) => return Box::pin(async { Err(e) }),
-            };
+        let decided = policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier)
+            .and_then(|decision| {
+                let estimate = request
+                    .extensions()
+                    .get::<TokenEstimate>()
+                    .copied()
+                    .unwrap_or_else(|| TokenEstimate::of(&ctx, request.body()));
+                admission::admit(
+                    &self.policy,
+                    &self.metrics,
+                    &ctx.tenant,
+                    request.body(),
+                    request.headers(),
+                    decision,
+                    estimate,
+                )
+                .map(|a| (a, estimate))
+            });
+        let (admitted, estimate) = match decided {
+            Ok(d) => d,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
+        let Admitted {
+            decision,
+            reservation,
+            limits,
+            deadline,
+            warning,
+            shadow_would,
+        } = admitted;
         if decision.source != DecisionSource::Model {
             self.metrics
                 .classifier_decisions
                 .with_label_values(&[decision.tier.as_str(), decision.source.as_str()])
                 .inc();
         }
-        if let Some(labels) = request.extensions().get::<Arc<RequestLabels>>() {
+        let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
+        if let Some(labels) = &labels {
             let _ = labels.tier.set(decision.tier);
             let _ = labels.model.set(decision.model.name.clone());
         }
@@ -93,7 +134,122 @@ where
             reason = %decision.reason,
             "routing decision"
         );
-        request.extensions_mut().insert(decision);
-        Box::pin(self.inner.call(request))
+        let snapshot = ctx.snapshot.clone();
+        let tenant = ctx.tenant.name.clone();
+        let is_stream = request.body().is_stream();
+        if let Some(d) = deadline {
+            request.extensions_mut().insert(RequestDeadline(d));
+        }
+        request.extensions_mut().insert(decision.clone());
+        let metrics = self.metrics.clone();
+        let latency = self.policy.latency.clone();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            let (mut parts, body) = response.into_parts();
+            let served = parts
+                .headers
+                .get("x-deliberate-model")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|m| snapshot.models.get(m).cloned())
+                .unwrap_or_else(|| decision.model.clone());
+            let succeeded = parts.status.is_success();
+            if let (false, Some(usage)) = (is_stream, labels.as_ref().and_then(|l| l.usage())) {
+                let c = cost(&served.price, &usage);
+                if let Ok(v) = http::HeaderValue::from_str(&cost_header(c)) {
+                    parts.headers.insert("x-deliberate-cost-usd", v);
+                }
+            }
+            if let Some(w) = warning.and_then(|w| http::HeaderValue::from_str(&w).ok()) {
+                parts.headers.insert("x-deliberate-warning", w);
+            }
+            if let Some(would) = shadow_would {
+                parts.headers.insert(
+                    "x-deliberate-shadow-tier",
+                    http::HeaderValue::from_static(would.as_str()),
+                );
+            }
+            let settle = Settlement {
+                metrics,
+                latency,
+                labels,
+                tenant,
+                served,
+                estimate,
+                succeeded,
+                reservation,
+                limits,
+            };
+            let body = Body::new(GuardedBody::new(body, move |end| settle.run(end)));
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// What a finished request owes: run once when its response body ends.
+struct Settlement {
+    metrics: Arc<Metrics>,
+    latency: Arc<crate::latency::LatencyBook>,
+    labels: Option<Arc<RequestLabels>>,
+    tenant: Arc<str>,
+    served: Arc<crate::config::Model>,
+    estimate: TokenEstimate,
+    succeeded: bool,
+    reservation: Option<crate::limits::Reservation>,
+    limits: Arc<crate::limits::TenantLimits>,
+}
+
+impl Settlement {
+    fn run(self, end: BodyEnd) {
+        let Some(labels) = self.labels else {
+            return;
+        };
+        let usage = labels.usage();
+        let streamed = labels
+            .data_events
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let billed = match usage {
+            Some(u) => Some(u),
+            // No usage from the provider: bill an estimate if anything was produced.
+            None if self.succeeded || streamed > 0 => {
+                self.metrics
+                    .cost_estimated
+                    .with_label_values(&[&self.tenant, &self.served.name])
+                    .inc();
+                Some(Usage {
+                    prompt: self.estimate.prompt,
+                    completion: streamed,
+                    ..Usage::default()
+                })
+            }
+            None => None,
+        };
+        let amount = billed.map_or(0, |u| cost(&self.served.price, &u));
+        let now = Period::now();
+        match self.reservation {
+            Some(r) => r.settle_at(amount, now),
+            None => self.limits.ledger.record(amount, now),
+        }
+        if amount > 0 {
+            self.metrics
+                .cost_usd
+                .with_label_values(&[&self.tenant, self.served.tier.as_str(), &self.served.name])
+                .inc_by(crate::cost::usd(amount));
+        }
+        let state = self.limits.ledger.snapshot(now);
+        for (window, spent) in [("day", state.spent_day), ("month", state.spent_month)] {
+            self.metrics
+                .spend_usd
+                .with_label_values(&[&self.tenant, window])
+                .set(crate::cost::usd(spent));
+        }
+        let clean = end == BodyEnd::Complete && self.succeeded && labels.outcome.get().is_none();
+        if clean {
+            self.latency.record(
+                &self.served.name,
+                labels.first_token_after.get().copied(),
+                labels.started.elapsed(),
+            );
+        }
     }
 }

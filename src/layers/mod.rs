@@ -5,6 +5,7 @@ pub mod decide;
 pub mod error;
 pub mod in_flight;
 pub mod metrics;
+pub mod rate_limit;
 pub mod request_id;
 pub mod tenant;
 

@@ -88,6 +88,7 @@ pub(super) fn stream(
 ) -> PendingStream {
     let builder = build(&client, ctx, request);
     let ctx = ctx.clone();
+    let strip_usage = request.usage_added;
     Box::pin(async move {
         let response = builder?.send().await.map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
@@ -99,6 +100,7 @@ pub(super) fn stream(
             inspecting: true,
             saw_done: false,
             ended: false,
+            strip_usage: strip_usage.then(Vec::new),
             ctx,
         });
         Ok(events)
@@ -115,7 +117,19 @@ struct InspectedStream {
     inspecting: bool,
     saw_done: bool,
     ended: bool,
+    /// Some(output) when the usage-only chunk must be hidden: events are then re-framed
+    /// one by one into this buffer instead of passing the provider's bytes through.
+    strip_usage: Option<Vec<u8>>,
     ctx: CallContext,
+}
+
+/// OpenAI's final usage chunk: no choices, a usage object.
+fn is_usage_only(chunk: &Value) -> bool {
+    chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && chunk.get("usage").is_some_and(Value::is_object)
 }
 
 impl InspectedStream {
@@ -129,7 +143,7 @@ impl InspectedStream {
         loop {
             match self.parser.next_event() {
                 Ok(Some(event)) => {
-                    completed = true;
+                    let mut hide = false;
                     if event.data == "[DONE]" {
                         self.saw_done = true;
                     } else if event.data.contains("\"usage\"") {
@@ -137,7 +151,16 @@ impl InspectedStream {
                             if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
                                 self.ctx.recorder.usage(usage);
                             }
+                            hide = self.strip_usage.is_some() && is_usage_only(&chunk);
                         }
+                    }
+                    if let (Some(out), false) = (self.strip_usage.as_mut(), hide) {
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(event.data.as_bytes());
+                        out.extend_from_slice(b"\n\n");
+                        completed = true;
+                    } else if self.strip_usage.is_none() {
+                        completed = true;
                     }
                 }
                 Ok(None) => break,
@@ -164,6 +187,11 @@ impl Stream for InspectedStream {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
                 let has_data = this.inspect(&bytes);
+                let bytes = match this.strip_usage.as_mut() {
+                    // Re-framed events only; if inspection stopped, the raw bytes again.
+                    Some(out) if this.inspecting => Bytes::from(std::mem::take(out)),
+                    _ => bytes,
+                };
                 Poll::Ready(Some(Ok(StreamChunk { bytes, has_data })))
             }
             Poll::Ready(Some(Err(e))) => {

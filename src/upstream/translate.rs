@@ -8,8 +8,31 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{MaxTokensParam, Model, OnUnsupported, SystemRole};
+use crate::api::ChatRequest;
+use crate::config::{MaxTokensParam, Model, OnUnsupported, ProviderKind, SystemRole};
 use crate::error::GatewayError;
+
+/// Streams from OpenAI-compatible providers report usage only when asked: the gateway
+/// asks, so every stream can be billed, and remembers to hide it from a client that did not.
+pub fn request_stream_usage(request: &mut ChatRequest, model: &Model) {
+    if !matches!(model.provider.kind, ProviderKind::OpenAi)
+        || !request.is_stream()
+        || request.include_usage()
+    {
+        return;
+    }
+    let options = request
+        .body
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Value::Object(o) = options {
+        o.insert("include_usage".into(), Value::Bool(true));
+        request.usage_added = true;
+    }
+}
 
 /// Rewrites `body` for `model`; returns the list of adjustments made.
 pub fn adapt_request(

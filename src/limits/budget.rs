@@ -1,0 +1,270 @@
+//! A tenant's spend ledger: what it spent today and this month (UTC), what is reserved by
+//! requests in flight, and the admission rule that keeps spend + reservations under the
+//! budget.
+//!
+//! Admission and settlement take a short per-tenant mutex: the check "spent + reserved +
+//! this request <= limit" and the reservation must be one atomic step across two windows
+//! (day and month), or concurrent requests would all pass the check together. The critical
+//! section is a few additions, never held across an await.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::Budget;
+use crate::cost::{nanos, Nanos};
+
+/// Days since 1970-01-01 (UTC) and the month as `year * 12 + month0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub day: u64,
+    pub month: u64,
+}
+
+impl Period {
+    pub fn now() -> Period {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Period::of_day(secs / 86_400)
+    }
+
+    pub fn of_day(day: u64) -> Period {
+        let (year, month) = civil_year_month(day as i64);
+        Period {
+            day,
+            month: (year * 12 + (month - 1)) as u64,
+        }
+    }
+
+    /// Seconds until the next UTC midnight: when a daily limit frees up.
+    pub fn seconds_to_next_day() -> u64 {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        86_400 - secs % 86_400
+    }
+}
+
+/// Year and month (1-12) of a day count since the epoch (Howard Hinnant's civil_from_days).
+fn civil_year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LedgerState {
+    pub period_day: u64,
+    pub period_month: u64,
+    pub spent_day: Nanos,
+    pub spent_month: Nanos,
+    pub reserved: Nanos,
+    pub requests_in_flight: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    state: Mutex<LedgerState>,
+}
+
+/// Why a request may not spend `worst` now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// More than `per_request_usd` even in the worst case.
+    PerRequestCap,
+    Daily,
+    Monthly,
+}
+
+impl Refusal {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::PerRequestCap => "per-request cost cap",
+            Refusal::Daily => "daily budget",
+            Refusal::Monthly => "monthly budget",
+        }
+    }
+}
+
+impl Ledger {
+    fn lock(&self, now: Period) -> MutexGuard<'_, LedgerState> {
+        // A poisoned ledger is still a correct ledger: every update is a few additions.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.period_day != now.day {
+            state.period_day = now.day;
+            state.spent_day = 0;
+        }
+        if state.period_month != now.month {
+            state.period_month = now.month;
+            state.spent_month = 0;
+        }
+        state
+    }
+
+    pub fn snapshot(&self, now: Period) -> LedgerState {
+        *self.lock(now)
+    }
+
+    /// True once spend + reservations pass the soft fraction of either limit.
+    pub fn past_soft_limit(&self, budget: &Budget, now: Period) -> bool {
+        let s = self.lock(now);
+        let over = |limit: Option<f64>, spent: Nanos| {
+            limit.is_some_and(|l| (spent + s.reserved) as f64 >= budget.soft_limit * l * 1e9)
+        };
+        over(budget.daily_usd, s.spent_day) || over(budget.monthly_usd, s.spent_month)
+    }
+
+    /// Reserves `worst` if the budget allows it.
+    pub fn reserve(
+        self: &Arc<Self>,
+        budget: &Budget,
+        worst: Nanos,
+        now: Period,
+    ) -> Result<Reservation, Refusal> {
+        if budget.per_request_usd.is_some_and(|cap| worst > nanos(cap)) {
+            return Err(Refusal::PerRequestCap);
+        }
+        let mut s = self.lock(now);
+        let fits = |limit: Option<f64>, spent: Nanos| {
+            limit.is_none_or(|l| spent + s.reserved + worst <= nanos(l))
+        };
+        if !fits(budget.daily_usd, s.spent_day) {
+            return Err(Refusal::Daily);
+        }
+        if !fits(budget.monthly_usd, s.spent_month) {
+            return Err(Refusal::Monthly);
+        }
+        s.reserved += worst;
+        s.requests_in_flight += 1;
+        Ok(Reservation {
+            ledger: self.clone(),
+            amount: worst,
+            settled: false,
+        })
+    }
+
+    /// Spend that was never reserved (a tenant without a budget is still accounted).
+    pub fn record(&self, actual: Nanos, now: Period) {
+        let mut s = self.lock(now);
+        s.spent_day += actual;
+        s.spent_month += actual;
+    }
+}
+
+/// Money held for one request in flight; settled with the real cost at the end.
+/// Dropped unsettled (a bug or a panic), it releases the hold and charges nothing.
+#[derive(Debug)]
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    amount: Nanos,
+    settled: bool,
+}
+
+impl Reservation {
+    pub fn amount(&self) -> Nanos {
+        self.amount
+    }
+
+    pub fn settle(mut self, actual: Nanos) {
+        self.release(actual, Period::now());
+    }
+
+    pub fn settle_at(mut self, actual: Nanos, now: Period) {
+        self.release(actual, now);
+    }
+
+    fn release(&mut self, actual: Nanos, now: Period) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let mut s = self.ledger.lock(now);
+        s.reserved = s.reserved.saturating_sub(self.amount);
+        s.requests_in_flight = s.requests_in_flight.saturating_sub(1);
+        s.spent_day += actual;
+        s.spent_month += actual;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.release(0, Period::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OnLimit;
+
+    fn budget(daily: f64) -> Budget {
+        Budget {
+            daily_usd: Some(daily),
+            monthly_usd: Some(daily * 10.0),
+            per_request_usd: Some(1.0),
+            soft_limit: 0.8,
+            soft_reasoning_threshold: 0.95,
+            on_limit: OnLimit::Reject,
+            default_max_tokens: 1000,
+        }
+    }
+
+    #[test]
+    fn months_and_days_from_the_epoch() {
+        assert_eq!(civil_year_month(0), (1970, 1));
+        assert_eq!(civil_year_month(31), (1970, 2));
+        // 2026-11-28 is day 20_785.
+        assert_eq!(civil_year_month(20_785), (2026, 11));
+        assert_eq!(civil_year_month(20_788), (2026, 12));
+        assert_eq!(civil_year_month(11_016), (2000, 2)); // 2000-02-29
+    }
+
+    #[test]
+    fn reservations_count_against_the_limit_until_settled() {
+        let ledger = Arc::new(Ledger::default());
+        let b = budget(1.0);
+        let now = Period::of_day(20_785);
+        let first = ledger.reserve(&b, nanos(0.6), now).unwrap();
+        assert_eq!(
+            ledger.reserve(&b, nanos(0.6), now).unwrap_err(),
+            Refusal::Daily
+        );
+        first.settle_at(nanos(0.1), now);
+        let second = ledger.reserve(&b, nanos(0.6), now).unwrap();
+        let s = ledger.snapshot(now);
+        assert_eq!((s.spent_day, s.reserved), (nanos(0.1), nanos(0.6)));
+        drop(second);
+        assert_eq!(ledger.snapshot(now).reserved, 0);
+    }
+
+    #[test]
+    fn per_request_cap_and_soft_limit() {
+        let ledger = Arc::new(Ledger::default());
+        let b = budget(1.0);
+        let now = Period::of_day(20_785);
+        assert_eq!(
+            ledger.reserve(&b, nanos(1.5), now).unwrap_err(),
+            Refusal::PerRequestCap
+        );
+        assert!(!ledger.past_soft_limit(&b, now));
+        ledger.record(nanos(0.85), now);
+        assert!(ledger.past_soft_limit(&b, now));
+    }
+
+    #[test]
+    fn a_new_day_starts_from_zero_but_the_month_carries_on() {
+        let ledger = Arc::new(Ledger::default());
+        let b = budget(1.0);
+        ledger.record(nanos(0.9), Period::of_day(20_785));
+        let next = Period::of_day(20_786);
+        assert!(ledger.reserve(&b, nanos(0.5), next).is_ok());
+        let s = ledger.snapshot(next);
+        assert_eq!((s.spent_day, s.spent_month), (0, nanos(0.9)));
+    }
+}
