@@ -8,7 +8,9 @@
 //! after its tenant's TTL (moka's per-entry expiry).
 
 use std::hash::{Hash, Hasher};
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
+#[allow(clippy::disallowed_types)]
+use std::time::Instant as StdInstant;
 
 use moka::sync::Cache;
 use serde_json::Value;
@@ -27,6 +29,8 @@ struct Entry {
 
 struct PerEntryTtl;
 
+// moka's trait names std's Instant; the value is unused here.
+#[allow(clippy::disallowed_types)]
 impl moka::Expiry<u64, Entry> for PerEntryTtl {
     fn expire_after_create(&self, _key: &u64, value: &Entry, _at: StdInstant) -> Option<Duration> {
         Some(value.ttl)
