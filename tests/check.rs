@@ -157,3 +157,132 @@ fn every_problem_is_listed_not_just_the_first() {
     assert_eq!(code, 1);
     assert!(out.contains("4 problem(s) found"), "{out}");
 }
+
+#[test]
+fn policy_section_mistakes_name_the_file_line_and_key() {
+    let base = "fast_model = \"small\"\nreasoning_model = \"big\"\n";
+    let cases: &[(&str, &str, &str)] = &[
+        // (policy sections after `base`, expected `file:line:`, expected key in the message)
+        (
+            "[budget]\ndaily_usd = -5.0\n",
+            "policies/acme.toml:4:",
+            "budget.daily_usd must be a positive amount",
+        ),
+        (
+            "[budget]\nmonthly_usd = 0.0\n",
+            "policies/acme.toml:4:",
+            "budget.monthly_usd must be a positive amount",
+        ),
+        (
+            "[budget]\nper_request_usd = nan\n",
+            "policies/acme.toml:4:",
+            "budget.per_request_usd must be a positive amount",
+        ),
+        (
+            "[budget]\nsoft_limit = 1.5\n",
+            "policies/acme.toml:4:",
+            "budget.soft_limit must be a fraction",
+        ),
+        (
+            "[budget]\nsoft_reasoning_threshold = 0.0\n",
+            "policies/acme.toml:4:",
+            "budget.soft_reasoning_threshold must be a fraction",
+        ),
+        (
+            "[budget]\non_limit = \"shrug\"\n",
+            "policies/acme.toml:4:",
+            "budget.on_limit must be `downgrade` or `reject`",
+        ),
+        (
+            "[budget]\ndefault_max_tokens = 0\n",
+            "policies/acme.toml:4:",
+            "budget.default_max_tokens must be between",
+        ),
+        (
+            "[budget]\ndaily_limit = 5\n",
+            "policies/acme.toml:4:",
+            "unknown field `daily_limit`",
+        ),
+        (
+            "[rate_limits]\nrequests_per_minute = 0\n",
+            "policies/acme.toml:4:",
+            "rate_limits.requests_per_minute must be between",
+        ),
+        (
+            "[rate_limits]\ntokens_per_minute = 99999999999\n",
+            "policies/acme.toml:4:",
+            "rate_limits.tokens_per_minute must be between",
+        ),
+        (
+            "[latency.reasoning]\ntotal_ms = 0\n",
+            "policies/acme.toml:4:",
+            "latency.reasoning.total_ms must be greater than 0",
+        ),
+        (
+            "[latency.fast]\nfirst_token_ms = 900\ntotal_ms = 100\n",
+            "policies/acme.toml:4:",
+            "latency.fast.first_token_ms must not exceed total_ms",
+        ),
+        (
+            "[latency.medium]\ntotal_ms = 10\n",
+            "policies/acme.toml:3:",
+            "unknown field `medium`",
+        ),
+        (
+            "[fallbacks]\nreasoning = [\"ghost\"]\n",
+            "policies/acme.toml:4:",
+            "fallbacks.reasoning: model `ghost` is not declared",
+        ),
+        (
+            "[fallbacks]\nfast = [\"other\"]\n",
+            "policies/acme.toml:4:",
+            "fallbacks.fast: model `other` is not one of this tenant's models",
+        ),
+        (
+            "[stickiness]\nttl_seconds = 0\n",
+            "policies/acme.toml:4:",
+            "stickiness.ttl_seconds must be greater than 0",
+        ),
+        (
+            "[shadow]\nroute_to = \"medium\"\n",
+            "policies/acme.toml:4:",
+            "shadow.route_to must be `fast` or `reasoning`",
+        ),
+    ];
+    let config = format!("{GOOD_CONFIG}\n[models.other]\nprovider = \"sim\"\ntier = \"fast\"\n");
+    for (sections, at, message) in cases {
+        let tenant = format!("{base}{sections}");
+        let (code, out) = check(&config, &[("acme.toml", &tenant)]);
+        assert_eq!(code, 1, "{sections}\n{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(at) && l.contains(message)),
+            "want `{at}...{message}` in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn deployment_and_resilience_mistakes_name_the_line_and_key() {
+    let cases: &[(&str, &str)] = &[
+        ("[models.m]\nprovider = \"sim\"\ndeployments = [{ provider = \"sim\" }]\ntier = \"fast\"\n", "a model has either `provider` or `deployments`"),
+        ("[models.m]\ntier = \"fast\"\n", "model needs a `provider` or `deployments`"),
+        ("[models.m]\ntier = \"fast\"\ndeployments = [{ provider = \"sim\", weight = 0 }]\n", "deployment weight must be between 1 and 1000"),
+        ("[models.m]\ntier = \"fast\"\ndeployments = [{ provider = \"ghost\" }]\n", "provider `ghost` is not declared"),
+        ("[models.m]\ntier = \"fast\"\ndeployments = [{ provider = \"sim\" }, { provider = \"sim\" }]\n", "provider `sim` is used by two deployments"),
+        ("[resilience]\nmax_retries = 50\n", "resilience.max_retries must be at most 10"),
+        ("[resilience]\nretry_budget_ratio = 2.0\n", "resilience.retry_budget_ratio must be between 0 and 1"),
+        ("[resilience]\nbreaker_failures = 0\n", "must be greater than 0"),
+        ("[server]\nadmin_token_env = \"not an env\"\n", "admin_token_env must name an environment variable"),
+    ];
+    for (extra, message) in cases {
+        let config = format!("{GOOD_CONFIG}\n{extra}");
+        let (code, out) = check(&config, &[("acme.toml", GOOD_TENANT)]);
+        assert_eq!(code, 1, "{extra}\n{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("deliberate.toml:") && l.contains(message)),
+            "want `{message}` in:\n{out}"
+        );
+    }
+}
