@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod rate;
+pub mod report;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

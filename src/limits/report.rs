@@ -1,0 +1,55 @@
+//! A tenant's live limit state as the admin API shows it: spend, reservations, remaining
+//! budget and rate-limit buckets. Names and numbers only; never a key or a key hash.
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::{LimitState, Period};
+use crate::config::{OnLimit, Tenant};
+use crate::cost::usd;
+
+fn bucket(b: Option<&super::Bucket>, now: Instant) -> Value {
+    match b {
+        None => Value::Null,
+        Some(b) => {
+            let s = b.status(now);
+            json!({"limit": s.limit, "remaining": s.remaining, "reset_ms": s.reset.as_millis() as u64})
+        }
+    }
+}
+
+pub fn tenant_report(limits: &LimitState, tenant: &Tenant) -> Value {
+    let now = Period::now();
+    let state = limits.for_tenant(tenant);
+    let ledger = state.ledger.snapshot(now);
+    let budget = tenant.policy.budget.as_ref().map(|b| {
+        let remaining = |limit: Option<f64>, spent: u64| {
+            limit.map(|l| (l - usd(spent) - usd(ledger.reserved)).max(0.0))
+        };
+        json!({
+            "daily_usd": b.daily_usd,
+            "monthly_usd": b.monthly_usd,
+            "per_request_usd": b.per_request_usd,
+            "remaining_today_usd": remaining(b.daily_usd, ledger.spent_day),
+            "remaining_month_usd": remaining(b.monthly_usd, ledger.spent_month),
+            "soft_limit": b.soft_limit,
+            "past_soft_limit": state.ledger.past_soft_limit(b, now),
+            "on_limit": match b.on_limit { OnLimit::Downgrade => "downgrade", OnLimit::Reject => "reject" },
+        })
+    });
+    let instant = Instant::now();
+    json!({
+        "tenant": &*tenant.name,
+        "spend": {
+            "today_usd": usd(ledger.spent_day),
+            "month_usd": usd(ledger.spent_month),
+            "reserved_usd": usd(ledger.reserved),
+            "requests_in_flight": ledger.requests_in_flight,
+        },
+        "budget": budget,
+        "rate_limits": {
+            "requests_per_minute": bucket(state.rate.requests.as_ref(), instant),
+            "tokens_per_minute": bucket(state.rate.tokens.as_ref(), instant),
+        },
+    })
+}
