@@ -6,8 +6,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use deliberate::api::ChatRequest;
+use deliberate::classify::embed::StaticEmbedder;
 use deliberate::classify::learned::LearnedClassifier;
 use deliberate::classify::rules::RulesClassifier;
+use deliberate::classify::wordpiece::WordPiece;
 use deliberate::classify::{Classifier, Conversation, Role, Turn};
 
 /// Mixed prose, numbers, code and a little non-ASCII, like real prompts.
@@ -83,6 +85,32 @@ fn learned_classifier(c: &mut Criterion) {
     group.finish();
 }
 
+/// The learned classifier's pieces on the 500-character prompt, to see where its time goes.
+fn classifier_parts(c: &mut Criterion) {
+    let text = prompt(500);
+    let short = conversation(text.clone());
+    let tokenizer = WordPiece::new(include_str!("../models/vocab.txt"));
+    let embedder = StaticEmbedder::builtin();
+    let rules = RulesClassifier::new();
+    black_box(rules.signals(&short));
+
+    let mut group = c.benchmark_group("classifier_parts");
+    group.bench_function("tokenize_500_chars", |b| {
+        b.iter(|| {
+            let mut n = 0u32;
+            tokenizer.tokenize(black_box(&text), |id| n = n.wrapping_add(id));
+            n
+        })
+    });
+    group.bench_function("embed_500_chars", |b| {
+        b.iter(|| embedder.embed(black_box(&text)))
+    });
+    group.bench_function("rule_signals_500_chars", |b| {
+        b.iter(|| rules.signals(black_box(&short)))
+    });
+    group.finish();
+}
+
 fn request_parse(c: &mut Criterion) {
     let body = serde_json::json!({
         "model": "auto", "temperature": 0.2, "stream": true,
@@ -94,5 +122,11 @@ fn request_parse(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, rules_classifier, learned_classifier, request_parse);
+criterion_group!(
+    benches,
+    rules_classifier,
+    learned_classifier,
+    classifier_parts,
+    request_parse
+);
 criterion_main!(benches);

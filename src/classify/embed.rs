@@ -13,6 +13,10 @@ const HEAD_BYTES: usize = 3072;
 const TAIL_BYTES: usize = 1024;
 /// SIF smoothing: a token's weight is a / (a + p(token)).
 const SIF_A: f32 = 1e-4;
+/// Token ids per batch of `accumulate`.
+const BATCH: usize = 64;
+/// Dimensions per register block of `add_rows` (8 SSE registers of 4 lanes).
+const LANES: usize = 32;
 
 pub struct StaticEmbedder {
     tokenizer: WordPiece,
@@ -84,17 +88,24 @@ impl StaticEmbedder {
         .expect("the shipped token table is valid")
     }
 
-    /// Adds the weighted token vectors of `text` to `sum`; returns the total weight.
-    fn accumulate(&self, text: &str, sum: &mut [f32; DIMS]) -> f32 {
-        let mut total = 0.0;
+    /// Adds the weighted token vectors of `text` to `sum`; returns whether it had a token.
+    ///
+    /// Token ids are collected in batches and each batch is added dimension block by block,
+    /// so a block's partial sums stay in registers across the batch instead of making a
+    /// round trip through memory per token. Every dimension still adds its tokens in text
+    /// order, so the result is bit for bit that of a token-by-token loop.
+    fn accumulate(&self, text: &str, sum: &mut [f32; DIMS]) -> bool {
+        let mut batch = [0u32; BATCH];
+        let mut n = 0;
+        let mut any = false;
         let mut add = |id: u32| {
-            let id = id as usize;
-            let w = self.weights[id];
-            let row = &self.values[id * DIMS..(id + 1) * DIMS];
-            for (s, &v) in sum.iter_mut().zip(row) {
-                *s += w * (v as i8) as f32;
+            batch[n] = id;
+            n += 1;
+            if n == BATCH {
+                self.add_rows(&batch, sum);
+                n = 0;
+                any = true;
             }
-            total += w;
         };
         if text.len() <= HEAD_BYTES + TAIL_BYTES {
             self.tokenizer.tokenize(text, &mut add);
@@ -102,13 +113,32 @@ impl StaticEmbedder {
             self.tokenizer.tokenize(head(text, HEAD_BYTES), &mut add);
             self.tokenizer.tokenize(tail(text, TAIL_BYTES), &mut add);
         }
-        total
+        self.add_rows(&batch[..n], sum);
+        any || n > 0
+    }
+
+    /// `sum[d] += weight(id) * row(id)[d]` for each id in order.
+    fn add_rows(&self, ids: &[u32], sum: &mut [f32; DIMS]) {
+        for (block, out) in sum.chunks_exact_mut(LANES).enumerate() {
+            let mut acc = [0f32; LANES];
+            acc.copy_from_slice(out);
+            for &id in ids {
+                let id = id as usize;
+                let w = self.weights[id];
+                let at = id * DIMS + block * LANES;
+                let row: &[u8; LANES] = self.values[at..at + LANES].try_into().expect("a block");
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += w * f32::from(v as i8);
+                }
+            }
+            out.copy_from_slice(&acc);
+        }
     }
 
     /// Unit-length weighted mean vector of `text` (zeros for a text with no known tokens).
     pub fn embed(&self, text: &str) -> [f32; DIMS] {
         let mut v = [0f32; DIMS];
-        if self.accumulate(text, &mut v) > 0.0 {
+        if self.accumulate(text, &mut v) {
             for (x, s) in v.iter_mut().zip(&self.scale) {
                 *x *= s;
             }

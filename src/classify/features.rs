@@ -98,31 +98,22 @@ impl FeatureExtractor {
 fn shape(conversation: &Conversation<'_>, last: Option<&str>, has_previous: bool, out: &mut [f32]) {
     let text = last.unwrap_or_default();
     let scan = &text.as_bytes()[..text.len().min(MAX_SCAN_BYTES)];
-    let (mut words, mut numbers, mut math, mut lines, mut questions, mut non_ascii) =
-        (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
-    let mut in_word = false;
-    let mut in_number = false;
+    // Table-driven and branch-free: one class lookup and one packed-counter add per byte.
+    let (mut words, mut numbers) = (0u32, 0u32);
+    let (mut in_word, mut in_number) = (0u32, 0u32);
+    let mut packed = 0u64;
     for &b in scan {
-        let word_byte = b.is_ascii_alphanumeric() || b >= 0x80;
-        if word_byte && !in_word {
-            words += 1;
-        }
-        in_word = word_byte;
-        if b.is_ascii_digit() && !in_number {
-            numbers += 1;
-        }
-        in_number = b.is_ascii_digit() || (in_number && b == b'.');
-        match b {
-            b'=' | b'^' | b'+' | b'*' | b'<' | b'>' | b'%' => math += 1,
-            b'\n' => lines += 1,
-            b'?' => questions += 1,
-            _ => {}
-        }
-        // Count leading bytes of multi-byte characters only.
-        if b >= 0xC0 {
-            non_ascii += 1;
-        }
+        let class = u32::from(BYTE_CLASS[usize::from(b)]);
+        packed += BYTE_COUNTS[usize::from(b)];
+        let word = class & WORD;
+        words += word & !in_word;
+        in_word = word;
+        let digit = (class & DIGIT) >> 1;
+        numbers += digit & !in_number & 1;
+        in_number = digit | (in_number & (class & DOT) >> 2);
     }
+    let field = |i: u32| ((packed >> (16 * i)) & 0xFFFF) as u32;
+    let (math, lines, questions, non_ascii) = (field(0), field(1), field(2), field(3));
     let log = |n: f32| (1.0 + n).ln();
     let user_turns = conversation
         .turns
@@ -143,3 +134,48 @@ fn shape(conversation: &Conversation<'_>, last: Option<&str>, has_previous: bool
     out[10] = (has_previous && words <= 25) as u8 as f32;
     out[11] = non_ascii as f32 / (words.max(1)) as f32;
 }
+
+const WORD: u32 = 1;
+const DIGIT: u32 = 2;
+const DOT: u32 = 4;
+
+/// Per byte: `WORD` for ASCII letters and digits and any non-ASCII byte, `DIGIT`, `DOT`.
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c >= 0x80 {
+            t[b] |= WORD as u8;
+        }
+        if c.is_ascii_digit() {
+            t[b] |= DIGIT as u8;
+        }
+        if c == b'.' {
+            t[b] |= DOT as u8;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Per byte, the counters it bumps, packed in 16-bit fields (a scan is at most
+/// `MAX_SCAN_BYTES` < 2^16 bytes): math symbols, line breaks, question marks, leading bytes
+/// of multi-byte characters.
+static BYTE_COUNTS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'=' | b'^' | b'+' | b'*' | b'<' | b'>' | b'%' => 1,
+            b'\n' => 1 << 16,
+            b'?' => 1 << 32,
+            0xC0..=0xFF => 1 << 48,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
+
+const _: () = assert!(MAX_SCAN_BYTES < 1 << 16);

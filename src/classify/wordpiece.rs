@@ -4,51 +4,229 @@
 //! whitespace and punctuation (CJK characters stand alone), then greedy longest-match
 //! sub-words with `##` continuations. Words the vocabulary cannot spell are skipped (they
 //! would be `[UNK]`, which carries no meaning for the classifier). The whole-word lookup
-//! comes first, so common words cost one hash lookup (Fx hashing: the keys are our own
-//! vocabulary, not attacker-chosen, so a DoS-resistant hasher buys nothing here).
-
-use rustc_hash::FxHashMap;
+//! comes first, so common words cost one hash lookup.
+//!
+//! Speed (this runs on every request): ASCII is handled byte by byte (no `char` decoding),
+//! the current word is built in a fixed stack buffer, and the vocabulary is an
+//! open-addressing table whose keys (all but three of BERT's are at most 16 bytes) are
+//! stored inline as two `u64`s: a lookup is one multiply-hash of a masked 16-byte load and
+//! one integer compare, no `memcmp` call. The keys are our own vocabulary, not
+//! attacker-chosen, so a DoS-resistant hasher buys nothing here.
 
 use unicode_normalization::UnicodeNormalization;
 
 /// Longer "words" (base64, minified code) are skipped, as BERT does.
 const MAX_WORD_CHARS: usize = 100;
+/// A word of more bytes than this has more than `MAX_WORD_CHARS` characters (at most 4 bytes
+/// each), so it is skipped: the buffer never needs to hold more.
+const WORD_BYTES: usize = 4 * MAX_WORD_CHARS;
+/// Keys up to this many bytes are stored inline in the table.
+const INLINE: usize = 16;
+/// Buffer size: room for a 16-byte load at any position of a word.
+const BUF: usize = WORD_BYTES + INLINE;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    lo: u64,
+    hi: u64,
+    /// Key length in bytes; 0 for an empty slot.
+    len: u32,
+    id: u32,
+}
+
+/// Byte-string keys to ids: open addressing with linear probing, at most half full.
+struct VocabMap {
+    slots: Vec<Slot>,
+    shift: u32,
+    /// Keys longer than `INLINE` (three in BERT's vocabulary), searched linearly.
+    long: Vec<(&'static [u8], u32)>,
+    /// Distinct keys, the empty key included (never looked up: words are not empty).
+    count: usize,
+    has_empty: bool,
+}
+
+/// The `len <= INLINE` bytes of `buf` at `start`, zero-padded, as two words.
+/// `buf` must have `INLINE` readable bytes from `start`.
+#[inline(always)]
+fn load(buf: &[u8], start: usize, len: usize) -> (u64, u64) {
+    let chunk: &[u8; INLINE] = buf[start..start + INLINE].try_into().expect("16 bytes");
+    let mut v = u128::from_le_bytes(*chunk);
+    if len < INLINE {
+        v &= (1u128 << (8 * len)) - 1;
+    }
+    (v as u64, (v >> 64) as u64)
+}
+
+#[inline(always)]
+fn hash(lo: u64, hi: u64) -> u64 {
+    let m = u128::from(lo ^ 0x243f_6a88_85a3_08d3) * u128::from(hi ^ 0x1319_8a2e_0370_7344);
+    ((m >> 64) as u64 ^ m as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+impl VocabMap {
+    fn new(expected: usize) -> VocabMap {
+        let slots = (2 * expected).next_power_of_two().max(16);
+        VocabMap {
+            slots: vec![Slot::default(); slots],
+            shift: 64 - slots.trailing_zeros(),
+            long: Vec::new(),
+            count: 0,
+            has_empty: false,
+        }
+    }
+
+    /// Inserts or replaces (a later duplicate wins, as with `HashMap::insert`).
+    fn insert(&mut self, key: &'static str, id: u32) {
+        let key = key.as_bytes();
+        if key.is_empty() {
+            self.count += usize::from(!self.has_empty);
+            self.has_empty = true;
+        } else if key.len() > INLINE {
+            match self.long.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = id,
+                None => {
+                    self.long.push((key, id));
+                    self.count += 1;
+                }
+            }
+        } else {
+            if 2 * (self.count + 1) > self.slots.len() {
+                self.grow();
+            }
+            let mut padded = [0u8; INLINE];
+            padded[..key.len()].copy_from_slice(key);
+            let (lo, hi) = load(&padded, 0, key.len());
+            if self.put(Slot {
+                lo,
+                hi,
+                len: key.len() as u32,
+                id,
+            }) {
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Returns whether the key is new.
+    fn put(&mut self, slot: Slot) -> bool {
+        let mask = self.slots.len() - 1;
+        let mut i = (hash(slot.lo, slot.hi) >> self.shift) as usize;
+        loop {
+            let s = &mut self.slots[i];
+            if s.len == 0 {
+                *s = slot;
+                return true;
+            }
+            if s.lo == slot.lo && s.hi == slot.hi && s.len == slot.len {
+                s.id = slot.id;
+                return false;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::take(&mut self.slots);
+        self.slots = vec![Slot::default(); 2 * old.len()];
+        self.shift -= 1;
+        for s in old.into_iter().filter(|s| s.len != 0) {
+            self.put(s);
+        }
+    }
+
+    /// The id of `buf[start..end]`; `buf` must have `INLINE` readable bytes from `start`.
+    #[inline(always)]
+    fn get(&self, buf: &[u8], start: usize, end: usize) -> Option<u32> {
+        let len = end - start;
+        debug_assert!(len > 0, "words are not empty");
+        if len > INLINE {
+            let key = &buf[start..end];
+            return self.long.iter().find(|(k, _)| *k == key).map(|e| e.1);
+        }
+        let (lo, hi) = load(buf, start, len);
+        let mask = self.slots.len() - 1;
+        let mut i = (hash(lo, hi) >> self.shift) as usize;
+        loop {
+            let s = &self.slots[i];
+            if s.lo == lo && s.hi == hi && s.len == len as u32 {
+                return Some(s.id);
+            }
+            if s.len == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
 
 pub struct WordPiece {
-    ids: FxHashMap<&'static str, u32>,
+    ids: VocabMap,
     /// Continuations, keyed without their `##` prefix.
-    continuations: FxHashMap<&'static str, u32>,
+    continuations: VocabMap,
     /// Longest key in bytes: longer candidates cannot match, so they are never looked up.
     max_piece_bytes: usize,
-    /// Id of each single ASCII character (punctuation is frequent: no hashing for it).
+    /// Id of each single ASCII character that is neither whitespace nor a control
+    /// character (punctuation is frequent: no hashing for it).
     ascii: [Option<u32>; 128],
+}
+
+/// The word being built: lowercased, accent-free bytes (lookups mask off what follows).
+struct Word {
+    buf: [u8; BUF],
+    len: usize,
+    /// More than `WORD_BYTES` bytes: too long to be tokenised.
+    overflow: bool,
+}
+
+impl Word {
+    #[inline(always)]
+    fn push_byte(&mut self, b: u8) {
+        if self.len < WORD_BYTES {
+            self.buf[self.len] = b;
+            self.len += 1;
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    fn push_char(&mut self, c: char) {
+        let n = c.len_utf8();
+        if self.len + n <= WORD_BYTES {
+            c.encode_utf8(&mut self.buf[self.len..self.len + n]);
+            self.len += n;
+        } else {
+            self.overflow = true;
+        }
+    }
 }
 
 impl WordPiece {
     /// `vocab` is BERT's `vocab.txt`: one token per line, the line number is the id.
     pub fn new(vocab: &'static str) -> WordPiece {
-        let mut ids = FxHashMap::default();
-        ids.reserve(32 * 1024);
-        let mut continuations = FxHashMap::default();
-        continuations.reserve(8 * 1024);
+        let mut ids = VocabMap::new(32 * 1024);
+        let mut continuations = VocabMap::new(8 * 1024);
+        let mut max_piece_bytes = 0;
         for (id, token) in vocab.lines().enumerate() {
-            match token.strip_prefix("##") {
-                Some(rest) if !rest.is_empty() => continuations.insert(rest, id as u32),
-                _ => ids.insert(token, id as u32),
+            let key = match token.strip_prefix("##") {
+                Some(rest) if !rest.is_empty() => {
+                    continuations.insert(rest, id as u32);
+                    rest
+                }
+                _ => {
+                    ids.insert(token, id as u32);
+                    token
+                }
             };
+            max_piece_bytes = max_piece_bytes.max(key.len());
         }
-        let max_piece_bytes = ids
-            .keys()
-            .chain(continuations.keys())
-            .map(|k| k.len())
-            .max()
-            .unwrap_or(0);
         let mut ascii = [None; 128];
         for (b, slot) in ascii.iter_mut().enumerate() {
-            let c = [b as u8];
-            *slot = std::str::from_utf8(&c)
-                .ok()
-                .and_then(|k| ids.get(k).copied());
+            let c = char::from(b as u8);
+            if !(c.is_whitespace() || c.is_control()) {
+                let mut one = [0u8; INLINE];
+                one[0] = b as u8;
+                *slot = ids.get(&one, 0, 1);
+            }
         }
         WordPiece {
             ids,
@@ -59,81 +237,102 @@ impl WordPiece {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.ids.len() + self.continuations.len()
+        self.ids.count + self.continuations.count
     }
 
     /// Calls `emit` with each token id of `text`, in order.
     pub fn tokenize(&self, text: &str, mut emit: impl FnMut(u32)) {
-        let mut word = String::with_capacity(32);
-        for c in text.chars() {
-            if c.is_whitespace() || c.is_control() {
-                self.flush(&mut word, &mut emit);
-            } else if c.is_ascii() {
-                if c.is_ascii_alphanumeric() {
-                    word.push(c.to_ascii_lowercase());
+        let mut word = Word {
+            buf: [0; BUF],
+            len: 0,
+            overflow: false,
+        };
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b < 0x80 {
+                // ASCII: letters and digits build the word; whitespace and control characters
+                // end it; punctuation ends it and stands alone.
+                i += 1;
+                if b.is_ascii_alphanumeric() {
+                    word.push_byte(b.to_ascii_lowercase());
                 } else {
                     self.flush(&mut word, &mut emit);
-                    if let Some(id) = self.ascii[c as usize] {
+                    if let Some(id) = self.ascii[usize::from(b)] {
                         emit(id);
                     }
                 }
+                continue;
+            }
+            let c = text[i..].chars().next().expect("a char at a boundary");
+            i += c.len_utf8();
+            if c.is_whitespace() || c.is_control() {
+                self.flush(&mut word, &mut emit);
             } else if is_cjk(c) || !c.is_alphanumeric() {
                 // CJK characters and non-ASCII punctuation/symbols stand alone.
                 self.flush(&mut word, &mut emit);
-                let mut one = [0u8; 4];
-                self.word_pieces(c.encode_utf8(&mut one), &mut emit);
+                let mut one = [0u8; 4 + INLINE];
+                let len = c.encode_utf8(&mut one).len();
+                self.word_pieces(&one, len, &mut emit);
             } else {
                 // Lowercase, then drop accents: decompose and skip combining marks.
                 for lower in c.to_lowercase() {
-                    word.extend(
-                        std::iter::once(lower)
-                            .nfd()
-                            .filter(|m| !is_combining_mark(*m)),
-                    );
+                    for m in std::iter::once(lower).nfd() {
+                        if !is_combining_mark(m) {
+                            word.push_char(m);
+                        }
+                    }
                 }
             }
         }
         self.flush(&mut word, &mut emit);
     }
 
-    fn flush(&self, word: &mut String, emit: &mut impl FnMut(u32)) {
-        if !word.is_empty() {
-            self.word_pieces(word, emit);
-            word.clear();
+    #[inline]
+    fn flush(&self, word: &mut Word, emit: &mut impl FnMut(u32)) {
+        if word.len > 0 {
+            // An overflowing word has more than `MAX_WORD_CHARS` characters: skipped.
+            if !word.overflow {
+                self.word_pieces(&word.buf, word.len, emit);
+            }
+            word.len = 0;
+            word.overflow = false;
         }
     }
 
-    fn word_pieces(&self, word: &str, emit: &mut impl FnMut(u32)) {
-        if let Some(&id) = self.ids.get(word) {
-            emit(id);
-            return;
+    /// Emits the pieces of the word `buf[..len]` (`buf` has `INLINE` bytes of slack).
+    fn word_pieces(&self, buf: &[u8], len: usize, emit: &mut impl FnMut(u32)) {
+        if len <= self.max_piece_bytes {
+            if let Some(id) = self.ids.get(buf, 0, len) {
+                emit(id);
+                return;
+            }
         }
-        if word.chars().count() > MAX_WORD_CHARS {
+        let word = &buf[..len];
+        let is_boundary = |i: usize| i >= len || (word[i] as i8) >= -0x40;
+        if word.iter().filter(|&&b| (b as i8) >= -0x40).count() > MAX_WORD_CHARS {
             return;
         }
         // Greedy longest match; all or nothing, as in BERT (an unspellable word is [UNK]).
         let mut pieces: [u32; 16] = [0; 16];
         let mut count = 0;
         let mut start = 0;
-        while start < word.len() {
+        while start < len {
             let table = if start == 0 {
                 &self.ids
             } else {
                 &self.continuations
             };
             // The whole word was looked up already; never try pieces longer than any key.
-            let longest = if start == 0 {
-                word.len() - 1
-            } else {
-                word.len() - start
-            };
+            let longest = if start == 0 { len - 1 } else { len - start };
             let mut end = start + longest.min(self.max_piece_bytes);
             let found = loop {
                 if end <= start {
                     break None;
                 }
-                if word.is_char_boundary(end) {
-                    if let Some(&id) = table.get(&word[start..end]) {
+                if is_boundary(end) {
+                    if let Some(id) = table.get(buf, start, end) {
                         break Some(id);
                     }
                 }
