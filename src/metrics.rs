@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::time::Instant;
 
@@ -30,6 +30,11 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub in_flight: IntGauge,
     pub classifier_decisions: IntCounterVec,
+    // --- Resilience (upstream/deployments.rs, upstream/route.rs, endpoints.rs) ---
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    pub upstream_retries: IntCounterVec,
+    pub fallbacks: IntCounterVec,
 }
 
 /// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
@@ -110,6 +115,40 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        // --- Resilience ---
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "deliberate_deployment_breaker_state",
+                "Circuit breaker of each deployment: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["model", "deployment"],
+        )
+        .expect("valid metric");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "deliberate_upstream_retries_total",
+                "Retried upstream attempts (before the first response byte), by deployment tried.",
+            ),
+            &["model", "deployment"],
+        )
+        .expect("valid metric");
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "deliberate_fallbacks_total",
+                "Requests handed to a fallback model after the decided model failed.",
+            ),
+            &["tenant", "from_model", "to_model"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(breaker_state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_retries.clone()),
+            Box::new(fallbacks.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
         Arc::new(Metrics {
             registry,
             requests,
@@ -119,6 +158,9 @@ impl Metrics {
             tokens,
             in_flight,
             classifier_decisions,
+            breaker_state,
+            upstream_retries,
+            fallbacks,
         })
     }
 
