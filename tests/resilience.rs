@@ -295,3 +295,75 @@ async fn the_retry_budget_bounds_retries() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_error_is_neither_retried_nor_handed_to_a_fallback() {
+    bounded(async {
+        let a = MockUpstream::always(400).await;
+        let b = MockUpstream::ok("fallback answer").await;
+        let config = two_deployments(a.addr, b.addr, "").replace("{ provider = \"a\" }, ", "");
+        // The chain names the decided model too: it is skipped, never tried twice.
+        let tenant = tenant_toml(
+            "acme",
+            KEY,
+            "chat-model",
+            "think-model",
+            "[fallbacks]\nreasoning = [\"think-model\", \"chat-model\"]\n",
+        );
+        let gw = Gateway::start(&config, &[("acme", tenant)]).await;
+        let response = gw.chat(hi("reasoning")).await;
+        assert_eq!(response.status(), 400);
+        assert_eq!(a.count(), 1, "a 400 is the request's fault: no retry");
+        assert_eq!(b.count(), 0, "and no fallback");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_deployment_is_retried_on_the_other_one() {
+    bounded(async {
+        // A port with nothing listening: connection refused, before any response byte.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let b = MockUpstream::ok("from b").await;
+        let config = two_deployments(dead, b.addr, "[resilience]\nmax_retries = 1\n");
+        let gw = Gateway::start_acme(&config, "chat-model", "think-model").await;
+        for _ in 0..5 {
+            assert_eq!(gw.chat(hi("fast")).await.status(), 200);
+        }
+        assert_eq!(b.count(), 5);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_503_before_a_stream_starts_is_retried_on_the_other_deployment() {
+    bounded(async {
+        let a = MockUpstream::always(503).await;
+        let b = MockUpstream::stream(
+            vec![
+                (Duration::ZERO, data_event(&chunk("streamed"))),
+                (Duration::ZERO, "data: [DONE]\n\n".into()),
+            ],
+            StreamEnd::Close,
+        )
+        .await;
+        let config = two_deployments(a.addr, b.addr, "[resilience]\nmax_retries = 1\n");
+        let gw = Gateway::start_acme(&config, "chat-model", "think-model").await;
+        for _ in 0..10 {
+            let response = gw.chat(stream_request("fast")).await;
+            assert_eq!(response.status(), 200);
+            let text = read_text(response).await;
+            assert!(
+                text.contains("streamed") && text.contains("[DONE]"),
+                "{text}"
+            );
+            if a.count() > 0 {
+                break;
+            }
+        }
+        assert_eq!(a.count(), 1);
+    })
+    .await;
+}

@@ -41,7 +41,7 @@ pub struct Upstream {
     fast: reqwest::Client,
     reasoning: reqwest::Client,
     /// Per-deployment latency, breakers and the retry budget; kept across config reloads.
-    deployments: deployments::Registry,
+    deployments: Arc<deployments::Registry>,
 }
 
 fn client(timeouts: &TierTimeouts) -> reqwest::Client {
@@ -97,7 +97,16 @@ impl Upstream {
         Upstream {
             fast: client(&snapshot.fast_timeouts),
             reasoning: client(&snapshot.reasoning_timeouts),
-            deployments: deployments::Registry::default(),
+            deployments: Arc::default(),
+        }
+    }
+
+    /// A new `Upstream` for a reloaded snapshot (new connect timeouts) that keeps what this
+    /// one learned about every deployment: latency, breakers, retry budget.
+    pub fn rebuilt(&self, snapshot: &Snapshot) -> Upstream {
+        Upstream {
+            deployments: self.deployments.clone(),
+            ..Upstream::new(snapshot)
         }
     }
 
@@ -234,14 +243,18 @@ fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
     }
 }
 
+/// Message prefixes of failures without an answer: `route::is_retryable` retries them.
+pub(crate) const CONNECTION_FAILED: &str = "connection failed";
+pub(crate) const REQUEST_FAILED: &str = "request failed";
+
 /// A readable, secret-free description of a reqwest error (the URL is left out).
 fn error_chain(e: &reqwest::Error) -> String {
     let mut message = if e.is_connect() {
-        "connection failed".to_string()
+        CONNECTION_FAILED.to_string()
     } else if e.is_body() || e.is_decode() {
         "response body failed".to_string()
     } else {
-        "request failed".to_string()
+        REQUEST_FAILED.to_string()
     };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

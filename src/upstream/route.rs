@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::deployments::{Outcome, Pick};
-use super::{CallContext, Upstream};
+use super::{CallContext, Upstream, CONNECTION_FAILED, REQUEST_FAILED};
 use crate::api::ChatRequest;
 use crate::body::Body;
 use crate::classify::Tier;
@@ -56,10 +56,10 @@ pub fn is_retryable(e: &GatewayError) -> bool {
             matches!(status, 429 | 500 | 502 | 503 | 504)
         }
         GatewayError::UpstreamTimeout { which, .. } => matches!(*which, "connect" | "first-token"),
-        // `send_error` words: the request did not get an answer (a body read failure after
-        // the head says "response body failed" and is not retried).
+        // The request got no answer (a body read failure after the head says "response
+        // body failed" and is not retried).
         GatewayError::UpstreamUnavailable { message, .. } => {
-            message.starts_with("connection failed") || message.starts_with("request failed")
+            message.starts_with(CONNECTION_FAILED) || message.starts_with(REQUEST_FAILED)
         }
         _ => false,
     }
