@@ -64,6 +64,7 @@ fn retarget(
 ) {
     decision.tier = tier;
     decision.model = tenant.tier_model(tier).clone();
+    decision.fallbacks = crate::policy::fallbacks_for(tenant, tier, &decision.model);
     decision.reason = reason;
     decision.source = source;
 }
@@ -295,6 +296,13 @@ pub fn admit(
                 }
             }
         }
+    }
+    // A fallback never escapes the budget: only models whose worst case fits the amount
+    // reserved for this request stay in the chain.
+    if let Some(r) = &reservation {
+        decision
+            .fallbacks
+            .retain(|m| worst_case(&m.price, estimate.prompt, estimate.max_output) <= r.amount());
     }
     Ok(Admitted {
         decision,

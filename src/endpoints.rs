@@ -7,18 +7,20 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 use serde_json::json;
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::admission::RequestDeadline;
 use crate::api::ChatRequest;
 use crate::body::{full, Body};
+use crate::config::Model;
 use crate::error::GatewayError;
 use crate::layers::request_id::RequestId;
 use crate::layers::tenant::TenantCtx;
 use crate::layers::BoxFuture;
-use crate::metrics::{Metrics, RequestLabels, RequestRecorder};
+use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::Decision;
-use crate::upstream::{translate, CallContext, ProviderAdjustments, Upstream};
+use crate::upstream::{translate, ProviderAdjustments, RouteRequest, Upstream};
 
 /// Dispatches by method and path; `chat` is the chat completions stack.
 #[derive(Clone)]
@@ -174,6 +176,9 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 .get::<RequestId>()
                 .ok_or_else(|| missing("request id"))?;
 
+            // The client's body before adaptation, kept only when a fallback may need it
+            // (each model gets parameters adapted from what the client sent).
+            let original = (!decision.fallbacks.is_empty()).then(|| chat.clone());
             let adjusted = translate::adapt_request(&mut chat.body, &decision.model)?;
             translate::request_stream_usage(&mut chat, &decision.model);
             let mut timeouts = *ctx.snapshot.timeouts(decision.tier);
@@ -182,20 +187,48 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 timeouts.total = timeouts.total.min(*d);
                 timeouts.first_token = timeouts.first_token.min(timeouts.total);
             }
-            let call = CallContext {
-                model: decision.model.clone(),
-                tier: decision.tier,
+            let route = |model: &Arc<Model>| RouteRequest {
+                model: model.clone(),
+                tier: model.tier,
+                // One deadline for the whole request, fallbacks included.
                 timeouts,
-                request_started: labels.started,
-                recorder: Arc::new(RequestRecorder::new(
-                    metrics,
-                    labels.clone(),
-                    decision.model.provider.name.clone(),
-                )),
+                resilience: ctx.snapshot.resilience,
+                labels: labels.clone(),
+                metrics: metrics.clone(),
                 request_id: request_id.0.clone(),
             };
-            let mut response = upstream.call(call, chat).await?;
-            let mut adjusted = adjusted;
+            let mut result = upstream.route(&route(&decision.model), chat).await;
+            let (mut served, mut adjusted, mut fallback_reason) = (&decision.model, adjusted, None);
+            let deadline = labels.started + timeouts.total;
+            for next in &decision.fallbacks {
+                let first = match &result {
+                    Err(failure) if failure.fallback && Instant::now() < deadline => failure,
+                    _ => break,
+                };
+                let Some(mut body) = original.clone() else {
+                    break;
+                };
+                // A fallback that cannot take this request's parameters is skipped.
+                let Ok(next_adjusted) = translate::adapt_request(&mut body.body, next) else {
+                    continue;
+                };
+                translate::request_stream_usage(&mut body, next);
+                metrics
+                    .fallbacks
+                    .with_label_values(&[&ctx.tenant.name, &decision.model.name, &next.name])
+                    .inc();
+                fallback_reason.get_or_insert_with(|| {
+                    format!(
+                        "fallback: {} failed ({})",
+                        decision.model.name, first.summary
+                    )
+                });
+                tracing::info!(from = &*served.name, to = &*next.name, "falling back");
+                served = next;
+                adjusted = next_adjusted;
+                result = upstream.route(&route(next), body).await;
+            }
+            let mut response = result.map_err(|failure| failure.error)?;
             if let Some(provider) = response.extensions_mut().remove::<ProviderAdjustments>() {
                 adjusted.extend(provider.0);
             }
@@ -208,10 +241,11 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
             };
             set(
                 "x-deliberate-tier",
-                Some(HeaderValue::from_static(decision.tier.as_str())),
+                Some(HeaderValue::from_static(served.tier.as_str())),
             );
-            set("x-deliberate-model", header_value(&decision.model.name));
-            set("x-deliberate-reason", header_value(&decision.reason));
+            set("x-deliberate-model", header_value(&served.name));
+            let reason = fallback_reason.as_deref().unwrap_or(&decision.reason);
+            set("x-deliberate-reason", header_value(reason));
             // An explicit choice is certain: 0 for fast, 1 for reasoning.
             let score = decision.score.unwrap_or(match decision.tier {
                 crate::classify::Tier::Fast => 0.0,

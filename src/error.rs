@@ -43,6 +43,8 @@ pub enum GatewayError {
         provider: String,
         status: u16,
         message: String,
+        /// The provider's `Retry-After` (seconds), honoured by the retry loop.
+        retry_after_secs: Option<u64>,
     },
     /// The provider could not be reached or broke the connection before answering.
     #[error("Upstream provider `{provider}` is unreachable: {message}")]
@@ -247,6 +249,7 @@ mod tests {
             provider: "openai".into(),
             status: 429,
             message: "slow down".into(),
+            retry_after_secs: None,
         };
         assert_eq!(err.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(err.error_type(), "rate_limit_error");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use prometheus::{
     exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::time::Instant;
 
@@ -39,6 +39,11 @@ pub struct Metrics {
     pub budget_actions: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub shadow_decisions: IntCounterVec,
+    // --- Resilience (upstream/deployments.rs, upstream/route.rs, endpoints.rs) ---
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    pub upstream_retries: IntCounterVec,
+    pub fallbacks: IntCounterVec,
 }
 
 /// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
@@ -179,6 +184,40 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        // --- Resilience ---
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "deliberate_deployment_breaker_state",
+                "Circuit breaker of each deployment: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["model", "deployment"],
+        )
+        .expect("valid metric");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "deliberate_upstream_retries_total",
+                "Retried upstream attempts (before the first response byte), by deployment tried.",
+            ),
+            &["model", "deployment"],
+        )
+        .expect("valid metric");
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "deliberate_fallbacks_total",
+                "Requests handed to a fallback model after the decided model failed.",
+            ),
+            &["tenant", "from_model", "to_model"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(breaker_state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_retries.clone()),
+            Box::new(fallbacks.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
         Arc::new(Metrics {
             registry,
             requests,
@@ -194,6 +233,9 @@ impl Metrics {
             budget_actions,
             rate_limited,
             shadow_decisions,
+            breaker_state,
+            upstream_retries,
+            fallbacks,
         })
     }
 

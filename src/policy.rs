@@ -61,9 +61,25 @@ pub struct Decision {
     /// Short, header-safe explanation.
     pub reason: String,
     pub source: DecisionSource,
+    /// Models to try, in order, when every attempt on `model` failed before the first
+    /// byte: the tenant's fallback chain for `tier`, without `model` itself. Only models
+    /// the tenant may use (validation guarantees chains name allowed models).
+    pub fallbacks: Vec<Arc<Model>>,
 }
 
 pub const TIER_HEADER: &str = "x-deliberate-tier";
+
+/// The tenant's fallback chain for `tier`, without `model` itself.
+pub fn fallbacks_for(tenant: &Tenant, tier: Tier, model: &Arc<Model>) -> Vec<Arc<Model>> {
+    tenant
+        .policy
+        .fallbacks
+        .tier(tier)
+        .iter()
+        .filter(|m| m.name != model.name)
+        .cloned()
+        .collect()
+}
 
 pub fn decide(
     tenant: &Tenant,
@@ -72,9 +88,11 @@ pub fn decide(
     classifier: &dyn Classifier,
 ) -> Result<Decision, GatewayError> {
     let requested = request.model();
+    let fallbacks = |tier: Tier, model: &Arc<Model>| fallbacks_for(tenant, tier, model);
     let chosen = |tier: Tier, score, reason: String, source| Decision {
         tier,
         model: tenant.tier_model(tier).clone(),
+        fallbacks: fallbacks(tier, tenant.tier_model(tier)),
         score,
         reason,
         source,
@@ -98,6 +116,7 @@ pub fn decide(
                 })?;
             return Ok(Decision {
                 tier: model.tier,
+                fallbacks: fallbacks(model.tier, model),
                 model: model.clone(),
                 score: None,
                 reason: "model named in request".into(),

@@ -489,3 +489,44 @@ async fn shadow_mode_records_the_decision_and_routes_as_before() {
     let r = gw.chat(ask("reasoning", CHAT)).await;
     assert_eq!(header(&r, "x-deliberate-tier"), "reasoning");
 }
+
+#[tokio::test]
+async fn a_fallback_never_escapes_the_budget_reservation() {
+    let upstream = MockUpstream::start(|r| {
+        let model = r.body["model"].as_str().unwrap_or_default().to_string();
+        if model.starts_with("think") {
+            MockReply::error(503, "overloaded")
+        } else {
+            MockReply::json(completion_with_usage(&model, 10, 5))
+        }
+    })
+    .await;
+    let extra = "[models.pricey]\nprovider = \"mock\"\ntier = \"reasoning\"\nprice = { input_per_1m = 100.0, output_per_1m = 400.0 }\n\n[models.cheap]\nprovider = \"mock\"\ntier = \"fast\"\nprice = { input_per_1m = 0.1, output_per_1m = 0.1 }\n";
+    let config = openai_config(upstream.addr, extra);
+    let policy = "allowed_models = [\"pricey\", \"cheap\"]\n[fallbacks]\nreasoning = [\"pricey\", \"cheap\"]\n[budget]\ndaily_usd = 10.0\n";
+    let gw = Gateway::start(
+        &config,
+        &[(
+            "acme",
+            tenant_toml("acme", KEY, "chat-model", "think-model", policy),
+        )],
+    )
+    .await;
+    let r = gw.chat(ask("reasoning", MATH)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-deliberate-model"), "cheap");
+    assert!(header(&r, "x-deliberate-reason").starts_with("fallback: think-model failed"));
+    read_text(r).await;
+    let models: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !models.contains(&"pricey".to_string()),
+        "pricey costs more than the reservation: {models:?}"
+    );
+    // Billed at the model that served it: 10 * 0.1/1M + 5 * 0.1/1M.
+    let cost = metrics_value(&gw, "deliberate_cost_usd_total", &["model=\"cheap\""]).await;
+    assert!((cost - 0.0000015).abs() < 1e-12, "{cost}");
+}

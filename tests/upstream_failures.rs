@@ -172,7 +172,8 @@ async fn upstream_500_is_502_with_the_upstream_message() {
         message.contains("500"),
         "upstream status mentioned: {message}"
     );
-    assert_eq!(mock.requests().len(), 1);
+    // A 500 is retryable: the first attempt plus `max_retries` (default 2) retries.
+    assert_eq!(mock.requests().len(), 3);
     assert_outcome(&gw, "upstream_status").await;
 }
 

@@ -49,20 +49,23 @@ fn build(
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<(reqwest::RequestBuilder, Vec<String>), GatewayError> {
-    let translated =
-        to_anthropic_request(&request.body, &ctx.model.upstream_model, DEFAULT_MAX_TOKENS)
-            .map_err(|e| translate_error(ctx, e))?;
-    let version = match &ctx.model.provider.kind {
+    let translated = to_anthropic_request(
+        &request.body,
+        &ctx.deployment.upstream_model,
+        DEFAULT_MAX_TOKENS,
+    )
+    .map_err(|e| translate_error(ctx, e))?;
+    let version = match &ctx.deployment.provider.kind {
         ProviderKind::Anthropic { version } => version.as_str(),
         _ => "2023-06-01",
     };
     let body = serde_json::to_vec(&translated.body).expect("a JSON value serializes");
     let mut builder = client
-        .post(url(&ctx.model)?)
+        .post(url(&ctx.deployment.provider)?)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", version)
         .body(body);
-    if let Some((name, value)) = auth(&ctx.model)? {
+    if let Some((name, value)) = auth(&ctx.deployment.provider)? {
         builder = builder.header(name, value);
     }
     let dropped = translated
@@ -93,8 +96,9 @@ pub(super) async fn complete(
                 provider: ctx.provider(),
                 message: format!("response is not JSON: {e}"),
             })?;
-        let completion = from_anthropic_response(&message, &ctx.model.upstream_model, unix_now())
-            .map_err(|e| translate_error(ctx, e))?;
+        let completion =
+            from_anthropic_response(&message, &ctx.deployment.upstream_model, unix_now())
+                .map_err(|e| translate_error(ctx, e))?;
         if let Some(usage) = completion.get("usage") {
             ctx.recorder.usage(usage);
         }
@@ -102,7 +106,8 @@ pub(super) async fn complete(
         Ok((Bytes::from(json), ProviderAdjustments(dropped)))
     }
     .await;
-    result.inspect_err(|e| ctx.recorder.stream_failed(e))
+    // Not recorded as the outcome here: the retry loop decides whether this error is final.
+    result
 }
 
 pub(super) fn stream(
@@ -119,7 +124,7 @@ pub(super) fn stream(
             return Err(status_error(&ctx, response, from_anthropic_error).await);
         }
         let translator =
-            StreamTranslator::new(&ctx.model.upstream_model, unix_now(), include_usage);
+            StreamTranslator::new(&ctx.deployment.upstream_model, unix_now(), include_usage);
         let events: Events = Box::pin(TranslatedStream {
             inner: Box::pin(response.bytes_stream()),
             parser: SseParser::new(MAX_UPSTREAM_EVENT_BYTES),

@@ -8,6 +8,9 @@
 
 pub mod anthropic;
 mod anthropic_call;
+pub mod deployments;
+mod route;
+pub use route::{RouteFailure, RouteRequest};
 mod anthropic_response;
 pub use anthropic_call::ProviderAdjustments;
 mod openai;
@@ -25,7 +28,7 @@ use crate::api::ChatRequest;
 use crate::body::relay::{EventStream, PendingStream, RelaySource, SseRelay, StreamTiming};
 use crate::body::{full, Body};
 use crate::classify::Tier;
-use crate::config::{Model, ProviderKind, Snapshot, TierTimeouts};
+use crate::config::{Deployment, Model, Provider, ProviderKind, Snapshot, TierTimeouts};
 use crate::error::GatewayError;
 use crate::metrics::RequestRecorder;
 
@@ -37,6 +40,8 @@ const MAX_UPSTREAM_EVENT_BYTES: usize = 4 * 1024 * 1024;
 pub struct Upstream {
     fast: reqwest::Client,
     reasoning: reqwest::Client,
+    /// Per-deployment latency, breakers and the retry budget; kept across config reloads.
+    deployments: Arc<deployments::Registry>,
 }
 
 fn client(timeouts: &TierTimeouts) -> reqwest::Client {
@@ -55,6 +60,9 @@ fn client(timeouts: &TierTimeouts) -> reqwest::Client {
 #[derive(Clone)]
 pub struct CallContext {
     pub model: Arc<Model>,
+    /// The deployment this attempt goes to: its provider and upstream model name are used,
+    /// never `model.provider`/`model.upstream_model`.
+    pub deployment: Arc<Deployment>,
     pub tier: Tier,
     pub timeouts: TierTimeouts,
     pub request_started: Instant,
@@ -72,7 +80,7 @@ impl CallContext {
     }
 
     fn provider(&self) -> String {
-        self.model.provider.name.to_string()
+        self.deployment.provider.name.to_string()
     }
 
     fn timeout(&self, which: &'static str, after: Duration) -> GatewayError {
@@ -89,6 +97,16 @@ impl Upstream {
         Upstream {
             fast: client(&snapshot.fast_timeouts),
             reasoning: client(&snapshot.reasoning_timeouts),
+            deployments: Arc::default(),
+        }
+    }
+
+    /// A new `Upstream` for a reloaded snapshot (new connect timeouts) that keeps what this
+    /// one learned about every deployment: latency, breakers, retry budget.
+    pub fn rebuilt(&self, snapshot: &Snapshot) -> Upstream {
+        Upstream {
+            deployments: self.deployments.clone(),
+            ..Upstream::new(snapshot)
         }
     }
 
@@ -102,35 +120,35 @@ impl Upstream {
     pub async fn call(
         &self,
         ctx: CallContext,
-        request: ChatRequest,
+        request: &ChatRequest,
     ) -> Result<Response<Body>, GatewayError> {
         let stream = request.is_stream();
         let client = self.client(ctx.tier).clone();
-        match (&ctx.model.provider.kind, stream) {
+        match (&ctx.deployment.provider.kind, stream) {
             (ProviderKind::Simulated { .. }, false) => {
-                let json = simulated::complete(&ctx, &request).await?;
+                let json = simulated::complete(&ctx, request).await?;
                 Ok(finish_json(&ctx, json))
             }
             (ProviderKind::Simulated { .. }, true) => {
-                let events = simulated::stream(&ctx, &request);
+                let events = simulated::stream(&ctx, request);
                 Ok(stream_response(&ctx, RelaySource::Streaming(events)))
             }
             (ProviderKind::OpenAi, false) => {
-                let json = openai::complete(&client, &ctx, &request).await?;
+                let json = openai::complete(&client, &ctx, request).await?;
                 Ok(finish_json(&ctx, json))
             }
             (ProviderKind::OpenAi, true) => {
-                let pending = openai::stream(client, &ctx, &request);
+                let pending = openai::stream(client, &ctx, request);
                 start_stream(&ctx, pending).await
             }
             (ProviderKind::Anthropic { .. }, false) => {
-                let (json, dropped) = anthropic_call::complete(&client, &ctx, &request).await?;
+                let (json, dropped) = anthropic_call::complete(&client, &ctx, request).await?;
                 let mut response = finish_json(&ctx, json);
                 response.extensions_mut().insert(dropped);
                 Ok(response)
             }
             (ProviderKind::Anthropic { .. }, true) => {
-                let (pending, dropped) = anthropic_call::stream(client, &ctx, &request)?;
+                let (pending, dropped) = anthropic_call::stream(client, &ctx, request)?;
                 let mut response = start_stream(&ctx, pending).await?;
                 response.extensions_mut().insert(dropped);
                 Ok(response)
@@ -152,7 +170,8 @@ fn finish_json(ctx: &CallContext, json: Bytes) -> Response<Body> {
 
 /// Waits for the provider's response head, but not forever: if it has not come by the time
 /// the first keep-alive is due, the 200 goes out and the relay keeps the connection warm.
-/// An error before that point keeps its own status (e.g. 401 from the provider -> 502).
+/// An error before that point keeps its own status (e.g. 401 from the provider -> 502) and
+/// may still be retried, so it is not recorded as the request's outcome here (see `route`).
 async fn start_stream(
     ctx: &CallContext,
     mut pending: PendingStream,
@@ -161,14 +180,12 @@ async fn start_stream(
     let first_token_at = ctx.first_token_deadline().min(ctx.total_deadline());
     tokio::select! {
         result = &mut pending => {
-            let events = result.inspect_err(|e| ctx.recorder.stream_failed(e))?;
+            let events = result?;
             Ok(stream_response(ctx, RelaySource::Streaming(events)))
         }
         _ = tokio::time::sleep_until(keepalive_at.min(first_token_at)) => {
             if Instant::now() >= first_token_at {
-                let error = ctx.timeout("first-token", first_token_at - ctx.request_started);
-                ctx.recorder.stream_failed(&error);
-                return Err(error);
+                return Err(ctx.timeout("first-token", first_token_at - ctx.request_started));
             }
             Ok(stream_response(ctx, RelaySource::Pending(pending)))
         }
@@ -196,8 +213,7 @@ fn stream_response(ctx: &CallContext, source: RelaySource) -> Response<Body> {
 }
 
 /// The provider's auth header, or an error if its key variable is unset.
-fn auth(model: &Model) -> Result<Option<(header::HeaderName, HeaderValue)>, GatewayError> {
-    let provider = &model.provider;
+fn auth(provider: &Provider) -> Result<Option<(header::HeaderName, HeaderValue)>, GatewayError> {
     match (&provider.api_key, &provider.api_key_env) {
         (Some(key), _) => Ok(Some((provider.auth_header.clone(), key.clone()))),
         (None, Some(env)) => Err(GatewayError::ProviderKeyMissing {
@@ -210,12 +226,9 @@ fn auth(model: &Model) -> Result<Option<(header::HeaderName, HeaderValue)>, Gate
 }
 
 /// The provider's completion endpoint (parsed once, at config load).
-fn url(model: &Model) -> Result<reqwest::Url, GatewayError> {
-    model.provider.endpoint.clone().ok_or_else(|| {
-        GatewayError::Internal(format!(
-            "provider `{}` has no endpoint",
-            model.provider.name
-        ))
+fn url(provider: &Provider) -> Result<reqwest::Url, GatewayError> {
+    provider.endpoint.clone().ok_or_else(|| {
+        GatewayError::Internal(format!("provider `{}` has no endpoint", provider.name))
     })
 }
 
@@ -230,14 +243,18 @@ fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
     }
 }
 
+/// Message prefixes of failures without an answer: `route::is_retryable` retries them.
+pub(crate) const CONNECTION_FAILED: &str = "connection failed";
+pub(crate) const REQUEST_FAILED: &str = "request failed";
+
 /// A readable, secret-free description of a reqwest error (the URL is left out).
 fn error_chain(e: &reqwest::Error) -> String {
     let mut message = if e.is_connect() {
-        "connection failed".to_string()
+        CONNECTION_FAILED.to_string()
     } else if e.is_body() || e.is_decode() {
         "response body failed".to_string()
     } else {
-        "request failed".to_string()
+        REQUEST_FAILED.to_string()
     };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -282,11 +299,18 @@ async fn status_error(
     message_of: fn(u16, &[u8]) -> String,
 ) -> GatewayError {
     let status = response.status().as_u16();
+    // Only the delay-seconds form; an HTTP date is rare from LLM providers and ignored.
+    let retry_after_secs = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let body = read_body(ctx, response).await.unwrap_or_default();
     GatewayError::UpstreamStatus {
         provider: ctx.provider(),
         status,
         message: message_of(status, &body),
+        retry_after_secs,
     }
 }
 

@@ -26,11 +26,11 @@ fn build(
     request: &ChatRequest,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
     let mut builder = client
-        .post(url(&ctx.model)?)
+        .post(url(&ctx.deployment.provider)?)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("x-request-id", ctx.request_id.clone())
         .body(request.to_bytes());
-    if let Some((name, value)) = auth(&ctx.model)? {
+    if let Some((name, value)) = auth(&ctx.deployment.provider)? {
         builder = builder.header(name, value);
     }
     Ok(builder)
@@ -78,7 +78,8 @@ pub(super) async fn complete(
         Ok(bytes)
     }
     .await;
-    result.inspect_err(|e| ctx.recorder.stream_failed(e))
+    // Not recorded as the outcome here: the retry loop decides whether this error is final.
+    result
 }
 
 pub(super) fn stream(

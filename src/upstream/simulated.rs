@@ -44,7 +44,7 @@ struct Plan {
 
 impl Plan {
     fn new(ctx: &CallContext, request: &ChatRequest) -> Plan {
-        let (ttft, tps) = match ctx.model.provider.kind {
+        let (ttft, tps) = match ctx.deployment.provider.kind {
             ProviderKind::Simulated {
                 time_to_first_token,
                 tokens_per_second,
@@ -78,7 +78,7 @@ impl Plan {
         };
         Plan {
             id: format!("chatcmpl-sim-{}", hex::encode(&digest[..6])),
-            model: ctx.model.upstream_model.clone(),
+            model: ctx.deployment.upstream_model.clone(),
             created: unix_now(),
             finish_reason: if limit.is_some_and(|l| l < natural) {
                 "length"
@@ -176,9 +176,7 @@ pub(super) async fn complete(
     let done_at = Instant::now() + plan.duration();
     if done_at > ctx.total_deadline() {
         tokio::time::sleep_until(ctx.total_deadline()).await;
-        let error = ctx.timeout("total", ctx.timeouts.total);
-        ctx.recorder.stream_failed(&error);
-        return Err(error);
+        return Err(ctx.timeout("total", ctx.timeouts.total));
     }
     tokio::time::sleep_until(done_at).await;
     let text = plan.text();

@@ -213,6 +213,8 @@ pub enum MockReply {
     Json { status: u16, body: String },
     /// Wait, then answer with the inner reply (response headers are held back too).
     Delay(Duration, Box<MockReply>),
+    /// The inner reply with these extra response headers (e.g. `retry-after`).
+    WithHeaders(Vec<(&'static str, String)>, Box<MockReply>),
     /// An SSE stream: each event is sent after its delay; then the stream ends as `end` says.
     Stream {
         events: Vec<(Duration, String)>,
@@ -333,10 +335,33 @@ impl MockUpstream {
         };
         self.received.lock().unwrap().push(received.clone());
         let mut reply = handler(&received);
-        while let MockReply::Delay(wait, inner) = reply {
-            tokio::time::sleep(wait).await;
-            reply = *inner;
+        let mut extra_headers = Vec::new();
+        loop {
+            match reply {
+                MockReply::Delay(wait, inner) => {
+                    tokio::time::sleep(wait).await;
+                    reply = *inner;
+                }
+                MockReply::WithHeaders(headers, inner) => {
+                    extra_headers.extend(headers);
+                    reply = *inner;
+                }
+                other => {
+                    reply = other;
+                    break;
+                }
+            }
         }
+        let mut response = self.reply(reply);
+        for (name, value) in extra_headers {
+            response
+                .headers_mut()
+                .insert(name, http::HeaderValue::from_str(&value).unwrap());
+        }
+        response
+    }
+
+    fn reply(&self, reply: MockReply) -> Response<MockBody> {
         match reply {
             MockReply::Json { status, body } => Response::builder()
                 .status(StatusCode::from_u16(status).unwrap())
@@ -377,7 +402,9 @@ impl MockUpstream {
                     .body(MockBody::Stream(Box::pin(StreamBody::new(stream))))
                     .unwrap()
             }
-            MockReply::Delay(..) => unreachable!("delays are unwrapped above"),
+            MockReply::Delay(..) | MockReply::WithHeaders(..) => {
+                unreachable!("wrappers are unwrapped above")
+            }
         }
     }
 }
@@ -548,4 +575,52 @@ pub fn assert_event(event: &str, expected: serde_json::Value) {
         serde_json::from_str::<serde_json::Value>(event).unwrap(),
         expected
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Resilience helpers (tests/resilience.rs)
+// ---------------------------------------------------------------------------------------
+
+impl MockReply {
+    /// `reply` with a `retry-after: <secs>` response header.
+    pub fn retry_after(secs: u64, reply: MockReply) -> MockReply {
+        MockReply::WithHeaders(vec![("retry-after", secs.to_string())], Box::new(reply))
+    }
+}
+
+impl MockUpstream {
+    /// A mock whose first `n` requests get `failure()`, and every later one `then()`.
+    pub async fn failing_first(
+        n: usize,
+        failure: impl Fn() -> MockReply + Send + Sync + 'static,
+        then: impl Fn() -> MockReply + Send + Sync + 'static,
+    ) -> MockUpstream {
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        MockUpstream::start(move |_| {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                failure()
+            } else {
+                then()
+            }
+        })
+        .await
+    }
+
+    /// A mock answering every request with `status` (an OpenAI-shaped error).
+    pub async fn always(status: u16) -> MockUpstream {
+        MockUpstream::start(move |_| MockReply::error(status, "mock failure")).await
+    }
+
+    /// A mock answering every request with a completion saying `content`.
+    pub async fn ok(content: &'static str) -> MockUpstream {
+        MockUpstream::start(move |r| {
+            MockReply::json(completion(r.body["model"].as_str().unwrap_or("m"), content))
+        })
+        .await
+    }
+
+    /// How many requests this mock received.
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
 }

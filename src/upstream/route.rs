@@ -1,0 +1,190 @@
+//! One model, several attempts: retries before the first response byte only.
+//!
+//! `Upstream::route` picks a deployment (`deployments.rs`), calls it, and on a retryable
+//! failure (connection error, timeout before headers, 429/500/502/503/504) tries again,
+//! another deployment first, bounded by `max_retries`, the shared retry budget, the
+//! provider's `Retry-After` and the request's deadline. Once `Upstream::call` has returned a
+//! response (a head, or for a slow stream the 200 with keep-alives) nothing is retried:
+//! bytes may have reached the client.
+//!
+//! Each attempt has its own `RequestRecorder`; only the final error is recorded as the
+//! request's outcome, so a request that succeeded on its second attempt counts as `ok`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Response};
+use serde_json::Value;
+use tokio::time::Instant;
+use tower::retry::budget::Budget;
+
+use super::deployments::{Outcome, Pick};
+use super::{CallContext, Upstream, CONNECTION_FAILED, REQUEST_FAILED};
+use crate::api::ChatRequest;
+use crate::body::Body;
+use crate::classify::Tier;
+use crate::config::{Model, Resilience, TierTimeouts};
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, RequestLabels, RequestRecorder};
+
+/// What routing one request to one model needs.
+#[derive(Clone)]
+pub struct RouteRequest {
+    pub model: Arc<Model>,
+    pub tier: Tier,
+    pub timeouts: TierTimeouts,
+    pub resilience: Resilience,
+    pub labels: Arc<RequestLabels>,
+    pub metrics: Arc<Metrics>,
+    pub request_id: HeaderValue,
+}
+
+/// Every attempt failed before the first byte.
+#[derive(Debug)]
+pub struct RouteFailure {
+    pub error: GatewayError,
+    /// True when the failure is the model's, not the request's: another model may serve it.
+    pub fallback: bool,
+    /// Short, header-safe description, e.g. `upstream 503`.
+    pub summary: String,
+}
+
+/// Whether a failure before the response head is worth another attempt.
+pub fn is_retryable(e: &GatewayError) -> bool {
+    match e {
+        GatewayError::UpstreamStatus { status, .. } => {
+            matches!(status, 429 | 500 | 502 | 503 | 504)
+        }
+        GatewayError::UpstreamTimeout { which, .. } => matches!(*which, "connect" | "first-token"),
+        // The request got no answer (a body read failure after the head says "response
+        // body failed" and is not retried).
+        GatewayError::UpstreamUnavailable { message, .. } => {
+            message.starts_with(CONNECTION_FAILED) || message.starts_with(REQUEST_FAILED)
+        }
+        _ => false,
+    }
+}
+
+fn summary(e: &GatewayError) -> String {
+    match e {
+        GatewayError::UpstreamStatus { status, .. } => format!("upstream {status}"),
+        GatewayError::UpstreamTimeout { .. } => "upstream timeout".into(),
+        _ => "upstream unavailable".into(),
+    }
+}
+
+impl Upstream {
+    /// Sends `request` (already adapted to `r.model`) to one of the model's deployments,
+    /// retrying before the first response byte.
+    pub async fn route(
+        &self,
+        r: &RouteRequest,
+        mut request: ChatRequest,
+    ) -> Result<Response<Body>, RouteFailure> {
+        let cfg = r.resilience;
+        let budget = self.deployments.budget(cfg.retry_budget_ratio);
+        budget.deposit();
+        let mut deadline = r.labels.started + r.timeouts.total;
+        if request.is_stream() {
+            // A retry after the first-token deadline could only time out again.
+            deadline = deadline.min(r.labels.started + r.timeouts.first_token);
+        }
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut last: Option<GatewayError> = None;
+        let gauge = |id: &str, value: i64| {
+            r.metrics
+                .breaker_state
+                .with_label_values(&[&r.model.name, id])
+                .set(value);
+        };
+        while tried.len() <= cfg.max_retries as usize {
+            let attempt = match self.deployments.pick(&r.model.deployments, &tried) {
+                Pick::Ready(attempt) => attempt,
+                Pick::Wait(until) if until < deadline => {
+                    // Held back by Retry-After and there is time: wait, then pick again.
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
+                Pick::Wait(_) | Pick::Unavailable => break,
+            };
+            let retry = !tried.is_empty();
+            if retry && (Instant::now() >= deadline || !budget.withdraw()) {
+                break;
+            }
+            let d = attempt.deployment.clone();
+            gauge(&d.id, attempt.breaker.gauge());
+            if retry {
+                r.metrics
+                    .upstream_retries
+                    .with_label_values(&[&r.model.name, &d.id])
+                    .inc();
+                tracing::debug!(deployment = &*d.id, "retrying upstream call");
+            }
+            let ctx = CallContext {
+                model: r.model.clone(),
+                deployment: d.clone(),
+                tier: r.tier,
+                timeouts: r.timeouts,
+                request_started: r.labels.started,
+                recorder: Arc::new(RequestRecorder::new(
+                    r.metrics.clone(),
+                    r.labels.clone(),
+                    d.provider.name.clone(),
+                )),
+                request_id: r.request_id.clone(),
+            };
+            // Deployments of one model may use different names for it.
+            request
+                .body
+                .insert("model".into(), Value::String(d.upstream_model.clone()));
+            match self.call(ctx.clone(), &request).await {
+                Ok(response) => {
+                    gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
+                    return Ok(response);
+                }
+                Err(error) if is_retryable(&error) => {
+                    let retry_after = match &error {
+                        GatewayError::UpstreamStatus {
+                            retry_after_secs: Some(s),
+                            ..
+                        } => Some(Duration::from_secs(*s)),
+                        _ => None,
+                    };
+                    let breaker = attempt.finish(Outcome::Failure { retry_after }, &cfg);
+                    gauge(&d.id, breaker.gauge());
+                    // Ends this attempt's upstream timing without touching the outcome.
+                    ctx.recorder.stream_completed();
+                    tried.push(d.id.clone());
+                    last = Some(error);
+                }
+                Err(error) => {
+                    gauge(&d.id, attempt.finish(Outcome::Answered, &cfg).gauge());
+                    ctx.recorder.stream_failed(&error);
+                    return Err(RouteFailure {
+                        summary: summary(&error),
+                        error,
+                        fallback: false,
+                    });
+                }
+            }
+        }
+        Err(match last {
+            Some(error) => RouteFailure {
+                summary: summary(&error),
+                error,
+                fallback: true,
+            },
+            None => RouteFailure {
+                error: GatewayError::UpstreamUnavailable {
+                    provider: r.model.provider.name.to_string(),
+                    message: format!(
+                        "every deployment of model `{}` is unavailable (circuit breaker open or Retry-After pending)",
+                        r.model.name
+                    ),
+                },
+                fallback: true,
+                summary: "circuit open".into(),
+            },
+        })
+    }
+}
