@@ -285,8 +285,9 @@ async fn serve(
     }
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
+    let demo = paths.is_none();
     let signals = async move {
-        wait_for_signal().await;
+        wait_for_signal(demo).await;
         tracing::info!("shutdown signal received; draining");
         signal_token.cancel();
     };
@@ -302,19 +303,27 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
+/// Waits for SIGTERM or SIGINT. SIGHUP reloads the config (`reload.rs`); the demo has no
+/// files, so there it is only logged (instead of its default action, ending the process).
 #[cfg(unix)]
-async fn wait_for_signal() {
+async fn wait_for_signal(demo: bool) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => if demo {
+                tracing::info!("SIGHUP: the demo has no config files to reload");
+            },
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+async fn wait_for_signal(_demo: bool) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
