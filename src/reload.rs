@@ -322,4 +322,54 @@ mod tests {
         std::fs::write(&paths.config, "ab").unwrap();
         assert_ne!(second, Fingerprint::of(&paths));
     }
+
+    #[test]
+    fn reload_bumps_the_generation_and_keeps_startup_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ConfigPaths {
+            config: dir.path().join("deliberate.toml"),
+            policies: dir.path().join("policies"),
+        };
+        std::fs::create_dir(&paths.policies).unwrap();
+        let config = |listen: &str| {
+            format!(
+                "[server]\nlisten = \"{listen}\"\nreload_poll_ms = 0\n\
+                 [providers.s]\nkind = \"simulated\"\n\
+                 [models.f]\nprovider = \"s\"\ntier = \"fast\"\n\
+                 [models.r]\nprovider = \"s\"\ntier = \"reasoning\"\n"
+            )
+        };
+        std::fs::write(&paths.config, config("127.0.0.1:7001")).unwrap();
+        std::fs::write(
+            paths.policies.join("t.toml"),
+            "name = \"t\"\nfast_model = \"f\"\nreasoning_model = \"r\"\n",
+        )
+        .unwrap();
+        let mut first = config::load(&paths.config, &paths.policies)
+            .unwrap()
+            .snapshot;
+        first.generation = 1;
+        let live = Arc::new(ArcSwap::from_pointee(first));
+        let metrics = Metrics::new();
+        let reloader = Reloader::new(paths.clone(), live.clone(), metrics.clone());
+        assert!(!reloader.files_changed());
+
+        std::fs::write(&paths.config, config("127.0.0.1:7002")).unwrap();
+        assert_eq!(reloader.reload_now().unwrap(), 2);
+        let now = live.load();
+        assert_eq!(now.generation, 2);
+        assert_eq!(now.server.listen.port(), 7001, "listen needs a restart");
+        assert_eq!(metrics.config_generation.get(), 2);
+
+        std::fs::write(&paths.config, "[server\n").unwrap();
+        assert!(reloader.files_changed());
+        assert!(reloader.reload_now().is_err());
+        assert!(
+            !reloader.files_changed(),
+            "a failed edit is not retried every poll"
+        );
+        assert_eq!(live.load().generation, 2);
+        let failures = metrics.config_reloads.with_label_values(&["failure"]).get();
+        assert_eq!(failures, 1);
+    }
 }

@@ -293,7 +293,12 @@ async fn an_open_stream_finishes_under_the_config_it_started_with() {
         let (status, body) = gw.admin_reload(&token).await;
         assert_eq!(status, 200, "{body}");
 
-        let text = head + &read_text(response).await;
+        let rest = read_text(response).await;
+        assert!(
+            rest.contains("chat-model-part"),
+            "chunks arrived after the reload, so the stream was open across it: {rest:?}"
+        );
+        let text = head + &rest;
         let data = sse_data(&text);
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
         let contents: Vec<String> = data[..data.len() - 1]
