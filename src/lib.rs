@@ -3,9 +3,12 @@
 //!
 //! `run` starts the API and admin listeners on listeners the caller bound (so tests can use
 //! port 0) and serves until the shutdown token fires, then drains gracefully.
+//! `run_with_reload` does the same for a config read from files, which it reloads on SIGHUP,
+//! on file changes and on `POST /admin/reload` (see `reload.rs`).
 //! The request path itself is assembled in `app.rs`.
 
 pub mod admin;
+pub mod admin_api;
 pub mod admission;
 pub mod api;
 pub mod app;
@@ -20,6 +23,7 @@ pub mod layers;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod sse;
 pub mod state;
@@ -31,10 +35,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminService;
 use crate::classify::learned::LearnedClassifier;
 use crate::config::Snapshot;
+use crate::reload::{ConfigPaths, Reloader};
 use crate::state::AppState;
 
 /// Installs the process-wide TLS crypto provider (ring) for the upstream client.
@@ -45,21 +51,53 @@ pub fn install_crypto_provider() {
 
 /// Serves the gateway until `shutdown` is cancelled, then drains in-flight requests and
 /// streams for at most the configured grace period. The admin listener keeps answering
-/// (with `/readyz` = 503) until the API listener has drained.
+/// (with `/readyz` = 503) until the API listener has drained. The config never changes
+/// (the demo, or a caller that manages config itself).
 pub async fn run(
     api: TcpListener,
     admin: TcpListener,
     snapshot: Snapshot,
     shutdown: CancellationToken,
 ) {
+    serve(api, admin, snapshot, None, shutdown).await
+}
+
+/// Like `run`, for a `snapshot` loaded from `paths`: reloads them on SIGHUP, when they
+/// change (polled every `server.reload_poll_ms`) and on `POST /admin/reload`.
+pub async fn run_with_reload(
+    api: TcpListener,
+    admin: TcpListener,
+    snapshot: Snapshot,
+    paths: ConfigPaths,
+    shutdown: CancellationToken,
+) {
+    serve(api, admin, snapshot, Some(paths), shutdown).await
+}
+
+async fn serve(
+    api: TcpListener,
+    admin: TcpListener,
+    mut snapshot: Snapshot,
+    paths: Option<ConfigPaths>,
+    shutdown: CancellationToken,
+) {
     install_crypto_provider();
     let grace = snapshot.server.shutdown_grace;
+    snapshot.generation = 1;
     let state = AppState::new(snapshot, Arc::new(LearnedClassifier::builtin()));
     let api_service = app::api_service(&state);
-    let admin_service = AdminService {
-        metrics: state.metrics.clone(),
-        shutdown: shutdown.clone(),
-    };
+    let tasks = TaskTracker::new();
+    let reloader = paths.map(|paths| {
+        let reloader = Arc::new(Reloader::new(
+            paths,
+            state.live.clone(),
+            state.metrics.clone(),
+        ));
+        reloader.spawn(&tasks, shutdown.clone());
+        reloader
+    });
+    tasks.close();
+    let admin_service = AdminService::new(state.clone(), reloader, shutdown.clone());
     let admin_stop = CancellationToken::new();
     let admin_task = server::serve(
         admin,
@@ -72,5 +110,7 @@ pub async fn run(
         admin_stop.cancel();
     };
     tokio::join!(api_task, admin_task);
+    // The reload task stops when shutdown fires; a reload in progress finishes first.
+    tasks.wait().await;
     tracing::info!("shutdown complete");
 }

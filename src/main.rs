@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use deliberate::config::{self, Loaded};
+use deliberate::reload::ConfigPaths;
 
 #[derive(Parser)]
 #[command(
@@ -137,7 +138,9 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");
-            runtime.block_on(serve(loaded, demo, listen, admin_listen))
+            // The demo has no files, so nothing to reload.
+            let paths = (!demo).then_some(ConfigPaths { config, policies });
+            runtime.block_on(serve(loaded, paths, listen, admin_listen))
         }
     }
 }
@@ -251,7 +254,7 @@ fn check(config_path: &std::path::Path, policies: &std::path::Path) -> ExitCode 
 
 async fn serve(
     loaded: Loaded,
-    demo: bool,
+    paths: Option<ConfigPaths>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
 ) -> ExitCode {
@@ -276,37 +279,51 @@ async fn serve(
         admin.local_addr().expect("bound socket has an address"),
     );
     tracing::info!("api listening on http://{api_addr}");
-    tracing::info!("admin listening on http://{admin_addr} (/metrics /healthz /readyz)");
-    if demo {
+    tracing::info!("admin listening on http://{admin_addr} (/metrics /healthz /readyz /admin/)");
+    if paths.is_none() {
         print_demo_help(api_addr);
     }
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
+    let demo = paths.is_none();
     let signals = async move {
-        wait_for_signal().await;
+        wait_for_signal(demo).await;
         tracing::info!("shutdown signal received; draining");
         signal_token.cancel();
     };
     tokio::select! {
-        _ = deliberate::run(api, admin, snapshot, shutdown.clone()) => {}
+        _ = async {
+            match paths {
+                Some(paths) => deliberate::run_with_reload(api, admin, snapshot, paths, shutdown.clone()).await,
+                None => deliberate::run(api, admin, snapshot, shutdown.clone()).await,
+            }
+        } => {}
         _ = async { signals.await; std::future::pending::<()>().await } => {}
     }
     ExitCode::SUCCESS
 }
 
+/// Waits for SIGTERM or SIGINT. SIGHUP reloads the config (`reload.rs`); the demo has no
+/// files, so there it is only logged (instead of its default action, ending the process).
 #[cfg(unix)]
-async fn wait_for_signal() {
+async fn wait_for_signal(demo: bool) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => if demo {
+                tracing::info!("SIGHUP: the demo has no config files to reload");
+            },
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+async fn wait_for_signal(_demo: bool) {
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -44,6 +44,11 @@ pub struct Metrics {
     pub breaker_state: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
     pub fallbacks: IntCounterVec,
+    // --- config reload (src/reload.rs) ---
+    /// Reloads by result: `success` or `failure` (the old config stayed live).
+    pub config_reloads: IntCounterVec,
+    /// Generation of the live config: 1 at startup, +1 per successful reload.
+    pub config_generation: IntGauge,
 }
 
 /// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
@@ -218,6 +223,30 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        // --- config reload (src/reload.rs) ---
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "deliberate_config_reloads_total",
+                "Config reloads by result: success, or failure (the previous config stayed live).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        let config_generation = IntGauge::new(
+            "deliberate_config_generation",
+            "Generation of the live config: 1 at startup, +1 per successful reload.",
+        )
+        .expect("valid metric");
+        config_generation.set(1);
+        registry
+            .register(Box::new(config_reloads.clone()))
+            .expect("metric names are unique");
+        registry
+            .register(Box::new(config_generation.clone()))
+            .expect("metric names are unique");
         Arc::new(Metrics {
             registry,
             requests,
@@ -236,6 +265,8 @@ impl Metrics {
             breaker_state,
             upstream_retries,
             fallbacks,
+            config_reloads,
+            config_generation,
         })
     }
 

@@ -23,6 +23,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod files;
+#[allow(unused_imports)] // only the reload tests use it
+pub use files::admin_token;
+
 pub const KEY: &str = "sk-test-tenant-key";
 pub const OTHER_KEY: &str = "sk-test-other-key";
 
