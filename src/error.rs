@@ -206,6 +206,12 @@ impl GatewayError {
             | GatewayError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            // The provider's own hint, passed on when its 429/503 reaches the client.
+            GatewayError::UpstreamStatus {
+                retry_after_secs: Some(secs),
+                status: 429 | 503,
+                ..
+            } => Some(*secs),
             _ => None,
         };
         if let Some(secs) = retry_after {
@@ -253,5 +259,21 @@ mod tests {
         };
         assert_eq!(err.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(err.error_type(), "rate_limit_error");
+        assert!(!err
+            .into_response()
+            .headers()
+            .contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn the_providers_retry_after_reaches_the_client() {
+        let err = GatewayError::UpstreamStatus {
+            provider: "openai".into(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after_secs: Some(7),
+        };
+        let response = err.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }
 }

@@ -530,3 +530,26 @@ async fn a_fallback_never_escapes_the_budget_reservation() {
     let cost = metrics_value(&gw, "deliberate_cost_usd_total", &["model=\"cheap\""]).await;
     assert!((cost - 0.0000015).abs() < 1e-12, "{cost}");
 }
+
+#[tokio::test]
+async fn a_providers_429_reaches_the_client_with_its_retry_after() {
+    let upstream = MockUpstream::start(|_| {
+        MockReply::WithHeaders(
+            vec![("retry-after", "7".to_string())],
+            Box::new(MockReply::error(429, "slow down")),
+        )
+    })
+    .await;
+    let config = openai_config(upstream.addr, "[resilience]\nmax_retries = 0\n");
+    let gw = Gateway::start(
+        &config,
+        &[(
+            "acme",
+            tenant_toml("acme", KEY, "chat-model", "think-model", ""),
+        )],
+    )
+    .await;
+    let r = gw.chat(ask("fast", CHAT)).await;
+    assert_eq!(header(&r, "retry-after"), "7");
+    expect_error_body(r, 429, "rate_limit_error", "upstream_status").await;
+}
