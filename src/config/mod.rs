@@ -8,6 +8,7 @@ mod problem;
 pub mod raw;
 mod tenant_policy;
 mod validate;
+mod validate_models;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
