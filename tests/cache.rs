@@ -253,11 +253,44 @@ async fn a_stream_reaches_the_client_at_full_speed_and_is_replayed_identically()
     assert_eq!(sse_data(&replay), events);
     assert_eq!(upstream.count(), 1);
 
-    // A stored stream is not served to a non-streaming request (separate entries): it
-    // goes upstream (where this mock answers it with a stream, which fails it).
+    // The stored stream answers a non-streaming request too: the deltas concatenated.
     let json = post(&gw, KEY, BODY, &[]).await;
-    assert_ne!(cache_header(&json), "hit");
-    assert_eq!(upstream.count(), 2);
+    assert_eq!(cache_header(&json), "hit");
+    assert!(json.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&read_text(json).await).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn a_stored_json_answer_is_replayed_as_a_valid_stream() {
+    let upstream = MockUpstream::ok("from json").await;
+    let gw = gateway(&upstream, "").await;
+    assert_eq!(cache_header(&post(&gw, KEY, BODY, &[]).await), "miss");
+    let with_usage = r#"{"model":"chat-model","stream":true,"stream_options":{"include_usage":true},"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = post(&gw, KEY, with_usage, &[]).await;
+    assert_eq!(cache_header(&r), "hit");
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let events = sse_data(&read_text(r).await);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "from json");
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 15);
+    assert_eq!(upstream.count(), 1);
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@
 //! misses are collapsed: the first becomes the leader, the others wait on a `watch` channel
 //! for the leader's entry (or for its failure, after which each goes upstream itself).
 
+pub mod convert;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

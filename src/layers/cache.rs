@@ -12,8 +12,10 @@
 //!   sampled requests (no `temperature = 0`, no `seed`, unless the tenant allows them) are
 //!   `bypass`: neither read nor stored.
 //!
-//! A stored JSON answer is not served to a streaming request, nor a stored stream to a
-//! non-streaming one: the two are separate entries (the key includes the mode).
+//! JSON answers and streams are stored under separate keys (the key includes the mode); a
+//! request whose own mode is not stored is served the other mode's entry converted
+//! (`cache::convert`: JSON -> `delta` chunks, SSE -> concatenated deltas) when the answer
+//! is plain text; tool calls do not convert and are a miss.
 //!
 //! ```text
 //! ServiceBuilder::new().layer(DecideLayer::new(..)).layer(CacheLayer::new(cache, metrics))
@@ -167,7 +169,19 @@ where
             &request.body().body,
         );
         if !directives.no_cache {
-            if let Some(entry) = self.cache.get(&key) {
+            let stored = self.cache.get(&key).or_else(|| {
+                // The same answer stored in the other mode, converted.
+                let other = cache::key(
+                    &ctx.tenant.name,
+                    ctx.snapshot.generation,
+                    &decision.model.name,
+                    !stream,
+                    &request.body().body,
+                );
+                let entry = self.cache.get(&other)?;
+                convert(&entry, request.body().include_usage()).map(Arc::new)
+            });
+            if let Some(entry) = stored {
                 record_hit(&self.metrics, &ctx.tenant.name, &entry);
                 return Box::pin(async move { Ok(hit_response(&entry)) });
             }
@@ -277,6 +291,36 @@ impl Pending {
         };
         self.store.finish(Some(Arc::new(entry)));
     }
+}
+
+/// `entry` in the other mode (JSON <-> SSE), if its answer converts.
+fn convert(entry: &Entry, include_usage: bool) -> Option<Entry> {
+    let (body, content_type) = if entry.stream {
+        (
+            cache::convert::sse_to_json(&entry.body)?,
+            "application/json",
+        )
+    } else {
+        (
+            cache::convert::json_to_sse(&entry.body, include_usage)?,
+            "text/event-stream",
+        )
+    };
+    let mut headers: Vec<_> = entry
+        .headers
+        .iter()
+        .filter(|(n, _)| n != header::CONTENT_TYPE)
+        .cloned()
+        .collect();
+    headers.push((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
+    Some(Entry {
+        body,
+        stream: !entry.stream,
+        headers,
+        stored_at: entry.stored_at,
+        cost: entry.cost,
+        ttl: entry.ttl,
+    })
 }
 
 fn mark(response: &mut Response<Body>, result: &'static str) {
