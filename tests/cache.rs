@@ -335,3 +335,32 @@ async fn identical_concurrent_misses_send_one_upstream_request() {
     let body: serde_json::Value = serde_json::from_str(&answers[0].1).unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], json!("shared"));
 }
+
+#[tokio::test]
+async fn hits_use_no_rate_limit_tokens() {
+    let upstream = MockUpstream::ok("answer").await;
+    let gw = Gateway::start(
+        &openai_config(upstream.addr, ""),
+        &[(
+            "acme",
+            tenant_toml(
+                "acme",
+                KEY,
+                "chat-model",
+                "think-model",
+                "[rate_limits]\ntokens_per_minute = 100\n\n[cache]\nenabled = true\n",
+            ),
+        )],
+    )
+    .await;
+    let body = r#"{"model":"chat-model","temperature":0,"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(cache_header(&post(&gw, KEY, body, &[]).await), "miss");
+    // Were hits billed the prompt estimate, these would run out of the 100 tokens.
+    for i in 0..30 {
+        let r = post(&gw, KEY, body, &[]).await;
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(cache_header(&r), "hit");
+        read_text(r).await;
+    }
+    assert_eq!(upstream.count(), 1);
+}
