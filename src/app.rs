@@ -18,7 +18,9 @@
 //! 11. decide: tier and model from explicit signals and the classifier, then the tenant's
 //!     policies (stickiness, budget, deadline, shadow) and the budget reservation; settles
 //!     the cost when the body ends.
-//! 12. chat service: parameter translation, provider call, streaming relay, headers.
+//! 12. cache: below decide because the key needs the resolved model (and the tenant); a hit
+//!     answers here and `decide` bills it nothing; misses are stored when their body ends.
+//! 13. chat service: parameter translation, provider call, streaming relay, headers.
 
 use std::convert::Infallible;
 
@@ -33,7 +35,7 @@ use crate::body::{Body, BoxError};
 use crate::endpoints::{ChatCompletions, Router};
 use crate::error::GatewayError;
 use crate::layers::{
-    body::ParseBodyLayer, decide::DecideLayer, error::ErrorResponseLayer,
+    body::ParseBodyLayer, cache::CacheLayer, decide::DecideLayer, error::ErrorResponseLayer,
     in_flight::InFlightLimitLayer, metrics::MetricsLayer, rate_limit::RateLimitLayer,
     request_id::RequestId, request_id::RequestIdLayer, tenant::TenantAuthLayer,
 };
@@ -56,6 +58,7 @@ pub fn api_service(state: &AppState) -> ApiService {
             state.metrics.clone(),
             state.policy.clone(),
         ))
+        .layer(CacheLayer::new(state.cache.clone(), state.metrics.clone()))
         .service(ChatCompletions::new(
             state.upstream.clone(),
             state.metrics.clone(),

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod api;
 pub mod app;
 pub mod body;
+pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod cost;

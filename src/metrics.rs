@@ -49,6 +49,11 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Generation of the live config: 1 at startup, +1 per successful reload.
     pub config_generation: IntGauge,
+    // --- response cache (src/layers/cache.rs) ---
+    /// Cacheable-tenant requests by result: `hit`, `miss` or `bypass`.
+    pub cache_requests: IntCounterVec,
+    /// What the hits would have cost upstream.
+    pub cache_saved_usd: CounterVec,
 }
 
 /// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
@@ -247,6 +252,29 @@ impl Metrics {
         registry
             .register(Box::new(config_generation.clone()))
             .expect("metric names are unique");
+        // --- response cache (src/layers/cache.rs) ---
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "deliberate_cache_requests_total",
+                "Requests of tenants with the response cache on, by result: hit, miss or bypass.",
+            ),
+            &["tenant", "result"],
+        )
+        .expect("valid metric");
+        let cache_saved_usd = CounterVec::new(
+            Opts::new(
+                "deliberate_cache_saved_usd_total",
+                "What the answers served from the cache cost when they were first produced.",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cache_requests.clone()))
+            .expect("metric names are unique");
+        registry
+            .register(Box::new(cache_saved_usd.clone()))
+            .expect("metric names are unique");
         Arc::new(Metrics {
             registry,
             requests,
@@ -267,6 +295,8 @@ impl Metrics {
             fallbacks,
             config_reloads,
             config_generation,
+            cache_requests,
+            cache_saved_usd,
         })
     }
 

@@ -218,6 +218,10 @@ fn keep_startup_settings(old: &Snapshot, new: &mut Snapshot) {
         ignored.push("server.shutdown_grace_ms");
         n.shutdown_grace = o.shutdown_grace;
     }
+    if o.cache_max_bytes != n.cache_max_bytes {
+        ignored.push("cache.max_bytes");
+        n.cache_max_bytes = o.cache_max_bytes;
+    }
     if old.fast_timeouts.connect != new.fast_timeouts.connect {
         ignored.push("tiers.fast.connect_timeout_ms");
         new.fast_timeouts.connect = old.fast_timeouts.connect;

@@ -286,3 +286,61 @@ fn deployment_and_resilience_mistakes_name_the_line_and_key() {
         );
     }
 }
+
+#[test]
+fn cache_mistakes_name_the_file_line_and_key() {
+    // Tenant `[cache]` sections: (section, `file:line:col: ` prefix, message).
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[cache]\nenabled = true\nttl_seconds = 0\n",
+            "policies/acme.toml:7:15: ",
+            "cache.ttl_seconds must be between 1 and 2592000",
+        ),
+        (
+            "[cache]\nmax_entry_bytes = 0\n",
+            "policies/acme.toml:6:19: ",
+            "cache.max_entry_bytes must be between 1 and 1073741824",
+        ),
+        (
+            "[cache]\nenabled = \"yes\"\n",
+            "policies/acme.toml:6:11: ",
+            "invalid type",
+        ),
+        (
+            "[cache]\nenable = true\n",
+            "policies/acme.toml:6:1: ",
+            "unknown field `enable`",
+        ),
+    ];
+    for (section, at, message) in cases {
+        let tenant = format!("{GOOD_TENANT}\n{section}");
+        let (code, out) = check(GOOD_CONFIG, &[("acme.toml", &tenant)]);
+        assert_eq!(code, 1, "{section}\n{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(at) && l.contains(message)),
+            "want `{at}...{message}` in:\n{out}"
+        );
+    }
+    let tenant = format!(
+        "{GOOD_TENANT}\n[cache]\nenabled = true\nttl_seconds = 60\nmax_entry_bytes = 4096\ncache_nondeterministic = true\n"
+    );
+    let (code, out) = check(GOOD_CONFIG, &[("acme.toml", &tenant)]);
+    assert_eq!(code, 0, "{out}");
+    // The global bound in deliberate.toml.
+    for (extra, message) in [
+        ("[cache]\nmax_bytes = 0\n", "must be greater than 0"),
+        ("[cache]\nmax_entries = 5\n", "unknown field `max_entries`"),
+    ] {
+        let (code, out) = check(
+            &format!("{GOOD_CONFIG}\n{extra}"),
+            &[("acme.toml", GOOD_TENANT)],
+        );
+        assert_eq!(code, 1, "{extra}\n{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("deliberate.toml:") && l.contains(message)),
+            "want `{message}` in:\n{out}"
+        );
+    }
+}

@@ -5,9 +5,11 @@
 //! - `guard::GuardedBody` fires a callback exactly once: at end of stream, on error, or on drop.
 //! - `relay::SseRelay` turns an upstream event stream into the client's SSE stream with
 //!   first-token / idle / total deadlines, keep-alive comments and one final error event.
+//! - `tee::TeeBody` keeps a capped copy of what it relays, for the response cache.
 
 pub mod guard;
 pub mod relay;
+pub mod tee;
 
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};

@@ -20,8 +20,8 @@ use http::HeaderValue;
 
 pub use problem::{ConfigProblem, Problems};
 pub use tenant_policy::{
-    Budget, Fallbacks, LatencyTargets, OnLimit, RateLimits, Shadow, Stickiness, TenantPolicy,
-    TierLatency,
+    Budget, CachePolicy, Fallbacks, LatencyTargets, OnLimit, RateLimits, Shadow, Stickiness,
+    TenantPolicy, TierLatency,
 };
 pub use validate::{hash_api_key, Loaded};
 
@@ -38,6 +38,8 @@ pub struct ServerSettings {
     pub admin_token_hash: Option<[u8; 32]>,
     /// File-change polling interval; `None`: reload only on SIGHUP.
     pub reload_poll: Option<Duration>,
+    /// `[cache] max_bytes`: bound on all cached responses together (startup only).
+    pub cache_max_bytes: u64,
 }
 
 /// Retries and circuit breakers for every model's deployments.

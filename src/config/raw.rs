@@ -23,6 +23,16 @@ pub struct RawConfig {
     pub models: BTreeMap<Spanned<String>, RawModel>,
     #[serde(default)]
     pub resilience: RawResilience,
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `[cache]` in `deliberate.toml`: the response cache shared by every tenant.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Bound on the bytes of all stored responses together.
+    pub max_bytes: Option<Spanned<u64>>,
 }
 
 /// Retries and circuit breakers, for every model's deployments.
@@ -163,6 +173,18 @@ pub struct RawTenant {
     pub fallbacks: RawFallbacks,
     pub stickiness: Option<RawStickiness>,
     pub shadow: Option<RawShadow>,
+    pub cache: Option<RawTenantCache>,
+}
+
+/// `[cache]` in a tenant file: whether and how its answers are cached.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantCache {
+    pub enabled: Option<bool>,
+    pub ttl_seconds: Option<Spanned<u64>>,
+    pub max_entry_bytes: Option<Spanned<u64>>,
+    /// Also cache sampled answers (no `temperature = 0`, no `seed`).
+    pub cache_nondeterministic: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

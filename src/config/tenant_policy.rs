@@ -11,7 +11,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::problem::FileProblems;
-use super::raw::{RawBudget, RawFallbacks, RawLatency, RawRateLimits, RawTenant, RawTierLatency};
+use super::raw::{
+    RawBudget, RawFallbacks, RawLatency, RawRateLimits, RawTenant, RawTenantCache, RawTierLatency,
+};
 use super::Model;
 use crate::classify::Tier;
 
@@ -82,6 +84,18 @@ pub struct Stickiness {
     pub ttl: Duration,
 }
 
+/// The tenant's response cache policy (`[cache]`); only built when `enabled = true`.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub ttl: Duration,
+    pub max_entry_bytes: usize,
+    /// Cache sampled answers too (default: only `temperature = 0` or a `seed`).
+    pub nondeterministic: bool,
+}
+
+pub const MAX_CACHE_TTL_SECONDS: u64 = 30 * 24 * 3600;
+pub const MAX_CACHE_ENTRY_BYTES: u64 = 1 << 30;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Shadow {
     pub route_to: Tier,
@@ -96,6 +110,8 @@ pub struct TenantPolicy {
     pub fallbacks: Fallbacks,
     pub stickiness: Option<Stickiness>,
     pub shadow: Option<Shadow>,
+    /// `None`: the tenant's answers are never cached.
+    pub cache: Option<CachePolicy>,
 }
 
 /// Validates the policy sections; `allowed` resolves a model name the tenant may use.
@@ -123,7 +139,40 @@ pub(super) fn tenant_policy(
             }
             tier.map(|route_to| Shadow { route_to })
         }),
+        cache: raw.cache.as_ref().and_then(|c| cache(c, p)),
     }
+}
+
+fn cache(raw: &RawTenantCache, p: &mut FileProblems) -> Option<CachePolicy> {
+    let bounded =
+        |v: &Option<Spanned<u64>>, key: &str, default: u64, max: u64, p: &mut FileProblems| match v
+        {
+            None => default,
+            Some(v) if (1..=max).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                p.at(v.span(), format!("cache.{key} must be between 1 and {max}"));
+                default
+            }
+        };
+    let ttl = bounded(
+        &raw.ttl_seconds,
+        "ttl_seconds",
+        300,
+        MAX_CACHE_TTL_SECONDS,
+        p,
+    );
+    let max_entry_bytes = bounded(
+        &raw.max_entry_bytes,
+        "max_entry_bytes",
+        1024 * 1024,
+        MAX_CACHE_ENTRY_BYTES,
+        p,
+    );
+    raw.enabled.unwrap_or(false).then_some(CachePolicy {
+        ttl: Duration::from_secs(ttl),
+        max_entry_bytes: max_entry_bytes as usize,
+        nondeterministic: raw.cache_nondeterministic.unwrap_or(false),
+    })
 }
 
 fn positive(v: &Spanned<u64>, key: &str, p: &mut FileProblems) -> u64 {

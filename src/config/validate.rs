@@ -96,7 +96,7 @@ pub(super) fn load_sources(
         out: &mut problems,
     };
     let mut w = Vec::new();
-    let server = server_settings(&raw.server, &mut p);
+    let server = server_settings(&raw.server, &raw.cache, &mut p);
     let fast_timeouts = tier_timeouts(raw.tiers.fast.as_ref(), FAST_DEFAULTS, &mut p);
     let reasoning_timeouts =
         tier_timeouts(raw.tiers.reasoning.as_ref(), REASONING_DEFAULTS, &mut p);
@@ -193,7 +193,11 @@ pub(super) fn load_sources(
     })
 }
 
-fn server_settings(raw: &RawServer, p: &mut FileProblems) -> Option<ServerSettings> {
+fn server_settings(
+    raw: &RawServer,
+    cache: &RawCache,
+    p: &mut FileProblems,
+) -> Option<ServerSettings> {
     let addr = |v: &Option<Spanned<String>>, default: &str, p: &mut FileProblems| {
         let Some(v) = v else {
             return default.parse::<SocketAddr>().ok();
@@ -233,7 +237,9 @@ fn server_settings(raw: &RawServer, p: &mut FileProblems) -> Option<ServerSettin
         Some(v) if *v.get_ref() == 0 => None,
         Some(v) => Some(Duration::from_millis(*v.get_ref())),
     };
+    let cache_max_bytes = positive(&cache.max_bytes, 64 * 1024 * 1024, p);
     Some(ServerSettings {
+        cache_max_bytes,
         admin_token_hash,
         reload_poll,
         listen: listen?,

@@ -154,6 +154,8 @@ where
                 .and_then(|m| snapshot.models.get(m).cloned())
                 .unwrap_or_else(|| decision.model.clone());
             let succeeded = parts.status.is_success();
+            // An answer from the response cache costs nothing and says nothing about latency.
+            let cache_hit = parts.extensions.get::<super::cache::CacheHit>().is_some();
             if let (false, Some(usage)) = (is_stream, labels.as_ref().and_then(|l| l.usage())) {
                 let c = cost(&served.price, &usage);
                 if let Ok(v) = http::HeaderValue::from_str(&cost_header(c)) {
@@ -177,6 +179,7 @@ where
                 served,
                 estimate,
                 succeeded,
+                cache_hit,
                 reservation,
                 limits,
             };
@@ -195,6 +198,7 @@ struct Settlement {
     served: Arc<crate::config::Model>,
     estimate: TokenEstimate,
     succeeded: bool,
+    cache_hit: bool,
     reservation: Option<crate::limits::Reservation>,
     limits: Arc<crate::limits::TenantLimits>,
 }
@@ -209,6 +213,7 @@ impl Settlement {
             .data_events
             .load(std::sync::atomic::Ordering::Relaxed);
         let billed = match usage {
+            _ if self.cache_hit => None,
             Some(u) => Some(u),
             // No usage from the provider: bill an estimate if anything was produced.
             None if self.succeeded || streamed > 0 => {
@@ -243,7 +248,10 @@ impl Settlement {
                 .with_label_values(&[&self.tenant, window])
                 .set(crate::cost::usd(spent));
         }
-        let clean = end == BodyEnd::Complete && self.succeeded && labels.outcome.get().is_none();
+        let clean = end == BodyEnd::Complete
+            && self.succeeded
+            && !self.cache_hit
+            && labels.outcome.get().is_none();
         if clean {
             self.latency.record(
                 &self.served.name,

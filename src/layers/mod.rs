@@ -1,6 +1,7 @@
 //! The gateway's middleware, one concern per file. `app.rs` decides their order.
 
 pub mod body;
+pub mod cache;
 pub mod decide;
 pub mod error;
 pub mod in_flight;

@@ -178,6 +178,8 @@ where
             let response = future.await?;
             let (mut parts, body) = response.into_parts();
             let succeeded = parts.status.is_success();
+            // An answer from the response cache used no provider tokens.
+            let cache_hit = parts.extensions.get::<super::cache::CacheHit>().is_some();
             for (name, value) in headers {
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     parts.headers.insert(name, v);
@@ -186,10 +188,11 @@ where
             let body = match hold {
                 None => body,
                 Some(hold) => Body::new(GuardedBody::new(body, move |_end| {
-                    let actual = labels
-                        .as_ref()
-                        .map(|l| tokens_used(l, estimate, succeeded))
-                        .unwrap_or(hold.reserved());
+                    let actual = match &labels {
+                        _ if cache_hit => 0,
+                        Some(l) => tokens_used(l, estimate, succeeded),
+                        None => hold.reserved(),
+                    };
                     hold.reconcile(actual);
                 })),
             };

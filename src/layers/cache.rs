@@ -1,0 +1,349 @@
+//! Exact-match response cache for tenants that turn it on (`[cache] enabled = true`).
+//!
+//! Sits below `decide` (the key needs the resolved model) and above the chat service:
+//! - a hit is answered here with the stored bytes, `x-deliberate-cache: hit` and `age`,
+//!   and a `CacheHit` response extension that tells `decide` to bill nothing;
+//! - a miss goes on down; a 200 answer is relayed at full speed through a `TeeBody` and
+//!   stored once the client got all of it (a stream only if it ended with `[DONE]` and
+//!   carries no error event; a broken or cancelled stream is never stored);
+//! - identical concurrent non-streaming misses send one upstream call: the others wait for
+//!   the first one's entry (or, if it stored none, go upstream themselves);
+//! - `Cache-Control: no-cache` skips the lookup but stores the answer; `no-store` and
+//!   sampled requests (no `temperature = 0`, no `seed`, unless the tenant allows them) are
+//!   `bypass`: neither read nor stored.
+//!
+//! JSON answers and streams are stored under separate keys (the key includes the mode); a
+//! request whose own mode is not stored is served the other mode's entry converted
+//! (`cache::convert`: JSON -> `delta` chunks, SSE -> concatenated deltas) when the answer
+//! is plain text; tool calls do not convert and are a miss.
+//!
+//! ```text
+//! ServiceBuilder::new().layer(DecideLayer::new(..)).layer(CacheLayer::new(cache, metrics))
+//! ```
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::tenant::TenantCtx;
+use super::BoxFuture;
+use crate::api::ChatRequest;
+use crate::body::tee::TeeBody;
+use crate::body::{full, Body};
+use crate::cache::{self, Entry, Key, Leader, ResponseCache};
+use crate::config::{CachePolicy, Model};
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::policy::Decision;
+
+pub const CACHE_HEADER: &str = "x-deliberate-cache";
+
+/// Response extension of an answer served from the cache: it costs nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheHit;
+
+/// Response headers stored with an entry and replayed on its hits.
+const REPLAYED: [&str; 3] = ["content-type", "x-deliberate-model", "x-deliberate-tier"];
+
+#[derive(Clone)]
+pub struct CacheLayer {
+    cache: Arc<ResponseCache>,
+    metrics: Arc<Metrics>,
+}
+
+impl CacheLayer {
+    pub fn new(cache: Arc<ResponseCache>, metrics: Arc<Metrics>) -> Self {
+        CacheLayer { cache, metrics }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    cache: Arc<ResponseCache>,
+    metrics: Arc<Metrics>,
+}
+
+/// Where a miss's answer goes once complete.
+enum Store {
+    /// The single-flight leader: stores and wakes the waiters.
+    Leader(Leader),
+    Direct(Arc<ResponseCache>, Key),
+}
+
+impl Store {
+    fn finish(self, entry: Option<Arc<Entry>>) {
+        match self {
+            Store::Leader(leader) => leader.finish(entry),
+            Store::Direct(cache, key) => {
+                if let Some(e) = entry {
+                    cache.insert(key, e);
+                }
+            }
+        }
+    }
+}
+
+/// What a miss needs to build its entry when its body ends.
+struct Pending {
+    store: Store,
+    policy: CachePolicy,
+    stream: bool,
+    labels: Option<Arc<RequestLabels>>,
+    snapshot: Arc<crate::config::Snapshot>,
+    decided: Arc<Model>,
+}
+
+impl<S> Service<Request<ChatRequest>> for CacheService<S>
+where
+    S: Service<Request<ChatRequest>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = BoxFuture<Result<Response<Body>, GatewayError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ChatRequest>) -> Self::Future {
+        // The ready service handles this request; a fresh clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Some(ctx) = request.extensions().get::<TenantCtx>().cloned() else {
+            return Box::pin(async {
+                Err(GatewayError::Internal("tenant context missing".into()))
+            });
+        };
+        let Some(policy) = ctx.tenant.policy.cache else {
+            return Box::pin(inner.call(request));
+        };
+        let Some(decision) = request.extensions().get::<Decision>().cloned() else {
+            return Box::pin(async { Err(GatewayError::Internal("decision missing".into())) });
+        };
+        let metrics = self.metrics.clone();
+        let tenant = ctx.tenant.name.clone();
+        let count = move |result: &str| {
+            metrics
+                .cache_requests
+                .with_label_values(&[&tenant, result])
+                .inc();
+        };
+        let directives = cache::directives(request.headers());
+        if directives.no_store
+            || !(policy.nondeterministic || cache::deterministic(&request.body().body))
+        {
+            count("bypass");
+            let future = inner.call(request);
+            return Box::pin(async move {
+                let mut response = future.await?;
+                mark(&mut response, "bypass");
+                Ok(response)
+            });
+        }
+        let stream = request.body().is_stream();
+        let key = cache::key(
+            &ctx.tenant.name,
+            ctx.snapshot.generation,
+            &decision.model.name,
+            stream,
+            &request.body().body,
+        );
+        if !directives.no_cache {
+            let stored = self.cache.get(&key).or_else(|| {
+                // The same answer stored in the other mode, converted.
+                let other = cache::key(
+                    &ctx.tenant.name,
+                    ctx.snapshot.generation,
+                    &decision.model.name,
+                    !stream,
+                    &request.body().body,
+                );
+                let entry = self.cache.get(&other)?;
+                convert(&entry, request.body().include_usage()).map(Arc::new)
+            });
+            if let Some(entry) = stored {
+                record_hit(&self.metrics, &ctx.tenant.name, &entry);
+                return Box::pin(async move { Ok(hit_response(&entry)) });
+            }
+        }
+        let cache = self.cache.clone();
+        let hit_metrics = self.metrics.clone();
+        let wait_limit = ctx.snapshot.timeouts(decision.tier).total;
+        Box::pin(async move {
+            // Only non-streaming misses are collapsed: a stream's waiters would get nothing
+            // until its end, which defeats streaming.
+            let store = if directives.no_cache || stream {
+                Store::Direct(cache.clone(), key)
+            } else {
+                match cache.join(key) {
+                    Ok(leader) => Store::Leader(leader),
+                    Err(flight) => {
+                        let got = tokio::time::timeout(wait_limit, cache::wait(flight)).await;
+                        if let Ok(Some(entry)) = got {
+                            record_hit(&hit_metrics, &ctx.tenant.name, &entry);
+                            return Ok(hit_response(&entry));
+                        }
+                        Store::Direct(cache.clone(), key)
+                    }
+                }
+            };
+            count("miss");
+            let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
+            let response = inner.call(request).await?;
+            let (mut parts, body) = response.into_parts();
+            parts.headers.insert(
+                HeaderName::from_static(CACHE_HEADER),
+                HeaderValue::from_static("miss"),
+            );
+            if parts.status != StatusCode::OK {
+                // `store` drops here: waiters go upstream themselves.
+                return Ok(Response::from_parts(parts, body));
+            }
+            let headers: Vec<_> = REPLAYED
+                .iter()
+                .filter_map(|name| {
+                    let v = parts.headers.get(*name)?;
+                    Some((HeaderName::from_static(name), v.clone()))
+                })
+                .collect();
+            let pending = Pending {
+                store,
+                policy,
+                stream,
+                labels,
+                snapshot: ctx.snapshot.clone(),
+                decided: decision.model.clone(),
+            };
+            let body = TeeBody::new(body, policy.max_entry_bytes, move |bytes| {
+                pending.complete(bytes, headers)
+            });
+            Ok(Response::from_parts(parts, Body::new(body)))
+        })
+    }
+}
+
+fn record_hit(metrics: &Metrics, tenant: &str, entry: &Entry) {
+    metrics
+        .cache_requests
+        .with_label_values(&[tenant, "hit"])
+        .inc();
+    if entry.cost > 0 {
+        metrics
+            .cache_saved_usd
+            .with_label_values(&[tenant])
+            .inc_by(crate::cost::usd(entry.cost));
+    }
+}
+
+impl Pending {
+    fn complete(self, bytes: Bytes, headers: Vec<(HeaderName, HeaderValue)>) {
+        let failed = self
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.outcome.get().is_some());
+        let valid = if self.stream {
+            cache::clean_stream(&bytes)
+        } else {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .is_ok_and(|v| v.get("error").is_none())
+        };
+        if failed || !valid {
+            return self.store.finish(None);
+        }
+        let served = headers
+            .iter()
+            .find(|(n, _)| n == "x-deliberate-model")
+            .and_then(|(_, v)| v.to_str().ok())
+            .and_then(|m| self.snapshot.models.get(m).cloned())
+            .unwrap_or(self.decided);
+        let cost = self
+            .labels
+            .as_ref()
+            .and_then(|l| l.usage())
+            .map_or(0, |u| crate::cost::cost(&served.price, &u));
+        let entry = Entry {
+            body: bytes,
+            stream: self.stream,
+            headers,
+            stored_at: Instant::now(),
+            cost,
+            ttl: self.policy.ttl,
+        };
+        self.store.finish(Some(Arc::new(entry)));
+    }
+}
+
+/// `entry` in the other mode (JSON <-> SSE), if its answer converts.
+fn convert(entry: &Entry, include_usage: bool) -> Option<Entry> {
+    let (body, content_type) = if entry.stream {
+        (
+            cache::convert::sse_to_json(&entry.body)?,
+            "application/json",
+        )
+    } else {
+        (
+            cache::convert::json_to_sse(&entry.body, include_usage)?,
+            "text/event-stream",
+        )
+    };
+    let mut headers: Vec<_> = entry
+        .headers
+        .iter()
+        .filter(|(n, _)| n != header::CONTENT_TYPE)
+        .cloned()
+        .collect();
+    headers.push((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
+    Some(Entry {
+        body,
+        stream: !entry.stream,
+        headers,
+        stored_at: entry.stored_at,
+        cost: entry.cost,
+        ttl: entry.ttl,
+    })
+}
+
+fn mark(response: &mut Response<Body>, result: &'static str) {
+    response.headers_mut().insert(
+        HeaderName::from_static(CACHE_HEADER),
+        HeaderValue::from_static(result),
+    );
+}
+
+fn hit_response(entry: &Entry) -> Response<Body> {
+    let mut response = Response::new(full(entry.body.clone()));
+    let headers = response.headers_mut();
+    for (name, value) in &entry.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if entry.stream {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    headers.insert(
+        header::AGE,
+        HeaderValue::from(entry.stored_at.elapsed().as_secs()),
+    );
+    mark(&mut response, "hit");
+    response.extensions_mut().insert(CacheHit);
+    response
+}
