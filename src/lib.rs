@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminService;
+use crate::classify::cached::CachedClassifier;
 use crate::classify::learned::LearnedClassifier;
 use crate::config::Snapshot;
 use crate::reload::{ConfigPaths, Reloader};
@@ -85,7 +86,9 @@ async fn serve(
     install_crypto_provider();
     let grace = snapshot.server.shutdown_grace;
     snapshot.generation = 1;
-    let state = AppState::new(snapshot, Arc::new(LearnedClassifier::builtin()));
+    // Decisions are cached by conversation: repeated prompts are scored once.
+    let classifier = CachedClassifier::new(LearnedClassifier::builtin());
+    let state = AppState::new(snapshot, Arc::new(classifier));
     let api_service = app::api_service(&state);
     let tasks = TaskTracker::new();
     let reloader = paths.map(|paths| {

@@ -7,6 +7,7 @@
 //! Explicit signals (the `x-deliberate-tier` header, a `reasoning_effort` field) are decided
 //! by the caller before the model runs; the model only scores the conversation.
 
+pub mod cached;
 pub mod cli;
 pub mod embed;
 pub mod eval;
