@@ -26,6 +26,8 @@
 #   WRK_TIMEOUT=5s       wrk per-request timeout
 #   PROMPT="What is the capital of France?"   the user message
 #   MODEL=auto           model of the request ("fast": same path without the classifier)
+#   CACHE=0              1: the bench tenant enables the response cache and requests carry
+#                        `temperature: 0`, so after the first request every one is a cache hit
 #   BIN=target/release/deliberate             gateway binary
 #   BUILD=1              run `cargo build --release` first (a no-op when up to date)
 #   JOBS=2               cargo -j
@@ -53,6 +55,7 @@ THREADS="${THREADS:-2}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-5s}"
 PROMPT="${PROMPT:-What is the capital of France?}"
 MODEL="${MODEL:-auto}"
+CACHE="${CACHE:-0}"
 BIN="${BIN:-$ROOT/target/release/deliberate}"
 BUILD="${BUILD:-1}"
 JOBS="${JOBS:-2}"
@@ -278,6 +281,9 @@ api_keys = [{ sha256 = "$KEY_SHA" }]
 fast_model = "bench-fast"
 reasoning_model = "bench-reasoning"
 EOF
+if [[ "$CACHE" == 1 ]]; then
+  printf '\n[cache]\nenabled = true\nttl_seconds = 3600\n' >>"$WORK/gateway/policies/bench.toml"
+fi
 
 NO_COLOR=1 DELIBERATE_LOG="$GATEWAY_LOG" "$BIN" serve \
   --config "$WORK/gateway/deliberate.toml" --policies "$WORK/gateway/policies" \
@@ -299,9 +305,12 @@ log "gateway (PID $GATEWAY_PID) on $GATEWAY, admin http://$ADMIN"
 
 # ---- request body and sanity checks -----------------------------------------------------
 BODY_FILE="$WORK/body.json"
-MODEL="$MODEL" PROMPT="$PROMPT" python3 -c '
+MODEL="$MODEL" PROMPT="$PROMPT" CACHE="$CACHE" python3 -c '
 import json, os
-print(json.dumps({"model": os.environ["MODEL"], "messages": [{"role": "user", "content": os.environ["PROMPT"]}]}))
+body = {"model": os.environ["MODEL"], "messages": [{"role": "user", "content": os.environ["PROMPT"]}]}
+if os.environ["CACHE"] == "1":
+    body["temperature"] = 0
+print(json.dumps(body))
 ' >"$BODY_FILE"
 
 check_once() { # check_once NAME URL: one request, must be 200 with a chat.completion
