@@ -328,11 +328,6 @@ pub fn cost_header(cost: u64) -> String {
     format!("{:.6}", usd(cost))
 }
 
-/// Worst-case cost of `model` for this request, for fallbacks to stay within a reservation.
-pub fn worst_for(model: &crate::config::Model, estimate: TokenEstimate) -> u64 {
-    worst_case(&model.price, estimate.prompt, estimate.max_output)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,40 +196,33 @@ impl Reloader {
 /// Copies into `new` the settings that only take effect at startup, warning about each
 /// one the new files tried to change.
 fn keep_startup_settings(old: &Snapshot, new: &mut Snapshot) {
-    let (o, n) = (&old.server, &mut new.server);
     let mut ignored = Vec::new();
-    if o.listen != n.listen {
-        ignored.push("server.listen");
-        n.listen = o.listen;
+    // Restores one field and remembers its config key if the new files changed it.
+    macro_rules! keep {
+        ($($field:ident).+, $key:literal) => {
+            if old.$($field).+ != new.$($field).+ {
+                ignored.push($key);
+                new.$($field).+ = old.$($field).+;
+            }
+        };
     }
-    if o.admin_listen != n.admin_listen {
-        ignored.push("server.admin_listen");
-        n.admin_listen = o.admin_listen;
-    }
-    if o.max_request_body_bytes != n.max_request_body_bytes {
-        ignored.push("server.max_request_body_bytes");
-        n.max_request_body_bytes = o.max_request_body_bytes;
-    }
-    if o.max_in_flight_requests != n.max_in_flight_requests {
-        ignored.push("server.max_in_flight_requests");
-        n.max_in_flight_requests = o.max_in_flight_requests;
-    }
-    if o.shutdown_grace != n.shutdown_grace {
-        ignored.push("server.shutdown_grace_ms");
-        n.shutdown_grace = o.shutdown_grace;
-    }
-    if o.cache_max_bytes != n.cache_max_bytes {
-        ignored.push("cache.max_bytes");
-        n.cache_max_bytes = o.cache_max_bytes;
-    }
-    if old.fast_timeouts.connect != new.fast_timeouts.connect {
-        ignored.push("tiers.fast.connect_timeout_ms");
-        new.fast_timeouts.connect = old.fast_timeouts.connect;
-    }
-    if old.reasoning_timeouts.connect != new.reasoning_timeouts.connect {
-        ignored.push("tiers.reasoning.connect_timeout_ms");
-        new.reasoning_timeouts.connect = old.reasoning_timeouts.connect;
-    }
+    keep!(server.listen, "server.listen");
+    keep!(server.admin_listen, "server.admin_listen");
+    keep!(
+        server.max_request_body_bytes,
+        "server.max_request_body_bytes"
+    );
+    keep!(
+        server.max_in_flight_requests,
+        "server.max_in_flight_requests"
+    );
+    keep!(server.shutdown_grace, "server.shutdown_grace_ms");
+    keep!(server.cache_max_bytes, "cache.max_bytes");
+    keep!(fast_timeouts.connect, "tiers.fast.connect_timeout_ms");
+    keep!(
+        reasoning_timeouts.connect,
+        "tiers.reasoning.connect_timeout_ms"
+    );
     if !ignored.is_empty() {
         tracing::warn!(
             settings = %ignored.join(", "),

@@ -30,18 +30,7 @@ async fn gateway(upstream: &MockUpstream, extra: &str) -> Gateway {
 
 /// POSTs `body` verbatim (field order and whitespace as written) with `key`.
 async fn post(gw: &Gateway, key: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    tokio::time::timeout(TEST_TIMEOUT, request.send())
-        .await
-        .expect("request finished in time")
-        .expect("request sent")
+    gw.post_chat(key, body.to_string(), headers).await
 }
 
 fn cache_header(r: &reqwest::Response) -> String {

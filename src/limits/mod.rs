@@ -81,13 +81,4 @@ impl LimitState {
         };
         current
     }
-
-    /// The state of a tenant that has sent traffic, if any (for the admin API).
-    pub fn existing(&self, name: &str) -> Option<Arc<TenantLimits>> {
-        self.tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-    }
 }

@@ -1,9 +1,6 @@
 //! Test harness, part two: a gateway started from files in a temp dir that it hot-reloads
 //! (`deliberate::run_with_reload`), helpers to rewrite those files, and admin API calls.
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
 use super::{client, read_text, Gateway, TEST_TIMEOUT};
 
 impl Gateway {
@@ -11,39 +8,7 @@ impl Gateway {
     /// (on SIGHUP, on file change, on `POST /admin/reload`). Rewrite them with
     /// `write_config` / `write_policy` / `remove_policy`.
     pub async fn start_reloadable(config: &str, tenants: &[(&str, String)]) -> Gateway {
-        deliberate::install_crypto_provider();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("deliberate.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let policies = dir.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        for (name, text) in tenants {
-            std::fs::write(policies.join(format!("{name}.toml")), text).unwrap();
-        }
-        let loaded = deliberate::config::load(&config_path, &policies)
-            .unwrap_or_else(|p| panic!("test config is invalid:\n{p}"));
-        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (api_addr, admin_addr) = (api.local_addr().unwrap(), admin.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let paths = deliberate::reload::ConfigPaths {
-            config: config_path,
-            policies,
-        };
-        let task = tokio::spawn(deliberate::run_with_reload(
-            api,
-            admin,
-            loaded.snapshot,
-            paths,
-            shutdown.clone(),
-        ));
-        Gateway {
-            api: api_addr,
-            admin: admin_addr,
-            shutdown,
-            task,
-            _dir: dir,
-        }
+        Gateway::launch(config, tenants, true).await
     }
 
     pub fn config_path(&self) -> std::path::PathBuf {

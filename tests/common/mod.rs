@@ -50,6 +50,13 @@ pub fn tenant_toml(name: &str, key: &str, fast: &str, reasoning: &str, extra: &s
 impl Gateway {
     /// Starts a gateway with `config` (deliberate.toml text) and tenant policy files.
     pub async fn start(config: &str, tenants: &[(&str, String)]) -> Gateway {
+        Gateway::launch(config, tenants, false).await
+    }
+
+    /// Writes the files to a temp dir, loads them through the same loader as `deliberate
+    /// serve`, and runs the gateway on ephemeral ports; `reload`: through
+    /// `deliberate::run_with_reload`, which watches those files.
+    async fn launch(config: &str, tenants: &[(&str, String)], reload: bool) -> Gateway {
         deliberate::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("deliberate.toml");
@@ -65,12 +72,26 @@ impl Gateway {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (api_addr, admin_addr) = (api.local_addr().unwrap(), admin.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(deliberate::run(
-            api,
-            admin,
-            loaded.snapshot,
-            shutdown.clone(),
-        ));
+        let task = if reload {
+            let paths = deliberate::reload::ConfigPaths {
+                config: config_path,
+                policies,
+            };
+            tokio::spawn(deliberate::run_with_reload(
+                api,
+                admin,
+                loaded.snapshot,
+                paths,
+                shutdown.clone(),
+            ))
+        } else {
+            tokio::spawn(deliberate::run(
+                api,
+                admin,
+                loaded.snapshot,
+                shutdown.clone(),
+            ))
+        };
         Gateway {
             api: api_addr,
             admin: admin_addr,
@@ -124,11 +145,21 @@ impl Gateway {
         body: serde_json::Value,
         headers: &[(&str, &str)],
     ) -> reqwest::Response {
+        self.post_chat(KEY, body.to_string(), headers).await
+    }
+
+    /// POSTs `body` verbatim (field order and whitespace as written) with `key`.
+    pub async fn post_chat(
+        &self,
+        key: &str,
+        body: String,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut request = client()
             .post(self.url("/v1/chat/completions"))
-            .bearer_auth(KEY)
+            .bearer_auth(key)
             .header("content-type", "application/json")
-            .body(body.to_string());
+            .body(body);
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
