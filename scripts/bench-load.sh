@@ -28,6 +28,10 @@
 #   MODEL=auto           model of the request ("fast": same path without the classifier)
 #   CACHE=0              1: the bench tenant enables the response cache and requests carry
 #                        `temperature: 0`, so after the first request every one is a cache hit
+#   REDIS=0              1: start a redis-server (free port, no persistence) and give the gateway
+#                        `[redis]`; the bench tenant gets a budget and rate limits far above the
+#                        load, so every request reserves, takes and settles in Redis (the
+#                        shared-state cost of the proxied path; with CACHE=1, hits stay local)
 #   BIN=target/release/deliberate             gateway binary
 #   BUILD=1              run `cargo build --release` first (a no-op when up to date)
 #   JOBS=2               cargo -j
@@ -56,6 +60,7 @@ WRK_TIMEOUT="${WRK_TIMEOUT:-5s}"
 PROMPT="${PROMPT:-What is the capital of France?}"
 MODEL="${MODEL:-auto}"
 CACHE="${CACHE:-0}"
+REDIS="${REDIS:-0}"
 BIN="${BIN:-$ROOT/target/release/deliberate}"
 BUILD="${BUILD:-1}"
 JOBS="${JOBS:-2}"
@@ -118,6 +123,7 @@ if [[ -z "$NGINX" ]]; then
 fi
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v curl >/dev/null 2>&1 || apt_install curl
+[[ "$REDIS" != 1 ]] || command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v python3 >/dev/null 2>&1 || apt_install python3
 
 if [[ "$BUILD" == 1 ]]; then
@@ -131,6 +137,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/deliberate-bench.XXXXXX")"
 NGINX_PID=""
 PROXY_PID=""
 GATEWAY_PID=""
+REDIS_PID=""
 
 stop_pid() { # stop_pid PID SIGNAL: signal, wait up to 10 s, then SIGKILL
   local pid="$1" sig="$2" i
@@ -152,6 +159,7 @@ cleanup() {
   stop_pid "$GATEWAY_PID" TERM
   stop_pid "$PROXY_PID" QUIT
   stop_pid "$NGINX_PID" QUIT
+  stop_pid "$REDIS_PID" TERM
   if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then
     log "work dir kept: $WORK"
   else
@@ -283,6 +291,22 @@ reasoning_model = "bench-reasoning"
 EOF
 if [[ "$CACHE" == 1 ]]; then
   printf '\n[cache]\nenabled = true\nttl_seconds = 3600\n' >>"$WORK/gateway/policies/bench.toml"
+fi
+if [[ "$REDIS" == 1 ]]; then
+  REDIS_PORT="$(free_port)"
+  mkdir -p "$WORK/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK/redis" </dev/null >"$WORK/redis/stdout.log" 2>&1 &
+  REDIS_PID=$!
+  for ((i = 0; i < 100; i++)); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis-server did not start"
+  log "redis-server (PID $REDIS_PID) on 127.0.0.1:$REDIS_PORT"
+  printf '\n[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" >>"$WORK/gateway/deliberate.toml"
+  printf '\n[budget]\ndaily_usd = 1000000.0\n\n[rate_limits]\nrequests_per_minute = 1000000000\ntokens_per_minute = 4000000000\n' \
+    >>"$WORK/gateway/policies/bench.toml"
 fi
 
 NO_COLOR=1 DELIBERATE_LOG="$GATEWAY_LOG" "$BIN" serve \
@@ -438,6 +462,11 @@ GW_NOT_OK="$(awk '/^deliberate_requests_total\{/ && !/outcome="ok"/ {s += $NF} E
 kill -0 "$GATEWAY_PID" 2>/dev/null || die "the gateway died under load: $(tail -20 "$WORK/gateway/stderr.log")"
 
 [[ "$GW_NOT_OK" == 0 ]] || KEEP_WORKDIR=1
+if [[ "$REDIS" == 1 ]]; then
+  # Redis must really have been used: any fallback means a figure measured local state.
+  REDIS_FALLBACKS="$(awk '/^deliberate_redis_fallbacks_total\{/ {s += $NF} END {printf "%d", s}' "$WORK/metrics.txt")"
+  log "redis: deliberate_redis_up $(awk '/^deliberate_redis_up / {print $NF}' "$WORK/metrics.txt"), fallbacks $REDIS_FALLBACKS, $(redis-cli -p "$REDIS_PORT" dbsize) keys"
+fi
 
 # ---- report -----------------------------------------------------------------------------
 ms() { awk -v us="$1" 'BEGIN {printf "%.2f", us / 1000}'; }

@@ -105,6 +105,24 @@ ensure_rust_component() { # ensure_rust_component clippy|rustfmt SUBCOMMAND
   fi
 }
 
+# The Redis-tier tests (tests/shared_redis.rs) and the cache-hit bench start their own
+# redis-server on a free port; they fail (never skip) without the binary.
+ensure_redis_server() {
+  if need_cmd redis-server || [[ -n "${REDIS_SERVER:-}" ]]; then
+    return 0
+  fi
+  if [[ $(id -u) -eq 0 ]] && need_cmd apt-get; then
+    banner "installing redis-server (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server ||
+      { apt-get update -q &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; }
+  fi
+  need_cmd redis-server || {
+    echo "test.sh: redis-server not found and not installable here (apt-get install redis-server, or set REDIS_SERVER)" >&2
+    return 1
+  }
+}
+
 if wants fmt; then ensure_rust_component rustfmt fmt; fi
 if wants clippy; then ensure_rust_component clippy clippy; fi
 
@@ -195,6 +213,7 @@ set +e
 
 if wants fmt; then step fmt cargo fmt --all --check; fi
 if wants clippy; then step clippy cargo clippy --all-targets -j"$JOBS" -- -D warnings; fi
+if wants rust; then ensure_redis_server || skip "redis-server" "not installed"; fi
 if wants rust; then step rust timeout --kill-after=30 "$CARGO_TEST_TIMEOUT" cargo test -j"$JOBS" --no-fail-fast; fi
 
 BIN="${DELIBERATE_BIN:-}"

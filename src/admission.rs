@@ -33,6 +33,8 @@ pub const DEADLINE_HEADER: &str = "x-deliberate-deadline-ms";
 /// Live state the policies read and update; outlives config reloads.
 #[derive(Default)]
 pub struct PolicyState {
+    /// The Redis tier, when configured (shared by `limits` and the response cache).
+    pub shared: Option<Arc<crate::shared::Shared>>,
     pub limits: Arc<LimitState>,
     pub latency: Arc<LatencyBook>,
     pub sessions: Arc<Sessions>,
@@ -102,15 +104,29 @@ fn retry_after(refusal: Refusal, now: Period) -> u64 {
     to_next_day + (days - 1) * 86_400
 }
 
-pub fn admit(
+/// What `admit` needs besides the request.
+pub struct AdmitInput<'a> {
+    pub tenant: &'a Tenant,
+    pub request: &'a ChatRequest,
+    pub headers: &'a HeaderMap,
+    pub estimate: TokenEstimate,
+    /// The longest a request may live: bounds its budget hold in Redis.
+    pub hold_ttl: Duration,
+}
+
+pub async fn admit(
     state: &PolicyState,
     metrics: &Metrics,
-    tenant: &Tenant,
-    request: &ChatRequest,
-    headers: &HeaderMap,
+    input: AdmitInput<'_>,
     mut decision: Decision,
-    estimate: TokenEstimate,
 ) -> Result<Admitted, GatewayError> {
+    let AdmitInput {
+        tenant,
+        request,
+        headers,
+        estimate,
+        hold_ttl,
+    } = input;
     let policy = &tenant.policy;
     let limits = state.limits.for_tenant(tenant);
     let now = Period::now();
@@ -248,7 +264,10 @@ pub fn admit(
     let mut reservation = None;
     if let Some(budget) = &policy.budget {
         let worst = |d: &Decision| worst_case(&d.model.price, estimate.prompt, estimate.max_output);
-        match limits.ledger.reserve(budget, worst(&decision), now) {
+        match limits
+            .reserve(budget, worst(&decision), now, hold_ttl)
+            .await
+        {
             Ok(r) => reservation = Some(r),
             Err(refusal) => {
                 let mut downgraded = None;
@@ -263,7 +282,8 @@ pub fn admit(
                         reason,
                         DecisionSource::Budget,
                     );
-                    if let Ok(r) = limits.ledger.reserve(budget, worst(&fast), now) {
+                    let fits = limits.reserve(budget, worst(&fast), now, hold_ttl).await;
+                    if let Ok(r) = fits {
                         downgraded = Some((fast, r));
                     }
                 }

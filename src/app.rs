@@ -58,7 +58,11 @@ pub fn api_service(state: &AppState) -> ApiService {
             state.metrics.clone(),
             state.policy.clone(),
         ))
-        .layer(CacheLayer::new(state.cache.clone(), state.metrics.clone()))
+        .layer(CacheLayer::new(
+            state.cache.clone(),
+            state.policy.shared.clone(),
+            state.metrics.clone(),
+        ))
         .service(ChatCompletions::new(
             state.upstream.clone(),
             state.metrics.clone(),

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod server;
+pub mod shared;
 pub mod sse;
 pub mod state;
 pub mod sticky;
@@ -44,6 +45,9 @@ use crate::classify::learned::LearnedClassifier;
 use crate::config::Snapshot;
 use crate::reload::{ConfigPaths, Reloader};
 use crate::state::AppState;
+
+/// How often an idle gateway checks that Redis answers (`deliberate_redis_up`).
+const REDIS_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Installs the process-wide TLS crypto provider (ring) for the upstream client.
 /// Safe to call more than once.
@@ -100,6 +104,9 @@ async fn serve(
         reloader.spawn(&tasks, shutdown.clone());
         reloader
     });
+    if let Some(shared) = state.policy.shared.clone() {
+        tasks.spawn(shared.watch(REDIS_PROBE_EVERY, shutdown.clone()));
+    }
     tasks.close();
     let admin_service = AdminService::new(state.clone(), reloader, shutdown.clone());
     let admin_stop = CancellationToken::new();
@@ -116,5 +123,9 @@ async fn serve(
     tokio::join!(api_task, admin_task);
     // The reload task stops when shutdown fires; a reload in progress finishes first.
     tasks.wait().await;
+    // Settlements and cache writes of the last responses reach Redis before we exit.
+    if let Some(shared) = &state.policy.shared {
+        shared.drain(Duration::from_secs(5)).await;
+    }
     tracing::info!("shutdown complete");
 }

@@ -54,6 +54,13 @@ pub struct Metrics {
     pub cache_requests: IntCounterVec,
     /// What the hits would have cost upstream.
     pub cache_saved_usd: CounterVec,
+    /// Hits found in the shared (Redis) tier, a subset of `cache_requests{result="hit"}`.
+    pub cache_shared_hits: IntCounterVec,
+    // --- Redis tier (src/shared/) ---
+    /// 1 while the last Redis operation succeeded, 0 after one failed.
+    pub redis_up: IntGauge,
+    /// Operations Redis did not answer (in time) and that were done locally instead.
+    pub redis_fallbacks: IntCounterVec,
 }
 
 /// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
@@ -275,6 +282,32 @@ impl Metrics {
         registry
             .register(Box::new(cache_saved_usd.clone()))
             .expect("metric names are unique");
+        let cache_shared_hits = IntCounterVec::new(
+            Opts::new(
+                "deliberate_cache_shared_hits_total",
+                "Cache hits found in the shared Redis tier (another replica stored the answer).",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric");
+        let redis_up = IntGauge::new(
+            "deliberate_redis_up",
+            "1 while Redis answers, 0 after an operation failed (local fallback until it answers).",
+        )
+        .expect("valid metric");
+        let redis_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "deliberate_redis_fallbacks_total",
+                "Operations done locally because Redis did not answer in time, by op: cache, budget or rate_limit.",
+            ),
+            &["op"],
+        )
+        .expect("valid metric");
+        for m in [&cache_shared_hits, &redis_fallbacks] {
+            registry
+                .register(Box::new(m.clone()))
+                .expect("metric names are unique");
+        }
         Arc::new(Metrics {
             registry,
             requests,
@@ -297,7 +330,16 @@ impl Metrics {
             config_generation,
             cache_requests,
             cache_saved_usd,
+            cache_shared_hits,
+            redis_up,
+            redis_fallbacks,
         })
+    }
+
+    /// Adds `deliberate_redis_up`: only a gateway with `[redis]` reports it (a gateway
+    /// without Redis is not "Redis down").
+    pub fn register_redis(&self) {
+        let _ = self.registry.register(Box::new(self.redis_up.clone()));
     }
 
     /// The registry in Prometheus text exposition format.

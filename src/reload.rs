@@ -202,7 +202,7 @@ fn keep_startup_settings(old: &Snapshot, new: &mut Snapshot) {
         ($($field:ident).+, $key:literal) => {
             if old.$($field).+ != new.$($field).+ {
                 ignored.push($key);
-                new.$($field).+ = old.$($field).+;
+                new.$($field).+ = old.$($field).+.clone();
             }
         };
     }
@@ -218,6 +218,7 @@ fn keep_startup_settings(old: &Snapshot, new: &mut Snapshot) {
     );
     keep!(server.shutdown_grace, "server.shutdown_grace_ms");
     keep!(server.cache_max_bytes, "cache.max_bytes");
+    keep!(server.redis, "redis");
     keep!(fast_timeouts.connect, "tiers.fast.connect_timeout_ms");
     keep!(
         reasoning_timeouts.connect,

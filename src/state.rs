@@ -7,7 +7,9 @@ use arc_swap::ArcSwap;
 use crate::admission::PolicyState;
 use crate::classify::Classifier;
 use crate::config::Snapshot;
+use crate::limits::LimitState;
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::upstream::Upstream;
 
 #[derive(Clone)]
@@ -17,7 +19,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub upstream: Arc<Upstream>,
     pub classifier: Arc<dyn Classifier>,
-    /// Spend, rate-limit, latency and session state; survives config reloads.
+    /// Spend, rate-limit, latency and session state, and the Redis tier when configured;
+    /// survives config reloads.
     pub policy: Arc<PolicyState>,
     /// Response cache; survives config reloads (the key carries the config generation).
     pub cache: Arc<crate::cache::ResponseCache>,
@@ -29,12 +32,26 @@ impl AppState {
         let cache = Arc::new(crate::cache::ResponseCache::new(
             snapshot.server.cache_max_bytes,
         ));
+        let metrics = Metrics::new();
+        let shared = snapshot.server.redis.as_ref().and_then(|settings| {
+            Shared::new(settings, metrics.clone())
+                .inspect_err(|e| {
+                    // Validated at load; a failure here leaves the gateway serving locally.
+                    tracing::error!(error = %e, "redis tier not started; state stays local");
+                })
+                .ok()
+        });
+        let policy = PolicyState {
+            limits: Arc::new(LimitState::new(shared.clone(), metrics.clone())),
+            shared,
+            ..PolicyState::default()
+        };
         AppState {
             live: Arc::new(ArcSwap::from_pointee(snapshot)),
-            metrics: Metrics::new(),
+            metrics,
             upstream,
             classifier,
-            policy: Arc::new(PolicyState::default()),
+            policy: Arc::new(policy),
             cache,
         }
     }

@@ -142,6 +142,8 @@ async fn a_finished_request_shows_up_with_its_labels() {
     assert_eq!(metric_value(&m, "deliberate_in_flight_requests", &[]), 0.0);
     // Nothing secret or per-request in label values.
     assert!(!m.contains("wrong") && !m.contains(KEY) && !m.contains("req_"));
+    // Without `[redis]` there is no Redis to be down (no false DeliberateRedisDown alert).
+    assert!(!m.contains("deliberate_redis_up"));
 }
 
 #[tokio::test]

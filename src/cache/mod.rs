@@ -1,10 +1,11 @@
 //! The in-process response cache: canonical tenant-scoped keys and a byte-bounded moka store.
 //!
-//! A key is a SHA-256 over the tenant, the config generation, the resolved model, whether the
+//! A key is a SHA-256 over the tenant, the config fingerprint, the resolved model, whether the
 //! answer is a stream, and the request body in a canonical form (object keys sorted at every
 //! depth, no whitespace, without `stream`, `stream_options` and `user`), so field order and
-//! formatting never cause a miss and tenants never share an entry. A reload starts a new
-//! generation: answers produced under the old config are not served.
+//! formatting never cause a miss and tenants never share an entry. The config fingerprint
+//! (file names and texts) changes with any reload that changes a file: answers produced
+//! under the old config are not served; replicas running the same config share keys.
 //!
 //! The store is bounded by the total bytes of its entries (`[cache] max_bytes`) and each
 //! entry expires after its tenant's TTL (moka's per-entry expiry). Identical concurrent
@@ -169,7 +170,7 @@ pub async fn wait(mut flight: Flight) -> Option<Arc<Entry>> {
 /// The cache key of a request (see the module docs for what goes into it).
 pub fn key(
     tenant: &str,
-    generation: u64,
+    scope: &[u8; 32],
     model: &str,
     stream: bool,
     body: &Map<String, Value>,
@@ -180,7 +181,7 @@ pub fn key(
     h.update(b"deliberate-cache-v1\0");
     h.update(tenant.as_bytes());
     h.update([0]);
-    h.update(generation.to_le_bytes());
+    h.update(scope);
     h.update(model.as_bytes());
     h.update([0, stream as u8, 0]);
     h.update(&canonical);
@@ -293,16 +294,34 @@ mod tests {
             r#"{ "temperature": 0, "user": "u1", "stream_options": {"include_usage": true},
                 "messages": [ {"content": "hi", "role": "user"} ], "model": "m" }"#,
         );
-        assert_eq!(key("t", 1, "m", false, &a), key("t", 1, "m", false, &b));
-        assert_ne!(key("t", 1, "m", false, &a), key("u", 1, "m", false, &a));
-        assert_ne!(key("t", 1, "m", false, &a), key("t", 2, "m", false, &a));
-        assert_ne!(key("t", 1, "m", false, &a), key("t", 1, "n", false, &a));
-        assert_ne!(key("t", 1, "m", false, &a), key("t", 1, "m", true, &a));
+        assert_eq!(
+            key("t", &[1; 32], "m", false, &a),
+            key("t", &[1; 32], "m", false, &b)
+        );
+        assert_ne!(
+            key("t", &[1; 32], "m", false, &a),
+            key("u", &[1; 32], "m", false, &a)
+        );
+        assert_ne!(
+            key("t", &[1; 32], "m", false, &a),
+            key("t", &[2; 32], "m", false, &a)
+        );
+        assert_ne!(
+            key("t", &[1; 32], "m", false, &a),
+            key("t", &[1; 32], "n", false, &a)
+        );
+        assert_ne!(
+            key("t", &[1; 32], "m", false, &a),
+            key("t", &[1; 32], "m", true, &a)
+        );
         // Nested `user` fields are content, not the top-level end-user id.
         let c = body(
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,"x":{"user":1}}"#,
         );
-        assert_ne!(key("t", 1, "m", false, &a), key("t", 1, "m", false, &c));
+        assert_ne!(
+            key("t", &[1; 32], "m", false, &a),
+            key("t", &[1; 32], "m", false, &c)
+        );
     }
 
     #[test]

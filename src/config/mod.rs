@@ -6,6 +6,7 @@
 
 mod problem;
 pub mod raw;
+pub mod redis;
 mod tenant_policy;
 mod validate;
 mod validate_models;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 pub use problem::{ConfigProblem, Problems};
+pub use redis::RedisSettings;
 pub use tenant_policy::{
     Budget, CachePolicy, Fallbacks, LatencyTargets, OnLimit, RateLimits, Shadow, Stickiness,
     TenantPolicy, TierLatency,
@@ -40,6 +42,8 @@ pub struct ServerSettings {
     pub reload_poll: Option<Duration>,
     /// `[cache] max_bytes`: bound on all cached responses together (startup only).
     pub cache_max_bytes: u64,
+    /// `[redis]`: shared state for many replicas (startup only).
+    pub redis: Option<RedisSettings>,
 }
 
 /// Retries and circuit breakers for every model's deployments.
@@ -205,6 +209,9 @@ pub struct Snapshot {
     pub sources: Vec<PathBuf>,
     /// SHA-256 (hex) over every source file's path and text: what the admin API reports.
     pub content_hash: String,
+    /// SHA-256 over the file names and texts only (not their directories): equal on every
+    /// replica that runs the same config, so shared cache entries are scoped by it.
+    pub fingerprint: [u8; 32],
     /// Set when the snapshot goes live: 1 for the first, +1 per successful reload.
     pub generation: u64,
 }

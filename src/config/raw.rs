@@ -25,6 +25,22 @@ pub struct RawConfig {
     pub resilience: RawResilience,
     #[serde(default)]
     pub cache: RawCache,
+    /// Shared state for many replicas; absent: everything stays in this process.
+    pub redis: Option<RawRedis>,
+}
+
+/// `[redis]` in `deliberate.toml`: the shared cache, budget and rate-limit tier.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[user:password@]host:port[/db]`; may hold a password, so prefer `url_env`.
+    pub url: Option<Spanned<String>>,
+    /// Environment variable holding the URL.
+    pub url_env: Option<Spanned<String>>,
+    /// Prefix of every key the gateway writes.
+    pub key_prefix: Option<Spanned<String>>,
+    /// Per-operation limit; past it the operation fails open (local fallback).
+    pub timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[cache]` in `deliberate.toml`: the response cache shared by every tenant.

@@ -97,6 +97,11 @@ pub(super) fn load_sources(
     };
     let mut w = Vec::new();
     let server = server_settings(&raw.server, &raw.cache, &mut p);
+    let redis = raw
+        .redis
+        .as_ref()
+        .and_then(|r| super::redis::settings(r, &mut p));
+    let server = server.map(|s| ServerSettings { redis, ..s });
     let fast_timeouts = tier_timeouts(raw.tiers.fast.as_ref(), FAST_DEFAULTS, &mut p);
     let reasoning_timeouts =
         tier_timeouts(raw.tiers.reasoning.as_ref(), REASONING_DEFAULTS, &mut p);
@@ -166,6 +171,14 @@ pub(super) fn load_sources(
         return Err(Problems(problems));
     }
     warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    let mut shared = Sha256::new();
+    shared.update(config_text.as_bytes());
+    for (path, text) in &policies {
+        shared.update([0]);
+        shared.update(path.file_name().unwrap_or_default().as_encoded_bytes());
+        shared.update([0]);
+        shared.update(text.as_bytes());
+    }
     let mut hasher = Sha256::new();
     hasher.update(config_path.to_string_lossy().as_bytes());
     hasher.update([0]);
@@ -187,6 +200,7 @@ pub(super) fn load_sources(
             resilience,
             sources,
             content_hash: hex::encode(hasher.finalize()),
+            fingerprint: shared.finalize().into(),
             generation: 0,
         },
         warnings,
@@ -240,6 +254,7 @@ fn server_settings(
     let cache_max_bytes = positive(&cache.max_bytes, 64 * 1024 * 1024, p);
     Some(ServerSettings {
         cache_max_bytes,
+        redis: None,
         admin_token_hash,
         reload_poll,
         listen: listen?,

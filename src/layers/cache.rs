@@ -39,6 +39,7 @@ use crate::config::{CachePolicy, Model};
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::Decision;
+use crate::shared::Shared;
 
 pub const CACHE_HEADER: &str = "x-deliberate-cache";
 
@@ -52,12 +53,22 @@ const REPLAYED: [&str; 3] = ["content-type", "x-deliberate-model", "x-deliberate
 #[derive(Clone)]
 pub struct CacheLayer {
     cache: Arc<ResponseCache>,
+    shared: Option<Arc<Shared>>,
     metrics: Arc<Metrics>,
 }
 
 impl CacheLayer {
-    pub fn new(cache: Arc<ResponseCache>, metrics: Arc<Metrics>) -> Self {
-        CacheLayer { cache, metrics }
+    /// `shared`: the Redis tier behind the in-process cache, if configured.
+    pub fn new(
+        cache: Arc<ResponseCache>,
+        shared: Option<Arc<Shared>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        CacheLayer {
+            cache,
+            shared,
+            metrics,
+        }
     }
 }
 
@@ -67,6 +78,7 @@ impl<S> Layer<S> for CacheLayer {
         CacheService {
             inner,
             cache: self.cache.clone(),
+            shared: self.shared.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -76,6 +88,7 @@ impl<S> Layer<S> for CacheLayer {
 pub struct CacheService<S> {
     inner: S,
     cache: Arc<ResponseCache>,
+    shared: Option<Arc<Shared>>,
     metrics: Arc<Metrics>,
 }
 
@@ -87,7 +100,8 @@ enum Store {
 }
 
 impl Store {
-    fn finish(self, entry: Option<Arc<Entry>>) {
+    /// Stores in this replica (and wakes the single-flight waiters) only.
+    fn finish_local(self, entry: Option<Arc<Entry>>) {
         match self {
             Store::Leader(leader) => leader.finish(entry),
             Store::Direct(cache, key) => {
@@ -102,6 +116,8 @@ impl Store {
 /// What a miss needs to build its entry when its body ends.
 struct Pending {
     store: Store,
+    key: Key,
+    shared: Option<Arc<Shared>>,
     policy: CachePolicy,
     stream: bool,
     labels: Option<Arc<RequestLabels>>,
@@ -161,25 +177,23 @@ where
             });
         }
         let stream = request.body().is_stream();
-        let key = cache::key(
-            &ctx.tenant.name,
-            ctx.snapshot.generation,
-            &decision.model.name,
-            stream,
-            &request.body().body,
-        );
+        let include_usage = request.body().include_usage();
+        let key_of = |stream: bool| {
+            cache::key(
+                &ctx.tenant.name,
+                &ctx.snapshot.fingerprint,
+                &decision.model.name,
+                stream,
+                &request.body().body,
+            )
+        };
+        let key = key_of(stream);
+        // The same answer stored in the other mode serves too, converted.
+        let other = key_of(!stream);
         if !directives.no_cache {
             let stored = self.cache.get(&key).or_else(|| {
-                // The same answer stored in the other mode, converted.
-                let other = cache::key(
-                    &ctx.tenant.name,
-                    ctx.snapshot.generation,
-                    &decision.model.name,
-                    !stream,
-                    &request.body().body,
-                );
                 let entry = self.cache.get(&other)?;
-                convert(&entry, request.body().include_usage()).map(Arc::new)
+                convert(&entry, include_usage).map(Arc::new)
             });
             if let Some(entry) = stored {
                 record_hit(&self.metrics, &ctx.tenant.name, &entry);
@@ -187,6 +201,7 @@ where
             }
         }
         let cache = self.cache.clone();
+        let shared = self.shared.clone();
         let hit_metrics = self.metrics.clone();
         let wait_limit = ctx.snapshot.timeouts(decision.tier).total;
         Box::pin(async move {
@@ -207,6 +222,27 @@ where
                     }
                 }
             };
+            if let (Some(shared), false) = (&shared, directives.no_cache) {
+                let found = crate::shared::cache::get(shared, [&key, &other], policy.ttl).await;
+                let found = found.and_then(|(i, entry)| {
+                    // Kept here too: the next hits on this replica are local.
+                    cache.insert(if i == 0 { key } else { other }, entry.clone());
+                    match i {
+                        0 => Some(entry),
+                        _ => convert(&entry, include_usage).map(Arc::new),
+                    }
+                });
+                if let Some(entry) = found {
+                    record_hit(&hit_metrics, &ctx.tenant.name, &entry);
+                    hit_metrics
+                        .cache_shared_hits
+                        .with_label_values(&[&ctx.tenant.name])
+                        .inc();
+                    let response = hit_response(&entry);
+                    store.finish_local(Some(entry));
+                    return Ok(response);
+                }
+            }
             count("miss");
             let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
             let response = inner.call(request).await?;
@@ -228,6 +264,8 @@ where
                 .collect();
             let pending = Pending {
                 store,
+                key,
+                shared,
                 policy,
                 stream,
                 labels,
@@ -268,7 +306,7 @@ impl Pending {
                 .is_ok_and(|v| v.get("error").is_none())
         };
         if failed || !valid {
-            return self.store.finish(None);
+            return self.store.finish_local(None);
         }
         let served = headers
             .iter()
@@ -289,7 +327,10 @@ impl Pending {
             cost,
             ttl: self.policy.ttl,
         };
-        self.store.finish(Some(Arc::new(entry)));
+        if let Some(shared) = &self.shared {
+            crate::shared::cache::put(shared, &self.key, &entry);
+        }
+        self.store.finish_local(Some(Arc::new(entry)));
     }
 }
 

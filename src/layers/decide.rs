@@ -16,7 +16,7 @@ use crate::admission::{self, cost_header, Admitted, PolicyState, RequestDeadline
 use crate::api::ChatRequest;
 use crate::body::guard::{BodyEnd, GuardedBody};
 use crate::body::Body;
-use crate::classify::Classifier;
+use crate::classify::{Classifier, Tier};
 use crate::cost::{cost, Usage};
 use crate::error::GatewayError;
 use crate::limits::Period;
@@ -67,6 +67,7 @@ pub struct Decide<S> {
 impl<S> Service<Request<ChatRequest>> for Decide<S>
 where
     S: Service<Request<ChatRequest>, Response = Response<Body>, Error = GatewayError>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -79,114 +80,133 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ChatRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<ChatRequest>) -> Self::Future {
+        // The ready service handles this request; a fresh clone waits for the next one.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         let Some(ctx) = request.extensions().get::<TenantCtx>().cloned() else {
             return Box::pin(async {
                 Err(GatewayError::Internal("tenant context missing".into()))
             });
         };
         let tier_header = request.headers().get(TIER_HEADER).map(|v| v.as_bytes());
-        let decided = policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier)
-            .and_then(|decision| {
-                let estimate = request
-                    .extensions()
-                    .get::<TokenEstimate>()
-                    .copied()
-                    .unwrap_or_else(|| TokenEstimate::of(&ctx, request.body()));
-                admission::admit(
-                    &self.policy,
-                    &self.metrics,
-                    &ctx.tenant,
-                    request.body(),
-                    request.headers(),
-                    decision,
-                    estimate,
-                )
-                .map(|a| (a, estimate))
-            });
-        let (admitted, estimate) = match decided {
-            Ok(d) => d,
-            Err(e) => return Box::pin(async { Err(e) }),
-        };
-        let Admitted {
-            decision,
-            reservation,
-            limits,
-            deadline,
-            warning,
-            shadow_would,
-        } = admitted;
-        if decision.source != DecisionSource::Model {
-            self.metrics
-                .classifier_decisions
-                .with_label_values(&[decision.tier.as_str(), decision.source.as_str()])
-                .inc();
-        }
-        let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
-        if let Some(labels) = &labels {
-            let _ = labels.tier.set(decision.tier);
-            let _ = labels.model.set(decision.model.name.clone());
-        }
-        tracing::debug!(
-            tier = decision.tier.as_str(),
-            model = &*decision.model.name,
-            score = decision.score,
-            reason = %decision.reason,
-            "routing decision"
-        );
-        let snapshot = ctx.snapshot.clone();
-        let tenant = ctx.tenant.name.clone();
-        let is_stream = request.body().is_stream();
-        if let Some(d) = deadline {
-            request.extensions_mut().insert(RequestDeadline(d));
-        }
-        request.extensions_mut().insert(decision.clone());
-        let metrics = self.metrics.clone();
-        let latency = self.policy.latency.clone();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            let (mut parts, body) = response.into_parts();
-            let served = parts
-                .headers
-                .get("x-deliberate-model")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|m| snapshot.models.get(m).cloned())
-                .unwrap_or_else(|| decision.model.clone());
-            let succeeded = parts.status.is_success();
-            // An answer from the response cache costs nothing and says nothing about latency.
-            let cache_hit = parts.extensions.get::<super::cache::CacheHit>().is_some();
-            if let (false, Some(usage)) = (is_stream, labels.as_ref().and_then(|l| l.usage())) {
-                let c = cost(&served.price, &usage);
-                if let Ok(v) = http::HeaderValue::from_str(&cost_header(c)) {
-                    parts.headers.insert("x-deliberate-cost-usd", v);
-                }
-            }
-            if let Some(w) = warning.and_then(|w| http::HeaderValue::from_str(&w).ok()) {
-                parts.headers.insert("x-deliberate-warning", w);
-            }
-            if let Some(would) = shadow_would {
-                parts.headers.insert(
-                    "x-deliberate-shadow-tier",
-                    http::HeaderValue::from_static(would.as_str()),
-                );
-            }
-            let settle = Settlement {
-                metrics,
-                latency,
-                labels,
-                tenant,
-                served,
-                estimate,
-                succeeded,
-                cache_hit,
-                reservation,
-                limits,
+        let decision =
+            match policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier) {
+                Ok(d) => d,
+                Err(e) => return Box::pin(async { Err(e) }),
             };
-            let body = Body::new(GuardedBody::new(body, move |end| settle.run(end)));
-            Ok(Response::from_parts(parts, body))
+        let estimate = request
+            .extensions()
+            .get::<TokenEstimate>()
+            .copied()
+            .unwrap_or_else(|| TokenEstimate::of(&ctx, request.body()));
+        let metrics = self.metrics.clone();
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let longest = ctx.snapshot.timeouts(Tier::Reasoning).total;
+            let input = admission::AdmitInput {
+                tenant: &ctx.tenant,
+                request: request.body(),
+                headers: request.headers(),
+                estimate,
+                hold_ttl: longest.max(ctx.snapshot.timeouts(Tier::Fast).total) + HOLD_SLACK,
+            };
+            let admitted = admission::admit(&policy, &metrics, input, decision).await?;
+            route(inner, request, ctx, admitted, estimate, metrics, policy).await
         })
     }
+}
+
+/// A budget hold outlives its request's longest timeout by this much before Redis drops it.
+const HOLD_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends the admitted request on and settles its cost when the response body ends.
+async fn route<S>(
+    mut inner: S,
+    mut request: Request<ChatRequest>,
+    ctx: TenantCtx,
+    admitted: Admitted,
+    estimate: TokenEstimate,
+    metrics: Arc<Metrics>,
+    policy: Arc<PolicyState>,
+) -> Result<Response<Body>, GatewayError>
+where
+    S: Service<Request<ChatRequest>, Response = Response<Body>, Error = GatewayError>,
+{
+    let Admitted {
+        decision,
+        reservation,
+        limits,
+        deadline,
+        warning,
+        shadow_would,
+    } = admitted;
+    if decision.source != DecisionSource::Model {
+        metrics
+            .classifier_decisions
+            .with_label_values(&[decision.tier.as_str(), decision.source.as_str()])
+            .inc();
+    }
+    let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
+    if let Some(labels) = &labels {
+        let _ = labels.tier.set(decision.tier);
+        let _ = labels.model.set(decision.model.name.clone());
+    }
+    tracing::debug!(
+        tier = decision.tier.as_str(),
+        model = &*decision.model.name,
+        score = decision.score,
+        reason = %decision.reason,
+        "routing decision"
+    );
+    let snapshot = ctx.snapshot.clone();
+    let tenant = ctx.tenant.name.clone();
+    let is_stream = request.body().is_stream();
+    if let Some(d) = deadline {
+        request.extensions_mut().insert(RequestDeadline(d));
+    }
+    request.extensions_mut().insert(decision.clone());
+    let latency = policy.latency.clone();
+    let response = inner.call(request).await?;
+    let (mut parts, body) = response.into_parts();
+    let served = parts
+        .headers
+        .get("x-deliberate-model")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|m| snapshot.models.get(m).cloned())
+        .unwrap_or_else(|| decision.model.clone());
+    let succeeded = parts.status.is_success();
+    // An answer from the response cache costs nothing and says nothing about latency.
+    let cache_hit = parts.extensions.get::<super::cache::CacheHit>().is_some();
+    if let (false, Some(usage)) = (is_stream, labels.as_ref().and_then(|l| l.usage())) {
+        let c = cost(&served.price, &usage);
+        if let Ok(v) = http::HeaderValue::from_str(&cost_header(c)) {
+            parts.headers.insert("x-deliberate-cost-usd", v);
+        }
+    }
+    if let Some(w) = warning.and_then(|w| http::HeaderValue::from_str(&w).ok()) {
+        parts.headers.insert("x-deliberate-warning", w);
+    }
+    if let Some(would) = shadow_would {
+        parts.headers.insert(
+            "x-deliberate-shadow-tier",
+            http::HeaderValue::from_static(would.as_str()),
+        );
+    }
+    let settle = Settlement {
+        metrics,
+        latency,
+        labels,
+        tenant,
+        served,
+        estimate,
+        succeeded,
+        cache_hit,
+        reservation,
+        limits,
+    };
+    let body = Body::new(GuardedBody::new(body, move |end| settle.run(end)));
+    Ok(Response::from_parts(parts, body))
 }
 
 /// What a finished request owes: run once when its response body ends.
@@ -232,21 +252,17 @@ impl Settlement {
         let amount = billed.map_or(0, |u| cost(&self.served.price, &u));
         let now = Period::now();
         match self.reservation {
-            Some(r) => r.settle_at(amount, now),
-            None => self.limits.ledger.record(amount, now),
+            Some(r) => {
+                r.settle_at(amount, now);
+                self.limits.publish();
+            }
+            None => self.limits.record(amount, now),
         }
         if amount > 0 {
             self.metrics
                 .cost_usd
                 .with_label_values(&[&self.tenant, self.served.tier.as_str(), &self.served.name])
                 .inc_by(crate::cost::usd(amount));
-        }
-        let state = self.limits.ledger.snapshot(now);
-        for (window, spent) in [("day", state.spent_day), ("month", state.spent_month)] {
-            self.metrics
-                .spend_usd
-                .with_label_values(&[&self.tenant, window])
-                .set(crate::cost::usd(spent));
         }
         let clean = end == BodyEnd::Complete
             && self.succeeded

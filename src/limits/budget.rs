@@ -65,8 +65,15 @@ pub struct LedgerState {
     pub period_month: u64,
     pub spent_day: Nanos,
     pub spent_month: Nanos,
+    /// Held by this replica's requests in the local ledger (not those held in Redis).
     pub reserved: Nanos,
     pub requests_in_flight: u64,
+    /// With Redis: what every replica holds, as Redis last said (spent_* mirror it too).
+    pub shared_reserved: Nanos,
+    /// Spend settled here while Redis was away, added to Redis by the next reservation.
+    pub unsynced: Nanos,
+    pub unsynced_day: u64,
+    pub unsynced_month: u64,
 }
 
 #[derive(Debug, Default)]
@@ -115,8 +122,9 @@ impl Ledger {
     /// True once spend + reservations pass the soft fraction of either limit.
     pub fn past_soft_limit(&self, budget: &Budget, now: Period) -> bool {
         let s = self.lock(now);
+        let held = s.reserved + s.shared_reserved;
         let over = |limit: Option<f64>, spent: Nanos| {
-            limit.is_some_and(|l| (spent + s.reserved) as f64 >= budget.soft_limit * l * 1e9)
+            limit.is_some_and(|l| (spent + held) as f64 >= budget.soft_limit * l * 1e9)
         };
         over(budget.daily_usd, s.spent_day) || over(budget.monthly_usd, s.spent_month)
     }
@@ -147,6 +155,8 @@ impl Ledger {
             ledger: self.clone(),
             amount: worst,
             settled: false,
+            shared: None,
+            carry: false,
         })
     }
 
@@ -155,6 +165,50 @@ impl Ledger {
         let mut s = self.lock(now);
         s.spent_day += actual;
         s.spent_month += actual;
+    }
+
+    /// Takes the spend Redis has not seen yet: (day part, month part) for the current
+    /// windows; spend of a window already over is dropped (its limit no longer applies).
+    pub fn take_unsynced(&self, now: Period) -> (Nanos, Nanos) {
+        let mut s = self.lock(now);
+        let amount = std::mem::take(&mut s.unsynced);
+        (
+            if s.unsynced_day == now.day { amount } else { 0 },
+            if s.unsynced_month == now.month {
+                amount
+            } else {
+                0
+            },
+        )
+    }
+
+    /// Puts back spend taken by `take_unsynced` that did not reach Redis.
+    pub fn restore_unsynced(&self, carried: (Nanos, Nanos), now: Period) {
+        let mut s = self.lock(now);
+        s.unsynced += carried.0.max(carried.1);
+        s.unsynced_day = now.day;
+        s.unsynced_month = now.month;
+    }
+
+    /// Spend settled here because Redis did not answer: counted locally now, carried to
+    /// Redis later.
+    pub fn record_unsynced(&self, actual: Nanos, now: Period) {
+        let mut s = self.lock(now);
+        s.spent_day += actual;
+        s.spent_month += actual;
+        s.unsynced += actual;
+        s.unsynced_day = now.day;
+        s.unsynced_month = now.month;
+    }
+
+    /// Takes Redis's view of the tenant's spend (every replica's) as the local one: it is
+    /// what the soft limit and the metrics read, and where local enforcement starts from if
+    /// Redis goes away. Local spend not yet in Redis stays on top.
+    pub fn mirror(&self, view: crate::shared::budget::SharedView, now: Period) {
+        let mut s = self.lock(now);
+        s.spent_day = view.day + s.unsynced;
+        s.spent_month = view.month + s.unsynced;
+        s.shared_reserved = view.reserved;
     }
 }
 
@@ -165,9 +219,49 @@ pub struct Reservation {
     ledger: Arc<Ledger>,
     amount: Nanos,
     settled: bool,
+    /// Held in Redis rather than in `ledger`: settled there.
+    shared: Option<SharedHold>,
+    /// Held locally because Redis did not answer: the spend is carried to Redis later.
+    carry: bool,
+}
+
+/// A hold in the shared ledger: which tenant and which hold id to settle.
+pub struct SharedHold {
+    pub shared: Arc<crate::shared::Shared>,
+    pub tenant: Arc<str>,
+    pub id: String,
+    /// Publishes the tenant's spend metrics after Redis answered.
+    pub on_settled: Box<dyn Fn(&Ledger) + Send + Sync>,
+}
+
+impl std::fmt::Debug for SharedHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHold")
+            .field("tenant", &self.tenant)
+            .field("id", &self.id)
+            .finish()
+    }
 }
 
 impl Reservation {
+    /// A hold Redis granted.
+    pub fn in_shared(ledger: Arc<Ledger>, amount: Nanos, hold: SharedHold) -> Reservation {
+        Reservation {
+            ledger,
+            amount,
+            settled: false,
+            shared: Some(hold),
+            carry: false,
+        }
+    }
+
+    /// A local hold of a tenant whose budget lives in Redis (which did not answer): its
+    /// spend is added to Redis by a later reservation.
+    pub fn carried_to_shared(mut self) -> Reservation {
+        self.carry = true;
+        self
+    }
+
     pub fn amount(&self) -> Nanos {
         self.amount
     }
@@ -184,11 +278,38 @@ impl Reservation {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
+        if let Some(hold) = self.shared.take() {
+            // Settled in Redis after the response; if Redis does not answer, the spend is
+            // kept here and carried over (the hold itself expires in Redis).
+            let ledger = self.ledger.clone();
+            let spawner = hold.shared.clone();
+            spawner.spawn(async move {
+                let settled = crate::shared::budget::settle(
+                    &hold.shared,
+                    &hold.tenant,
+                    Some(&hold.id),
+                    actual,
+                    now,
+                )
+                .await;
+                match settled {
+                    Some(view) => ledger.mirror(view, now),
+                    None => ledger.record_unsynced(actual, now),
+                }
+                (hold.on_settled)(&ledger);
+            });
+            return;
+        }
         let mut s = self.ledger.lock(now);
         s.reserved = s.reserved.saturating_sub(self.amount);
         s.requests_in_flight = s.requests_in_flight.saturating_sub(1);
         s.spent_day += actual;
         s.spent_month += actual;
+        if self.carry && actual > 0 {
+            s.unsynced += actual;
+            s.unsynced_day = now.day;
+            s.unsynced_month = now.month;
+        }
     }
 }
 
@@ -266,5 +387,36 @@ mod tests {
         assert!(ledger.reserve(&b, nanos(0.5), next).is_ok());
         let s = ledger.snapshot(next);
         assert_eq!((s.spent_day, s.spent_month), (0, nanos(0.9)));
+    }
+
+    #[test]
+    fn spend_redis_missed_is_carried_once_and_only_into_its_own_windows() {
+        let ledger = Arc::new(Ledger::default());
+        let b = budget(1.0);
+        let today = Period::of_day(20_785);
+        ledger.record_unsynced(nanos(0.2), today);
+        // A local hold taken while Redis was away carries its spend too.
+        let local = ledger.reserve(&b, nanos(0.1), today).unwrap();
+        local.carried_to_shared().settle_at(nanos(0.05), today);
+        assert_eq!(ledger.take_unsynced(today), (nanos(0.25), nanos(0.25)));
+        assert_eq!(ledger.take_unsynced(today), (0, 0), "taken once");
+        // Not delivered: put back; the next day only the month still counts it.
+        ledger.restore_unsynced((nanos(0.25), nanos(0.25)), today);
+        assert_eq!(
+            ledger.take_unsynced(Period::of_day(20_786)),
+            (0, nanos(0.25))
+        );
+        // Redis's view replaces the local one (plus what Redis has not seen).
+        ledger.record_unsynced(nanos(0.1), today);
+        let view = crate::shared::budget::SharedView {
+            day: nanos(0.5),
+            month: nanos(0.7),
+            reserved: nanos(0.3),
+        };
+        ledger.mirror(view, today);
+        let s = ledger.snapshot(today);
+        assert_eq!((s.spent_day, s.spent_month), (nanos(0.6), nanos(0.8)));
+        // Soft limit (0.8 of 1.0) counts the other replicas' holds.
+        assert!(ledger.past_soft_limit(&b, today));
     }
 }

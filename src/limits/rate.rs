@@ -110,6 +110,8 @@ pub struct TokenHold {
     limiter: Arc<RateLimiter>,
     reserved: u64,
     done: bool,
+    /// Taken from the tenant's buckets in Redis: reconciled there.
+    shared: Option<Arc<super::TenantLimits>>,
 }
 
 impl TokenHold {
@@ -118,6 +120,17 @@ impl TokenHold {
             limiter,
             reserved,
             done: false,
+            shared: None,
+        }
+    }
+
+    /// Tokens the tenant's shared bucket in Redis granted.
+    pub fn in_shared(limits: Arc<super::TenantLimits>, reserved: u64) -> TokenHold {
+        TokenHold {
+            limiter: limits.rate.clone(),
+            reserved,
+            done: false,
+            shared: Some(limits),
         }
     }
 
@@ -131,6 +144,21 @@ impl TokenHold {
 
     fn finish(&mut self, actual: u64) {
         if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        if let Some(limits) = self.shared.take() {
+            let (Some(shared), Some(per_minute)) =
+                (limits.shared.clone(), limits.limits.tokens_per_minute)
+            else {
+                return;
+            };
+            let reserved = self.reserved;
+            // After the response; if Redis does not answer, the difference is lost to the
+            // shared bucket (it refills within the minute anyway).
+            shared.clone().spawn(async move {
+                crate::shared::rate::give_back(&shared, &limits.name, per_minute, reserved, actual)
+                    .await;
+            });
             return;
         }
         if let Some(tokens) = &self.limiter.tokens {

@@ -22,9 +22,12 @@ pub fn tenant_report(limits: &LimitState, tenant: &Tenant) -> Value {
     let now = Period::now();
     let state = limits.for_tenant(tenant);
     let ledger = state.ledger.snapshot(now);
+    // With Redis the spend is every replica's as Redis last reported it, and holds include
+    // the other replicas' requests in flight.
+    let held = ledger.reserved + ledger.shared_reserved;
     let budget = tenant.policy.budget.as_ref().map(|b| {
         let remaining = |limit: Option<f64>, spent: u64| {
-            limit.map(|l| (l - usd(spent) - usd(ledger.reserved)).max(0.0))
+            limit.map(|l| (l - usd(spent) - usd(held)).max(0.0))
         };
         json!({
             "daily_usd": b.daily_usd,
@@ -38,18 +41,28 @@ pub fn tenant_report(limits: &LimitState, tenant: &Tenant) -> Value {
         })
     });
     let instant = Instant::now();
+    let shared = state.shared.is_some();
+    // Shared buckets live in Redis; the local ones shown are the fallback's.
+    let buckets = |b| {
+        if shared {
+            Value::Null
+        } else {
+            bucket(b, instant)
+        }
+    };
     json!({
         "tenant": &*tenant.name,
+        "state": if shared { "redis (shared by all replicas)" } else { "this replica" },
         "spend": {
             "today_usd": usd(ledger.spent_day),
             "month_usd": usd(ledger.spent_month),
-            "reserved_usd": usd(ledger.reserved),
+            "reserved_usd": usd(held),
             "requests_in_flight": ledger.requests_in_flight,
         },
         "budget": budget,
         "rate_limits": {
-            "requests_per_minute": bucket(state.rate.requests.as_ref(), instant),
-            "tokens_per_minute": bucket(state.rate.tokens.as_ref(), instant),
+            "requests_per_minute": buckets(state.rate.requests.as_ref()),
+            "tokens_per_minute": buckets(state.rate.tokens.as_ref()),
         },
     })
 }

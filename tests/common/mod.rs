@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 mod files;
 mod mock;
+mod redis_server;
 #[allow(unused_imports)] // only the reload tests use it
 pub use files::admin_token;
 pub use mock::*;
+#[allow(unused_imports)] // only the Redis tests and the cache-hit bench use it
+pub use redis_server::RedisServer;
 
 pub const KEY: &str = "sk-test-tenant-key";
 pub const OTHER_KEY: &str = "sk-test-other-key";
