@@ -338,3 +338,51 @@ async fn killing_redis_leaves_both_replicas_serving_and_they_resume_when_it_retu
     assert_eq!(header(&hit, "x-deliberate-cache"), "hit");
     read_text(hit).await;
 }
+
+#[tokio::test]
+async fn replicas_share_through_a_tls_redis_and_verify_its_certificate() {
+    let redis = RedisServer::start_tls();
+    let ca = redis.ca_file().unwrap();
+    let upstream = MockUpstream::ok("Biscuit").await;
+    let tenants = acme("[cache]\nenabled = true\n\n[rate_limits]\nrequests_per_minute = 3\n");
+    let config = |extra: &str| {
+        openai_config(
+            upstream.addr,
+            &format!(
+                "[redis]\nurl = \"{}\"\ntimeout_ms = 1000\n{extra}",
+                redis.url()
+            ),
+        )
+    };
+    let trusting = config(&format!("tls_ca_file = \"{}\"\n", ca.display()));
+    let a = Gateway::start(&trusting, &tenants).await;
+    let b = Gateway::start(&trusting, &tenants).await;
+    let (_, hit) = miss_on_a_then_ask_b(&a, &b, &redis, deterministic(PROMPT, false)).await;
+    assert_eq!(header(&hit, "x-deliberate-cache"), "hit");
+    read_text(hit).await;
+    // Two of the three requests a minute are used, by two replicas: one more, then 429.
+    let third = b.chat(deterministic("another", false)).await;
+    assert_eq!(third.status(), 200);
+    read_text(third).await;
+    let fourth = a.chat(deterministic("yet another", false)).await;
+    expect_error_body(fourth, 429, "rate_limit_error", "rate_limit_exceeded").await;
+    for gw in [&a, &b] {
+        assert_eq!(metrics_value(gw, "deliberate_redis_up", &[]).await, 1.0);
+        assert_eq!(
+            metrics_value(gw, "deliberate_redis_fallbacks_total", &[]).await,
+            0.0
+        );
+    }
+
+    // Without the private CA the server's certificate is not trusted: Redis is not used
+    // (and the request is still served, locally).
+    let untrusting = Gateway::start(&config(""), &tenants).await;
+    let r = untrusting.chat(deterministic(PROMPT, false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-deliberate-cache"), "miss");
+    read_text(r).await;
+    assert_eq!(
+        metrics_value(&untrusting, "deliberate_redis_up", &[]).await,
+        0.0
+    );
+}

@@ -41,6 +41,8 @@ pub struct RawRedis {
     pub key_prefix: Option<Spanned<String>>,
     /// Per-operation limit; past it the operation fails open (local fallback).
     pub timeout_ms: Option<Spanned<u64>>,
+    /// PEM root certificate(s) for `rediss://` servers signed by a private CA.
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 /// `[cache]` in `deliberate.toml`: the response cache shared by every tenant.

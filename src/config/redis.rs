@@ -1,6 +1,8 @@
 //! `[redis]` in `deliberate.toml`: where the replicas share cache, spend and rate-limit
 //! state (see `crate::shared`), parsed and validated. The URL may carry a password: it never
-//! appears in `Debug` output or in a problem message.
+//! appears in `Debug` output or in a problem message. `rediss://` is TLS (rustls), verified
+//! against the system's roots or the PEM file `tls_ca_file` (relative paths: to the config
+//! file's directory).
 
 use std::time::Duration;
 
@@ -15,6 +17,8 @@ pub struct RedisSettings {
     pub url: String,
     pub key_prefix: String,
     pub timeout: Duration,
+    /// Roots to verify a `rediss://` server with instead of the system's (PEM).
+    pub tls_root_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -23,6 +27,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("url", &"<redacted>")
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
+            .field("tls_ca_file", &self.tls_root_pem.is_some())
             .finish()
     }
 }
@@ -58,15 +63,42 @@ pub(super) fn settings(raw: &RawRedis, p: &mut FileProblems) -> Option<RedisSett
     };
     let url = url.and_then(|(url, span)| {
         // The message never repeats the URL: it may carry a password.
-        let scheme_ok = url.starts_with("redis://") || url.starts_with("redis+unix://");
+        let scheme_ok = ["redis://", "rediss://", "redis+unix://"]
+            .iter()
+            .any(|s| url.starts_with(s));
         if !scheme_ok || ::redis::Client::open(url.as_str()).is_err() {
             p.at(
                 span,
-                "expected a Redis URL like \"redis://host:6379/0\" (TLS `rediss://` is not supported)",
+                "expected a Redis URL like \"redis://host:6379/0\" or \"rediss://host:6380/0\" (TLS)",
             );
             return None;
         }
         Some(url)
+    });
+    let tls_root_pem = raw.tls_ca_file.as_ref().and_then(|file| {
+        if url.as_ref().is_some_and(|u| !u.starts_with("rediss://")) {
+            p.at(file.span(), "redis.tls_ca_file needs a `rediss://` URL");
+            return None;
+        }
+        let path = p
+            .file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(file.get_ref());
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                p.at(
+                    file.span(),
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                p.at(file.span(), format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
     });
     let key_prefix = match &raw.key_prefix {
         None => "deliberate".to_string(),
@@ -93,6 +125,7 @@ pub(super) fn settings(raw: &RawRedis, p: &mut FileProblems) -> Option<RedisSett
         url: url?,
         key_prefix,
         timeout: Duration::from_millis(timeout),
+        tls_root_pem,
     })
 }
 
@@ -128,11 +161,21 @@ mod tests {
         assert!(missing.contains("needs `url` or `url_env`"), "{missing}");
         let both = check("[redis]\nurl = \"redis://a\"\nurl_env = \"R\"\n").unwrap_err();
         assert!(both.contains("not both"), "{both}");
-        let tls = check("[redis]\nurl = \"rediss://:hunter2@cache:6379\"\n").unwrap_err();
+        let bad = check("[redis]\nurl = \"http://:hunter2@cache:6379\"\n").unwrap_err();
         assert!(
-            tls.contains("expected a Redis URL") && !tls.contains("hunter2"),
-            "{tls}"
+            bad.contains("expected a Redis URL") && !bad.contains("hunter2"),
+            "{bad}"
         );
+        let tls = check("[redis]\nurl = \"rediss://:hunter2@cache:6380\"\n").unwrap();
+        assert!(
+            tls.tls_root_pem.is_none(),
+            "verified against the system's roots"
+        );
+        let ca = check("[redis]\nurl = \"redis://a\"\ntls_ca_file = \"ca.pem\"\n").unwrap_err();
+        assert!(ca.contains("needs a `rediss://` URL"), "{ca}");
+        let ca = check("[redis]\nurl = \"rediss://a\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err();
+        assert!(ca.contains("cannot read /nonexistent/ca.pem"), "{ca}");
         let unset = check("[redis]\nurl_env = \"DELIBERATE_TEST_UNSET_REDIS_URL\"\n").unwrap_err();
         assert!(unset.contains("is not set"), "{unset}");
         let slow = check("[redis]\nurl = \"redis://a\"\ntimeout_ms = 0\n").unwrap_err();

@@ -84,7 +84,16 @@ impl Shared {
     /// Sets up the connection without waiting for it: a gateway starts (and serves, locally)
     /// while Redis is unreachable. Must be called inside the Tokio runtime.
     pub fn new(settings: &RedisSettings, metrics: Arc<Metrics>) -> RedisResult<Arc<Shared>> {
-        let client = redis::Client::open(settings.url.as_str())?;
+        let client = match &settings.tls_root_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                settings.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => redis::Client::open(settings.url.as_str())?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(settings.timeout))

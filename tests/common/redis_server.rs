@@ -1,11 +1,13 @@
 //! A real `redis-server` for tests: started on a free loopback port, without persistence,
-//! killed (by its PID, only the process started here) on `kill()` or drop.
+//! killed (by its PID, only the process started here) on `kill()` or drop. `start_tls()`
+//! serves TLS only, with a throwaway CA and server certificate made by the `openssl` CLI.
 //!
-//! The binary is `$REDIS_SERVER` or `redis-server` on PATH; `scripts/test.sh` installs it.
-//! A missing binary fails the test: the Redis tests never skip.
+//! The binaries are `$REDIS_SERVER` / `$REDIS_CLI` or `redis-server` / `redis-cli` on PATH
+//! (Debian's redis-server package brings both); `scripts/test.sh` installs them. A missing
+//! binary fails the test: the Redis tests never skip.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,10 +16,12 @@ use tokio::time::Instant;
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// TLS mode: the directory holding `ca.crt`, `server.crt` and `server.key`.
+    tls: Option<tempfile::TempDir>,
 }
 
-fn binary() -> String {
-    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+fn binary(env: &str, default: &str) -> String {
+    std::env::var(env).unwrap_or_else(|_| default.to_string())
 }
 
 fn free_port() -> u16 {
@@ -25,50 +29,137 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
+/// A CA and a server certificate for 127.0.0.1, valid for a day.
+fn make_certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run openssl ({e}): apt-get install openssl"));
+        assert!(status.success(), "openssl {args:?} failed");
     };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read(&mut buf)
-            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    std::fs::write(dir.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    dir
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits (at most 5 s) until it answers PING.
+    /// Starts a plain-TCP server on a free port and waits (at most 5 s) until it answers.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    /// Starts a TLS-only server (`rediss://`); its CA certificate is `ca_file()`.
+    pub fn start_tls() -> RedisServer {
+        RedisServer::start_with(Some(make_certificates()))
+    }
+
+    fn start_with(mut tls: Option<tempfile::TempDir>) -> RedisServer {
         for _ in 0..5 {
             let mut server = RedisServer {
                 port: free_port(),
                 child: None,
+                tls: tls.take(),
             };
             if server.spawn() {
                 return server;
             }
+            tls = server.tls.take();
         }
         panic!("redis-server did not come up on a free port after 5 attempts");
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new(binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        let port = self.port.to_string();
+        let mut command = Command::new(binary("REDIS_SERVER", "redis-server"));
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(dir) => {
+                let file = |name: &str| dir.path().join(name).display().to_string();
+                command
+                    .args([
+                        "--port",
+                        "0",
+                        "--tls-port",
+                        &port,
+                        "--tls-auth-clients",
+                        "no",
+                    ])
+                    .args(["--tls-cert-file", &file("server.crt")])
+                    .args(["--tls-key-file", &file("server.key")])
+                    .args(["--tls-ca-cert-file", &file("ca.crt")])
+            }
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start `{}` ({e}): scripts/test.sh installs redis-server \
-                     (or: apt-get install redis-server, or set REDIS_SERVER)",
-                    binary()
+                    "cannot start redis-server ({e}): scripts/test.sh installs it \
+                     (or: apt-get install redis-server, or set REDIS_SERVER)"
                 )
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if answers_ping(self.port) {
+            if self.cli(&["PING"]).is_some_and(|r| r.trim() == "PONG") {
                 return true;
             }
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -80,25 +171,31 @@ impl RedisServer {
         false
     }
 
-    /// Sends one command (inline protocol) and returns the raw reply.
-    fn command(&self, line: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis reachable");
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = s.read(&mut buf).expect("redis reply");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+    /// Runs one command through `redis-cli` (TLS when the server is); `None` if it fails.
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let mut command = Command::new(binary("REDIS_CLI", "redis-cli"));
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(ca) = self.ca_file() {
+            command.args(["--tls", "--cacert", &ca.display().to_string()]);
+        }
+        let out = command
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-cli ({e}): it comes with redis-server (or set REDIS_CLI)")
+            });
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// How many response-cache entries Redis holds (keys `*:cache:*`).
     pub fn cache_entries(&self) -> usize {
-        let reply = self.command("KEYS *:cache:*");
-        // `*N\r\n...`: an array of N keys.
-        reply
-            .strip_prefix('*')
-            .and_then(|r| r.split("\r\n").next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        let keys = self
+            .cli(&["KEYS", "*:cache:*"])
+            .expect("redis answers KEYS");
+        keys.lines().filter(|l| !l.trim().is_empty()).count()
     }
 
     /// Waits (at most 2 s) until Redis holds `n` cache entries: a replica writes its entry
@@ -115,7 +212,17 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// TLS mode: the CA certificate that signed the server's.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|d| d.path().join("ca.crt"))
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
