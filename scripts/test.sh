@@ -106,21 +106,28 @@ ensure_rust_component() { # ensure_rust_component clippy|rustfmt SUBCOMMAND
 }
 
 # The Redis-tier tests (tests/shared_redis.rs) and the cache-hit bench start their own
-# redis-server on a free port; they fail (never skip) without the binary.
+# redis-server on a free port (and talk to it with redis-cli; the TLS one needs openssl);
+# they fail (never skip) without these.
+redis_test_tools_missing() { # prints the apt packages still needed
+  need_cmd redis-server || [[ -n "${REDIS_SERVER:-}" ]] || echo redis-server
+  need_cmd redis-cli || [[ -n "${REDIS_CLI:-}" ]] || echo redis-tools
+  need_cmd openssl || echo openssl # the TLS test's throwaway CA
+}
+
 ensure_redis_server() {
-  if need_cmd redis-server || [[ -n "${REDIS_SERVER:-}" ]]; then
-    return 0
-  fi
+  local missing=()
+  mapfile -t missing < <(redis_test_tools_missing)
+  [[ ${#missing[@]} -eq 0 ]] && return 0
   if [[ $(id -u) -eq 0 ]] && need_cmd apt-get; then
-    banner "installing redis-server (apt)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server ||
+    banner "installing ${missing[*]} (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
       { apt-get update -q &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; }
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; }
   fi
-  need_cmd redis-server || {
-    echo "test.sh: redis-server not found and not installable here (apt-get install redis-server, or set REDIS_SERVER)" >&2
+  if [[ -n "$(redis_test_tools_missing)" ]]; then
+    echo "test.sh: redis-server, redis-cli and openssl are needed (apt-get install redis-server openssl, or set REDIS_SERVER/REDIS_CLI)" >&2
     return 1
-  }
+  fi
 }
 
 if wants fmt; then ensure_rust_component rustfmt fmt; fi
