@@ -184,9 +184,13 @@ impl Ledger {
 
     /// Puts back spend taken by `take_unsynced` that did not reach Redis.
     pub fn restore_unsynced(&self, carried: (Nanos, Nanos), now: Period) {
+        if carried == (0, 0) {
+            return;
+        }
         let mut s = self.lock(now);
         s.unsynced += carried.0.max(carried.1);
-        s.unsynced_day = now.day;
+        // Spend of a day already over carries into the month only.
+        s.unsynced_day = if carried.0 > 0 { now.day } else { u64::MAX };
         s.unsynced_month = now.month;
     }
 
@@ -402,10 +406,11 @@ mod tests {
         assert_eq!(ledger.take_unsynced(today), (0, 0), "taken once");
         // Not delivered: put back; the next day only the month still counts it.
         ledger.restore_unsynced((nanos(0.25), nanos(0.25)), today);
-        assert_eq!(
-            ledger.take_unsynced(Period::of_day(20_786)),
-            (0, nanos(0.25))
-        );
+        let tomorrow = Period::of_day(20_786);
+        assert_eq!(ledger.take_unsynced(tomorrow), (0, nanos(0.25)));
+        // Put back again: still the month's only, never tomorrow's day.
+        ledger.restore_unsynced((0, nanos(0.25)), tomorrow);
+        assert_eq!(ledger.take_unsynced(tomorrow), (0, nanos(0.25)));
         // Redis's view replaces the local one (plus what Redis has not seen).
         ledger.record_unsynced(nanos(0.1), today);
         let view = crate::shared::budget::SharedView {
