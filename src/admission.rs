@@ -23,7 +23,7 @@ use crate::cost::{usd, worst_case};
 use crate::error::GatewayError;
 use crate::latency::LatencyBook;
 use crate::layers::rate_limit::TokenEstimate;
-use crate::limits::{LimitState, Period, Refusal, Reservation, TenantLimits};
+use crate::limits::{Clock, LimitState, Period, Refusal, Reservation, TenantLimits};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, DecisionSource};
 use crate::sticky::{session_key, Sessions, SESSION_HEADER};
@@ -93,8 +93,9 @@ fn client_deadline(headers: &HeaderMap) -> Result<Option<Duration>, GatewayError
 }
 
 /// Seconds until the window of `refusal` resets (next UTC day or month).
-fn retry_after(refusal: Refusal, now: Period) -> u64 {
-    let to_next_day = Period::seconds_to_next_day();
+fn retry_after(refusal: Refusal, clock: &Clock) -> u64 {
+    let now = clock.period();
+    let to_next_day = clock.seconds_to_next_day();
     if refusal != Refusal::Monthly {
         return to_next_day;
     }
@@ -129,7 +130,7 @@ pub async fn admit(
     } = input;
     let policy = &tenant.policy;
     let limits = state.limits.for_tenant(tenant);
-    let now = Period::now();
+    let now = limits.ledger.now();
     let deadline = client_deadline(headers)?;
     let by_classifier = matches!(
         decision.source,
@@ -309,7 +310,7 @@ pub async fn admit(
                             _ => GatewayError::BudgetExceeded {
                                 which: refusal.describe(),
                                 detail: budget_detail(budget, refusal),
-                                retry_after_secs: retry_after(refusal, now),
+                                retry_after_secs: retry_after(refusal, limits.ledger.clock()),
                             },
                         });
                     }
@@ -354,12 +355,18 @@ mod tests {
     use crate::cost::nanos;
 
     #[test]
-    fn monthly_refusals_wait_for_the_next_month() {
-        let nov_28 = Period::of_day(20_785);
-        let wait = retry_after(Refusal::Monthly, nov_28);
-        // Up to 3 days (Nov 28 -> Dec 1), at least 2.
-        assert!((2 * 86_400..=3 * 86_400).contains(&wait), "{wait}");
-        assert!(retry_after(Refusal::Daily, nov_28) <= 86_400);
+    fn refusals_wait_for_the_next_day_or_month_by_the_ledgers_clock() {
+        // 2026-11-28 (day 20_785) at 12:00 UTC.
+        let (nov_28_noon, _) = Clock::settable(20_785 * 86_400 + 43_200);
+        // Half a day, then Nov 29 and Nov 30, until Dec 1 00:00.
+        assert_eq!(
+            retry_after(Refusal::Monthly, &nov_28_noon),
+            43_200 + 2 * 86_400
+        );
+        assert_eq!(retry_after(Refusal::Daily, &nov_28_noon), 43_200);
+        // 2026-12-31 at 23:59:59: one second to the next day, the next month and the next year.
+        let (new_years_eve, _) = Clock::settable(20_818 * 86_400 + 86_399);
+        assert_eq!(retry_after(Refusal::Monthly, &new_years_eve), 1);
         assert_eq!(nanos(0.5), 500_000_000);
     }
 

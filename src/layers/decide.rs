@@ -19,7 +19,6 @@ use crate::body::Body;
 use crate::classify::{Classifier, Tier};
 use crate::cost::{cost, Usage};
 use crate::error::GatewayError;
-use crate::limits::Period;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::{self, DecisionSource, TIER_HEADER};
 
@@ -250,7 +249,7 @@ impl Settlement {
             None => None,
         };
         let amount = billed.map_or(0, |u| cost(&self.served.price, &u));
-        let now = Period::now();
+        let now = self.limits.ledger.now();
         match self.reservation {
             Some(r) => {
                 r.settle_at(amount, now);

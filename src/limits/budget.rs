@@ -20,14 +20,6 @@ pub struct Period {
 }
 
 impl Period {
-    pub fn now() -> Period {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Period::of_day(secs / 86_400)
-    }
-
     pub fn of_day(day: u64) -> Period {
         let (year, month) = civil_year_month(day as i64);
         Period {
@@ -36,13 +28,64 @@ impl Period {
         }
     }
 
+    /// The UTC day and month that contain `unix_secs`.
+    pub fn at(unix_secs: u64) -> Period {
+        Period::of_day(unix_secs / 86_400)
+    }
+}
+
+/// Where budgets read the UTC date. The gateway uses the wall clock; tests pass a fixed or
+/// settable one, so that a hold dropped or settled later is counted in the window the test
+/// chose and not in whatever month the machine happens to be in.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.unix_secs())
+    }
+}
+
+impl Clock {
+    /// Seconds since the epoch from the system clock (0 if it is set before 1970).
+    pub fn system() -> Clock {
+        Clock(Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        }))
+    }
+
+    /// A clock that reads whatever the returned handle was last set to.
+    pub fn settable(unix_secs: u64) -> (Clock, Arc<std::sync::atomic::AtomicU64>) {
+        let now = Arc::new(std::sync::atomic::AtomicU64::new(unix_secs));
+        let read = now.clone();
+        (
+            Clock(Arc::new(move || {
+                read.load(std::sync::atomic::Ordering::Relaxed)
+            })),
+            now,
+        )
+    }
+
+    pub fn unix_secs(&self) -> u64 {
+        (self.0)()
+    }
+
+    pub fn period(&self) -> Period {
+        Period::at(self.unix_secs())
+    }
+
     /// Seconds until the next UTC midnight: when a daily limit frees up.
-    pub fn seconds_to_next_day() -> u64 {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        86_400 - secs % 86_400
+    pub fn seconds_to_next_day(&self) -> u64 {
+        86_400 - self.unix_secs() % 86_400
     }
 }
 
@@ -79,6 +122,7 @@ pub struct LedgerState {
 #[derive(Debug, Default)]
 pub struct Ledger {
     state: Mutex<LedgerState>,
+    clock: Clock,
 }
 
 /// Why a request may not spend `worst` now.
@@ -101,6 +145,22 @@ impl Refusal {
 }
 
 impl Ledger {
+    pub fn with_clock(clock: Clock) -> Ledger {
+        Ledger {
+            state: Mutex::default(),
+            clock,
+        }
+    }
+
+    /// The current UTC window by this ledger's clock.
+    pub fn now(&self) -> Period {
+        self.clock.period()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     fn lock(&self, now: Period) -> MutexGuard<'_, LedgerState> {
         // A poisoned ledger is still a correct ledger: every update is a few additions.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,7 +331,8 @@ impl Reservation {
     }
 
     pub fn settle(mut self, actual: Nanos) {
-        self.release(actual, Period::now());
+        let now = self.ledger.now();
+        self.release(actual, now);
     }
 
     pub fn settle_at(mut self, actual: Nanos, now: Period) {
@@ -319,7 +380,8 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.release(0, Period::now());
+        let now = self.ledger.now();
+        self.release(0, now);
     }
 }
 
@@ -352,7 +414,7 @@ mod tests {
 
     #[test]
     fn reservations_count_against_the_limit_until_settled() {
-        let ledger = Arc::new(Ledger::default());
+        let (ledger, _) = ledger_on(20_785);
         let b = budget(1.0);
         let now = Period::of_day(20_785);
         let first = ledger.reserve(&b, nanos(0.6), now).unwrap();
@@ -370,7 +432,7 @@ mod tests {
 
     #[test]
     fn per_request_cap_and_soft_limit() {
-        let ledger = Arc::new(Ledger::default());
+        let (ledger, _) = ledger_on(20_785);
         let b = budget(1.0);
         let now = Period::of_day(20_785);
         assert_eq!(
@@ -382,20 +444,73 @@ mod tests {
         assert!(ledger.past_soft_limit(&b, now));
     }
 
+    /// A ledger whose clock starts at 12:00 UTC of `day`; the handle moves it.
+    fn ledger_on(day: u64) -> (Arc<Ledger>, Arc<std::sync::atomic::AtomicU64>) {
+        let (clock, handle) = Clock::settable(day * 86_400 + 43_200);
+        (Arc::new(Ledger::with_clock(clock)), handle)
+    }
+
+    fn set_day(handle: &std::sync::atomic::AtomicU64, day: u64) {
+        handle.store(day * 86_400 + 43_200, std::sync::atomic::Ordering::Relaxed);
+    }
+
     #[test]
     fn a_new_day_starts_from_zero_but_the_month_carries_on() {
-        let ledger = Arc::new(Ledger::default());
+        // 2026-11-28 -> 2026-11-29. The reservation is dropped unsettled: it releases by
+        // the ledger's clock, never the machine's.
+        let (ledger, _) = ledger_on(20_786);
         let b = budget(1.0);
         ledger.record(nanos(0.9), Period::of_day(20_785));
         let next = Period::of_day(20_786);
         assert!(ledger.reserve(&b, nanos(0.5), next).is_ok());
         let s = ledger.snapshot(next);
         assert_eq!((s.spent_day, s.spent_month), (0, nanos(0.9)));
+        assert_eq!(s.reserved, 0, "the dropped hold is released");
+    }
+
+    #[test]
+    fn a_new_month_and_a_new_year_start_both_windows_from_zero() {
+        let b = budget(1.0);
+        for (last_day, first_day) in [
+            (20_787, 20_788), // 2026-11-30 -> 2026-12-01
+            (20_818, 20_819), // 2026-12-31 -> 2027-01-01
+            (11_016, 11_017), // 2000-02-29 -> 2000-03-01
+        ] {
+            let (ledger, clock) = ledger_on(last_day);
+            let held = ledger.reserve(&b, nanos(0.5), ledger.now()).unwrap();
+            ledger.record(nanos(0.4), ledger.now());
+            held.settle(nanos(0.3));
+            let s = ledger.snapshot(ledger.now());
+            assert_eq!((s.spent_day, s.spent_month), (nanos(0.7), nanos(0.7)));
+            // A hold taken before midnight and settled after it counts in the new windows.
+            let late = ledger.reserve(&b, nanos(0.2), ledger.now()).unwrap();
+            set_day(&clock, first_day);
+            late.settle(nanos(0.1));
+            let s = ledger.snapshot(ledger.now());
+            assert_eq!(
+                (s.spent_day, s.spent_month, s.reserved),
+                (nanos(0.1), nanos(0.1), 0),
+                "day {last_day} -> {first_day}"
+            );
+            // The whole daily budget is there again.
+            assert!(ledger.reserve(&b, nanos(0.9), ledger.now()).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_clock_gives_periods_and_the_wait_to_midnight() {
+        let (clock, handle) = Clock::settable(20_818 * 86_400 + 86_399);
+        assert_eq!(clock.period(), Period::of_day(20_818));
+        assert_eq!(clock.seconds_to_next_day(), 1);
+        handle.store(20_819 * 86_400, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(clock.seconds_to_next_day(), 86_400);
+        assert_eq!(civil_year_month(20_819), (2027, 1));
+        assert_ne!(clock.period().month, Period::of_day(20_818).month);
     }
 
     #[test]
     fn spend_redis_missed_is_carried_once_and_only_into_its_own_windows() {
-        let ledger = Arc::new(Ledger::default());
+        let (ledger, _) = ledger_on(20_785);
         let b = budget(1.0);
         let today = Period::of_day(20_785);
         ledger.record_unsynced(nanos(0.2), today);

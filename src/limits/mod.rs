@@ -22,7 +22,7 @@ use crate::config::{Budget, RateLimits, Tenant};
 use crate::cost::{nanos, Nanos};
 use crate::metrics::Metrics;
 use crate::shared::Shared;
-pub use budget::{Ledger, Period, Refusal, Reservation, SharedHold};
+pub use budget::{Clock, Ledger, Period, Refusal, Reservation, SharedHold};
 pub use rate::{Bucket, RateLimiter, TokenHold};
 
 pub struct TenantLimits {
@@ -49,6 +49,8 @@ pub struct LimitState {
     tenants: RwLock<HashMap<Arc<str>, Arc<TenantLimits>>>,
     shared: Option<Arc<Shared>>,
     metrics: Option<Arc<Metrics>>,
+    /// Every tenant's ledger reads the date here.
+    clock: Clock,
 }
 
 fn limiter(limits: &RateLimits) -> Arc<RateLimiter> {
@@ -73,7 +75,14 @@ impl LimitState {
             tenants: RwLock::default(),
             shared,
             metrics: Some(metrics),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same state with budgets dated by `clock` (tests that cross a day or a month).
+    pub fn with_clock(mut self, clock: Clock) -> LimitState {
+        self.clock = clock;
+        self
     }
 
     fn build(&self, name: &Arc<str>, ledger: Arc<Ledger>, limits: &RateLimits) -> TenantLimits {
@@ -112,7 +121,7 @@ impl LimitState {
             std::collections::hash_map::Entry::Vacant(v) => v
                 .insert(Arc::new(self.build(
                     &tenant.name,
-                    Arc::new(Ledger::default()),
+                    Arc::new(Ledger::with_clock(self.clock.clone())),
                     wanted,
                 )))
                 .clone(),
@@ -209,7 +218,7 @@ fn publish(metrics: Option<&Metrics>, tenant: &str, ledger: &Ledger) {
     let Some(metrics) = metrics else {
         return;
     };
-    let state = ledger.snapshot(Period::now());
+    let state = ledger.snapshot(ledger.now());
     for (window, spent) in [("day", state.spent_day), ("month", state.spent_month)] {
         metrics
             .spend_usd

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{LimitState, Period};
+use super::LimitState;
 use crate::config::{OnLimit, Tenant};
 use crate::cost::usd;
 
@@ -19,8 +19,8 @@ fn bucket(b: Option<&super::Bucket>, now: Instant) -> Value {
 }
 
 pub fn tenant_report(limits: &LimitState, tenant: &Tenant) -> Value {
-    let now = Period::now();
     let state = limits.for_tenant(tenant);
+    let now = state.ledger.now();
     let ledger = state.ledger.snapshot(now);
     // With Redis the spend is every replica's as Redis last reported it, and holds include
     // the other replicas' requests in flight.
