@@ -264,7 +264,13 @@ pub async fn admit(
     // 5. Budget reservation.
     let mut reservation = None;
     if let Some(budget) = &policy.budget {
-        let worst = |d: &Decision| worst_case(&d.model.price, estimate.prompt, estimate.max_output);
+        let worst = |d: &Decision| {
+            worst_case(
+                &d.model.price,
+                estimate.prompt,
+                estimate.max_output_on(&d.model),
+            )
+        };
         match limits
             .reserve(budget, worst(&decision), now, hold_ttl)
             .await
@@ -321,9 +327,9 @@ pub async fn admit(
     // A fallback never escapes the budget: only models whose worst case fits the amount
     // reserved for this request stay in the chain.
     if let Some(r) = &reservation {
-        decision
-            .fallbacks
-            .retain(|m| worst_case(&m.price, estimate.prompt, estimate.max_output) <= r.amount());
+        decision.fallbacks.retain(|m| {
+            worst_case(&m.price, estimate.prompt, estimate.max_output_on(m)) <= r.amount()
+        });
     }
     Ok(Admitted {
         decision,

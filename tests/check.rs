@@ -76,6 +76,7 @@ fn each_mistake_names_file_line_column_and_key() {
         ("[providers.s]\nkind = \"simulated\"\n[models.auto]\nprovider = \"s\"\ntier = \"fast\"\n", GOOD_TENANT, "deliberate.toml:3:9: `auto` is a virtual model name"),
         ("[providers.s]\nkind = \"simulated\"\n[models.m]\nprovider = \"s\"\ntier = \"fast\"\ncapabilities = { on_unsupported = \"explode\" }\n", GOOD_TENANT, "deliberate.toml:6:35: on_unsupported must be"),
         ("[providers.s]\nkind = \"simulated\"\n[models.m]\nprovider = \"s\"\ntier = \"fast\"\nprice = { input_per_1m = -1.0 }\n", GOOD_TENANT, "deliberate.toml:6:26: price must be a non-negative"),
+        ("[providers.s]\nkind = \"simulated\"\n[models.m]\nprovider = \"s\"\ntier = \"fast\"\ncapabilities = { max_output_tokens = 0 }\n", GOOD_TENANT, "deliberate.toml:6:38: max_output_tokens must be between 1 and"),
         ("[tiers.fast]\nfirst_token_timeout_ms = 0\n", GOOD_TENANT, "deliberate.toml:2:26: must be greater than 0"),
         ("[tiers.fast]\nfirst_token_timeout_ms = 9000\ntotal_timeout_ms = 10\n", GOOD_TENANT, "deliberate.toml:2:26: first_token_timeout_ms must not exceed"),
     ];

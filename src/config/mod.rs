@@ -137,6 +137,9 @@ pub struct Capabilities {
     pub reasoning_effort: bool,
     pub unsupported_params: Vec<String>,
     pub on_unsupported: OnUnsupported,
+    /// The model's declared output limit: a larger `max_tokens` is clamped to it, and the
+    /// worst case a budget reserves never counts more.
+    pub max_output_tokens: Option<u64>,
 }
 
 /// One place a model is served from (a region, a key); a model has one or more.

@@ -166,6 +166,8 @@ pub struct RawCapabilities {
     pub unsupported_params: Vec<Spanned<String>>,
     /// `drop` (remove them, say so in `x-deliberate-adjusted`) or `reject` (400).
     pub on_unsupported: Option<Spanned<String>>,
+    /// The most output tokens the model produces; larger requested limits are clamped.
+    pub max_output_tokens: Option<Spanned<i64>>,
 }
 
 /// `policies/<tenant>.toml`

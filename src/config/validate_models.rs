@@ -381,7 +381,20 @@ fn capabilities(raw: &RawCapabilities, p: &mut FileProblems) -> Capabilities {
             );
         }
     }
+    let max_output_tokens = raw.max_output_tokens.as_ref().and_then(|v| {
+        let n = *v.get_ref();
+        if (1..=i64::from(u32::MAX)).contains(&n) {
+            Some(n as u64)
+        } else {
+            p.at(
+                v.span(),
+                format!("max_output_tokens must be between 1 and {}", u32::MAX),
+            );
+            None
+        }
+    });
     Capabilities {
+        max_output_tokens,
         max_tokens_param,
         system_role,
         reasoning_effort: raw.reasoning_effort.unwrap_or(false),

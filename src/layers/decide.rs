@@ -94,11 +94,13 @@ where
                 Ok(d) => d,
                 Err(e) => return Box::pin(async { Err(e) }),
             };
-        let estimate = request
-            .extensions()
-            .get::<TokenEstimate>()
-            .copied()
-            .unwrap_or_else(|| TokenEstimate::of(&ctx, request.body()));
+        let estimate = match request.extensions().get::<TokenEstimate>() {
+            Some(e) => *e,
+            None => match TokenEstimate::of(&ctx, request.body()) {
+                Ok(e) => e,
+                Err(e) => return Box::pin(async { Err(e) }),
+            },
+        };
         let metrics = self.metrics.clone();
         let policy = self.policy.clone();
         Box::pin(async move {
@@ -165,6 +167,18 @@ where
         request.extensions_mut().insert(RequestDeadline(d));
     }
     request.extensions_mut().insert(decision.clone());
+    // A reservation only bounds spend if the model cannot write past it: a request with no
+    // output limit of its own gets the one its hold was sized for.
+    if reservation.is_some() {
+        let body = request.body_mut();
+        if crate::cost::MAX_OUTPUT_FIELDS
+            .iter()
+            .all(|f| body.body.get(*f).is_none_or(serde_json::Value::is_null))
+        {
+            body.body
+                .insert("max_tokens".into(), estimate.max_output.into());
+        }
+    }
     let latency = policy.latency.clone();
     let response = inner.call(request).await?;
     let (mut parts, body) = response.into_parts();

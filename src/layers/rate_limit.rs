@@ -5,6 +5,7 @@
 //! provider's usage when the response body ends. Every chat response carries OpenAI's
 //! `x-ratelimit-*` headers for the limits the tenant has; a refusal is a 429 with
 //! `Retry-After`.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,17 +40,23 @@ pub struct TokenEstimate {
 }
 
 impl TokenEstimate {
-    pub fn of(ctx: &TenantCtx, request: &ChatRequest) -> TokenEstimate {
+    /// A 400 if the request's output limit is not a token count.
+    pub fn of(ctx: &TenantCtx, request: &ChatRequest) -> Result<TokenEstimate, GatewayError> {
         let default = ctx
             .tenant
             .policy
             .budget
             .as_ref()
             .map_or(DEFAULT_MAX_OUTPUT, |b| u64::from(b.default_max_tokens));
-        TokenEstimate {
+        Ok(TokenEstimate {
             prompt: estimate_prompt_tokens(request),
-            max_output: requested_max_output(request).unwrap_or(default),
-        }
+            max_output: requested_max_output(request)?.unwrap_or(default),
+        })
+    }
+
+    /// The worst case on `model`: every allowed output token, no more than it can produce.
+    pub fn max_output_on(&self, model: &crate::config::Model) -> u64 {
+        crate::cost::output_limit(self.max_output, model.capabilities.max_output_tokens)
     }
 }
 
@@ -123,7 +130,10 @@ where
                 Err(GatewayError::Internal("tenant context missing".into()))
             });
         };
-        let estimate = TokenEstimate::of(ctx, request.body());
+        let estimate = match TokenEstimate::of(ctx, request.body()) {
+            Ok(e) => e,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
         let tenant = ctx.tenant.clone();
         request.extensions_mut().insert(estimate);
         let state = self.limits.for_tenant(&tenant);
@@ -195,7 +205,7 @@ type Admission = Result<(Vec<(&'static str, String)>, Option<TokenHold>), Refuse
 /// Tokens a request reserves: its estimate, capped at one minute's allowance so a large
 /// request can still pass on a full bucket.
 fn wanted(limits: &RateLimits, estimate: TokenEstimate) -> u64 {
-    let all = estimate.prompt + estimate.max_output;
+    let all = estimate.prompt.saturating_add(estimate.max_output);
     limits
         .tokens_per_minute
         .map_or(all, |cap| all.min(u64::from(cap)))
@@ -304,7 +314,7 @@ pub fn tokens_used(labels: &RequestLabels, estimate: TokenEstimate, succeeded: b
             if streamed == 0 && !succeeded {
                 0
             } else {
-                estimate.prompt + streamed
+                estimate.prompt.saturating_add(streamed)
             }
         }
     }

@@ -6,6 +6,10 @@
 //! this request <= limit" and the reservation must be one atomic step across two windows
 //! (day and month), or concurrent requests would all pass the check together. The critical
 //! section is a few additions, never held across an await.
+//!
+//! Every amount here is derived from what clients and providers sent, so the sums saturate
+//! (a saturated hold is refused by any limit) and never wrap (a wrapped one would pass).
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +24,8 @@ pub struct Period {
 }
 
 impl Period {
+    // Calendar arithmetic on a day count from a clock (at most ~2e14): cannot overflow.
+    #[allow(clippy::arithmetic_side_effects)]
     pub fn of_day(day: u64) -> Period {
         let (year, month) = civil_year_month(day as i64);
         Period {
@@ -85,11 +91,13 @@ impl Clock {
 
     /// Seconds until the next UTC midnight: when a daily limit frees up.
     pub fn seconds_to_next_day(&self) -> u64 {
-        86_400 - self.unix_secs() % 86_400
+        86_400u64.saturating_sub(self.unix_secs() % 86_400)
     }
 }
 
 /// Year and month (1-12) of a day count since the epoch (Howard Hinnant's civil_from_days).
+/// Calendar arithmetic on day counts a clock produces: far from any overflow.
+#[allow(clippy::arithmetic_side_effects)]
 fn civil_year_month(days: i64) -> (i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -117,6 +125,13 @@ pub struct LedgerState {
     pub unsynced: Nanos,
     pub unsynced_day: u64,
     pub unsynced_month: u64,
+}
+
+impl LedgerState {
+    fn add_spend(&mut self, actual: Nanos) {
+        self.spent_day = self.spent_day.saturating_add(actual);
+        self.spent_month = self.spent_month.saturating_add(actual);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -182,9 +197,9 @@ impl Ledger {
     /// True once spend + reservations pass the soft fraction of either limit.
     pub fn past_soft_limit(&self, budget: &Budget, now: Period) -> bool {
         let s = self.lock(now);
-        let held = s.reserved + s.shared_reserved;
+        let held = s.reserved.saturating_add(s.shared_reserved);
         let over = |limit: Option<f64>, spent: Nanos| {
-            limit.is_some_and(|l| (spent + held) as f64 >= budget.soft_limit * l * 1e9)
+            limit.is_some_and(|l| spent.saturating_add(held) as f64 >= budget.soft_limit * l * 1e9)
         };
         over(budget.daily_usd, s.spent_day) || over(budget.monthly_usd, s.spent_month)
     }
@@ -201,7 +216,7 @@ impl Ledger {
         }
         let mut s = self.lock(now);
         let fits = |limit: Option<f64>, spent: Nanos| {
-            limit.is_none_or(|l| spent + s.reserved + worst <= nanos(l))
+            limit.is_none_or(|l| spent.saturating_add(s.reserved).saturating_add(worst) <= nanos(l))
         };
         if !fits(budget.daily_usd, s.spent_day) {
             return Err(Refusal::Daily);
@@ -209,8 +224,8 @@ impl Ledger {
         if !fits(budget.monthly_usd, s.spent_month) {
             return Err(Refusal::Monthly);
         }
-        s.reserved += worst;
-        s.requests_in_flight += 1;
+        s.reserved = s.reserved.saturating_add(worst);
+        s.requests_in_flight = s.requests_in_flight.saturating_add(1);
         Ok(Reservation {
             ledger: self.clone(),
             amount: worst,
@@ -223,8 +238,7 @@ impl Ledger {
     /// Spend that was never reserved (a tenant without a budget is still accounted).
     pub fn record(&self, actual: Nanos, now: Period) {
         let mut s = self.lock(now);
-        s.spent_day += actual;
-        s.spent_month += actual;
+        s.add_spend(actual);
     }
 
     /// Takes the spend Redis has not seen yet: (day part, month part) for the current
@@ -248,7 +262,7 @@ impl Ledger {
             return;
         }
         let mut s = self.lock(now);
-        s.unsynced += carried.0.max(carried.1);
+        s.unsynced = s.unsynced.saturating_add(carried.0.max(carried.1));
         // Spend of a day already over carries into the month only.
         s.unsynced_day = if carried.0 > 0 { now.day } else { u64::MAX };
         s.unsynced_month = now.month;
@@ -258,9 +272,8 @@ impl Ledger {
     /// Redis later.
     pub fn record_unsynced(&self, actual: Nanos, now: Period) {
         let mut s = self.lock(now);
-        s.spent_day += actual;
-        s.spent_month += actual;
-        s.unsynced += actual;
+        s.add_spend(actual);
+        s.unsynced = s.unsynced.saturating_add(actual);
         s.unsynced_day = now.day;
         s.unsynced_month = now.month;
     }
@@ -270,8 +283,8 @@ impl Ledger {
     /// Redis goes away. Local spend not yet in Redis stays on top.
     pub fn mirror(&self, view: crate::shared::budget::SharedView, now: Period) {
         let mut s = self.lock(now);
-        s.spent_day = view.day + s.unsynced;
-        s.spent_month = view.month + s.unsynced;
+        s.spent_day = view.day.saturating_add(s.unsynced);
+        s.spent_month = view.month.saturating_add(s.unsynced);
         s.shared_reserved = view.reserved;
     }
 }
@@ -368,10 +381,9 @@ impl Reservation {
         let mut s = self.ledger.lock(now);
         s.reserved = s.reserved.saturating_sub(self.amount);
         s.requests_in_flight = s.requests_in_flight.saturating_sub(1);
-        s.spent_day += actual;
-        s.spent_month += actual;
+        s.add_spend(actual);
         if self.carry && actual > 0 {
-            s.unsynced += actual;
+            s.unsynced = s.unsynced.saturating_add(actual);
             s.unsynced_day = now.day;
             s.unsynced_month = now.month;
         }
@@ -444,14 +456,18 @@ mod tests {
         assert!(ledger.past_soft_limit(&b, now));
     }
 
+    fn noon(day: u64) -> u64 {
+        day.saturating_mul(86_400).saturating_add(43_200)
+    }
+
     /// A ledger whose clock starts at 12:00 UTC of `day`; the handle moves it.
     fn ledger_on(day: u64) -> (Arc<Ledger>, Arc<std::sync::atomic::AtomicU64>) {
-        let (clock, handle) = Clock::settable(day * 86_400 + 43_200);
+        let (clock, handle) = Clock::settable(noon(day));
         (Arc::new(Ledger::with_clock(clock)), handle)
     }
 
     fn set_day(handle: &std::sync::atomic::AtomicU64, day: u64) {
-        handle.store(day * 86_400 + 43_200, std::sync::atomic::Ordering::Relaxed);
+        handle.store(noon(day), std::sync::atomic::Ordering::Relaxed);
     }
 
     #[test]

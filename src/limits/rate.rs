@@ -9,6 +9,7 @@
 //!
 //! This is the same short per-tenant mutex as the budget ledger: two floats updated
 //! together, never held across an await.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,7 +68,7 @@ impl Bucket {
             let missing = n.min(self.capacity) - state.0;
             let secs = (missing / self.per_second).max(0.001);
             return Err(Wait {
-                retry_after: Duration::from_secs_f64(secs),
+                retry_after: seconds(secs),
             });
         }
         state.0 -= n;
@@ -92,9 +93,15 @@ impl Bucket {
         BucketStatus {
             limit: self.capacity as u64,
             remaining: state.0.max(0.0) as u64,
-            reset: Duration::from_secs_f64(missing / self.per_second),
+            reset: seconds(missing / self.per_second),
         }
     }
+}
+
+/// A wait in seconds as a `Duration`; a debt so deep that the wait does not fit (a provider
+/// reporting absurd usage) is the longest wait, never a panic.
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 /// A tenant's two buckets (either may be absent).
@@ -223,6 +230,22 @@ mod tests {
         let bucket = Bucket::per_minute(60, t0);
         bucket.take(60, t0).unwrap();
         assert_eq!(bucket.take(1000, t0).unwrap_err().retry_after.as_secs(), 60);
+    }
+
+    #[test]
+    fn absurd_usage_puts_the_bucket_in_debt_without_a_panic() {
+        let now = Instant::now();
+        let bucket = Bucket::per_minute(2_000_000, now);
+        bucket.take(10, now).unwrap();
+        bucket.reconcile(10, u64::MAX, now);
+        let status = bucket.status(now);
+        assert_eq!(status.remaining, 0);
+        assert!(status.reset > Duration::from_secs(3600));
+        let wait = bucket.take(1, now).unwrap_err();
+        assert!(wait.retry_after > Duration::from_secs(3600));
+        assert_eq!(seconds(f64::INFINITY), Duration::MAX);
+        assert_eq!(seconds(f64::NAN), Duration::ZERO);
+        assert!(!reset_header(Duration::MAX).is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ fn bucket(b: Option<&super::Bucket>, now: Instant) -> Value {
         None => Value::Null,
         Some(b) => {
             let s = b.status(now);
-            json!({"limit": s.limit, "remaining": s.remaining, "reset_ms": s.reset.as_millis() as u64})
+            json!({"limit": s.limit, "remaining": s.remaining, "reset_ms": u64::try_from(s.reset.as_millis()).unwrap_or(u64::MAX)})
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   longest possible life and the next reservation releases it.
 //!
 //! Time comes from Redis (`TIME`), so replicas with skewed clocks agree on expiry.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 //! One script takes the request slot and the tokens together, or neither, so a request
 //! refused for tokens never spends a request slot. A bucket is a hash {tokens, ts} that
 //! expires once it would be full again: a missing key is a full bucket.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::time::Duration;
 
@@ -145,7 +146,9 @@ pub async fn give_back(
     actual: u64,
 ) -> bool {
     let (_, tokens_key) = bucket_keys(shared, tenant);
-    let delta = reserved as i64 - actual as i64;
+    // Counts past i64 are clamped: a provider's absurd usage must not wrap into a refund.
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let delta = clamp(reserved).saturating_sub(clamp(actual));
     if delta == 0 {
         return true;
     }

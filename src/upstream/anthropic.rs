@@ -165,8 +165,7 @@ pub fn to_anthropic_request(
     };
     let mut max_tokens = match max_val {
         None => u64::from(default_max_tokens.max(1)),
-        Some(v) => v
-            .as_u64()
+        Some(v) => crate::cost::token_count(v)
             .filter(|&n| n > 0)
             .ok_or_else(|| invalid(max_key, "must be a positive integer"))?,
     };
@@ -207,7 +206,7 @@ pub fn to_anthropic_request(
             Some(budget) => {
                 let budget = u64::from(budget);
                 if max_tokens <= budget {
-                    max_tokens += budget;
+                    max_tokens = max_tokens.saturating_add(budget);
                 }
                 thinking = Some(json!({"type": "enabled", "budget_tokens": budget}));
             }

@@ -78,6 +78,15 @@ pub fn adapt_request(
         }
         adjusted.push(format!("{from}->{to}"));
     }
+    // Past the model's declared output limit the request is clamped, not refused: `auto`
+    // may have picked a model with a lower limit than the one the client wrote for.
+    if let Some(limit) = caps.max_output_tokens {
+        let asked = body.get(to).and_then(crate::cost::token_count);
+        if asked.is_some_and(|n| n > limit) {
+            body.insert(to.into(), Value::from(limit));
+            adjusted.push(format!("{to} clamped to {limit}"));
+        }
+    }
 
     let wanted = match caps.system_role {
         SystemRole::System => "system",
@@ -130,6 +139,7 @@ mod tests {
                 reasoning_effort: true,
                 unsupported_params: vec!["temperature".into(), "top_p".into()],
                 on_unsupported,
+                max_output_tokens: Some(100_000),
             },
         }
     }
@@ -164,6 +174,20 @@ mod tests {
     }
 
     #[test]
+    fn an_output_limit_above_the_models_own_is_clamped_and_reported() {
+        let m = reasoning_model(OnUnsupported::Drop);
+        for asked in [json!(1e17), json!(u64::MAX), json!(100_001)] {
+            let mut b = body(json!({"model": "auto", "max_tokens": asked, "messages": []}));
+            let adjusted = adapt_request(&mut b, &m).unwrap();
+            assert_eq!(b["max_completion_tokens"], 100_000);
+            assert!(adjusted.contains(&"max_completion_tokens clamped to 100000".to_string()));
+        }
+        let mut b = body(json!({"model": "auto", "max_completion_tokens": 99, "messages": []}));
+        adapt_request(&mut b, &m).unwrap();
+        assert_eq!(b["max_completion_tokens"], 99);
+    }
+
+    #[test]
     fn reject_policy_names_the_parameter() {
         let mut b = body(json!({"model": "auto", "top_p": 0.1, "messages": []}));
         let err = adapt_request(&mut b, &reasoning_model(OnUnsupported::Reject)).unwrap_err();
@@ -180,6 +204,7 @@ mod tests {
             reasoning_effort: false,
             unsupported_params: vec![],
             on_unsupported: OnUnsupported::Drop,
+            max_output_tokens: None,
         };
         let mut b = body(
             json!({"model": "x", "max_tokens": 5, "temperature": 1, "reasoning_effort": "low",
