@@ -241,6 +241,18 @@ pub fn load(config: &Path, policies_dir: &Path) -> Result<Loaded, Problems> {
     validate::load_files(config, policies_dir)
 }
 
+/// Loads a config and tenant policies from text (named as if read from those paths): the
+/// same checks as `load`, for tools and tests that hold the files in memory.
+pub fn load_texts(config: &str, policies: &[(&str, &str)]) -> Result<Loaded, Problems> {
+    validate::load_sources(
+        (Path::new("deliberate.toml"), config),
+        policies
+            .iter()
+            .map(|(name, text)| (PathBuf::from("policies").join(name), text.to_string()))
+            .collect(),
+    )
+}
+
 /// The built-in demo: simulated provider behind both tiers, tenant `demo` with key
 /// `deliberate-demo`. Same loader as real files, so the demo cannot drift from the format.
 pub fn demo() -> Loaded {

@@ -11,7 +11,7 @@ mod anthropic_call;
 pub mod deployments;
 mod route;
 pub use route::{RouteFailure, RouteRequest};
-mod anthropic_response;
+pub mod anthropic_response;
 pub use anthropic_call::ProviderAdjustments;
 mod openai;
 mod simulated;
