@@ -340,6 +340,11 @@ impl Metrics {
     /// without Redis is not "Redis down").
     pub fn register_redis(&self) {
         let _ = self.registry.register(Box::new(self.redis_up.clone()));
+        // Every op's fallback count exists from the start at 0, so that "no fallback" is a
+        // sample that says 0 and a first fallback is an increase a rate() can see.
+        for op in ["cache", "budget", "rate_limit"] {
+            self.redis_fallbacks.with_label_values(&[op]);
+        }
     }
 
     /// The registry in Prometheus text exposition format.

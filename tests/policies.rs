@@ -311,7 +311,8 @@ async fn tokens_per_minute_reserve_at_admission_and_give_back_what_was_unused() 
         gw.chat(ask("fast", CHAT)),
         gw.chat(ask("fast", CHAT)),
         async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Sent once the first two hold their tokens (both reached the upstream).
+            upstream.wait_for_requests(2).await;
             gw.chat(ask("fast", CHAT)).await
         }
     );
@@ -339,9 +340,9 @@ async fn token_limit_holds_under_concurrent_requests() {
     let requests = (0..40).map(|_| gw.chat(ask("fast", CHAT)));
     let responses = futures_util::future::join_all(requests).await;
     let ok = responses.iter().filter(|r| r.status() == 200).count();
-    // Each reserves >= 110 tokens: at most 9 of 1000 can be admitted within the minute
-    // (refill during the test adds well under one more request's worth).
-    assert!((1..=9).contains(&ok), "{ok} admitted");
+    // Each reserves ~128 tokens (prompt estimate ~28 + 100): 7 of 1000 fit at once; an 8th
+    // or 9th only if it arrives after the first ones gave back their unused 18 tokens.
+    assert!((7..=9).contains(&ok), "{ok} admitted");
     assert_eq!(upstream.requests().len(), ok);
 }
 
@@ -370,7 +371,9 @@ async fn two_hundred_concurrent_requests_never_overspend_the_budget() {
     }
     let spent = metrics_value(&gw, "deliberate_tenant_spend_usd", &["window=\"day\""]).await;
     assert!(spent <= budget + 1e-12, "spent {spent} of {budget}");
-    assert!((1..=20).contains(&ok), "{ok} served");
+    // The first 19 worst cases (~0.0000642 each) fill the budget; a 20th fits only if it
+    // arrives after some answers settled at their real cost.
+    assert!((19..=20).contains(&ok), "{ok} served");
     assert!((spent - ok as f64 * 0.0000615).abs() < 1e-9);
 }
 

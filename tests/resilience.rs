@@ -171,6 +171,20 @@ async fn retry_after_beyond_the_deadline_returns_the_error_at_once() {
     .await;
 }
 
+/// Sends requests until the open breaker lets one through to the mock (its `n`th request):
+/// each refused one is a fast 502 that never reaches the upstream.
+async fn wait_for_probe(gw: &Gateway, mock: &MockUpstream, n: usize) {
+    for _ in 0..1000 {
+        let status = gw.chat(hi("fast")).await.status();
+        if mock.count() >= n {
+            return;
+        }
+        assert_eq!(status, 502, "refused while open");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the breaker never let a probe through");
+}
+
 #[tokio::test]
 async fn breaker_opens_after_n_failures_probes_after_open_ms_and_closes() {
     bounded(async {
@@ -184,7 +198,7 @@ async fn breaker_opens_after_n_failures_probes_after_open_ms_and_closes() {
             }
         })
         .await;
-        let extra = "[resilience]\nmax_retries = 0\nbreaker_failures = 3\nbreaker_open_ms = 200\n";
+        let extra = "[resilience]\nmax_retries = 0\nbreaker_failures = 3\nbreaker_open_ms = 1000\n";
         let gw = Gateway::with_openai_upstream(&mock, extra).await;
         let breaker = || async {
             metrics_value(
@@ -197,6 +211,8 @@ async fn breaker_opens_after_n_failures_probes_after_open_ms_and_closes() {
         for _ in 0..3 {
             assert_eq!(gw.chat(hi("fast")).await.status(), 502);
         }
+        // Opened by the third failure, just before now.
+        let opened = tokio::time::Instant::now();
         assert_eq!(mock.count(), 3);
         assert_eq!(breaker().await, 1.0, "open");
         // Open: the deployment is skipped, the client gets a fast 502.
@@ -210,15 +226,17 @@ async fn breaker_opens_after_n_failures_probes_after_open_ms_and_closes() {
         assert_message_contains(&error, "circuit breaker");
         assert_eq!(mock.count(), 3, "no request reached the open deployment");
         // After breaker_open_ms one probe goes through; it fails, so the breaker re-opens.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(gw.chat(hi("fast")).await.status(), 502);
+        wait_for_probe(&gw, &mock, 4).await;
+        assert!(
+            opened.elapsed() >= Duration::from_millis(900),
+            "open for its period"
+        );
         assert_eq!(mock.count(), 4, "the half-open probe");
         assert_eq!(gw.chat(hi("fast")).await.status(), 502);
         assert_eq!(mock.count(), 4, "re-opened after the failed probe");
         // The next probe succeeds and closes it.
         healthy.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(gw.chat(hi("fast")).await.status(), 200);
+        wait_for_probe(&gw, &mock, 5).await;
         assert_eq!(breaker().await, 0.0, "closed");
         assert_eq!(gw.chat(hi("fast")).await.status(), 200);
         assert_eq!(mock.count(), 6);
@@ -329,10 +347,29 @@ async fn an_unreachable_deployment_is_retried_on_the_other_one() {
         let b = MockUpstream::ok("from b").await;
         let config = two_deployments(dead, b.addr, "[resilience]\nmax_retries = 1\n");
         let gw = Gateway::start_acme(&config, "chat-model", "think-model").await;
-        for _ in 0..5 {
+        // Until the dead deployment is picked once (P2C may prefer b): every answer is 200,
+        // and the one that hit the dead port was retried on b.
+        let retried_on_b = || async {
+            let m = gw.metrics().await;
+            has_series(&m, "deliberate_upstream_retries_total").then(|| {
+                metric_value(
+                    &m,
+                    "deliberate_upstream_retries_total",
+                    &["deployment=\"chat-model@b\""],
+                )
+            })
+        };
+        let mut sent = 0;
+        while retried_on_b().await.is_none() && sent < 50 {
             assert_eq!(gw.chat(hi("fast")).await.status(), 200);
+            sent += 1;
         }
-        assert_eq!(b.count(), 5);
+        assert_eq!(
+            retried_on_b().await,
+            Some(1.0),
+            "the dead deployment was tried"
+        );
+        assert_eq!(b.count(), sent);
     })
     .await;
 }

@@ -124,6 +124,20 @@ impl MockUpstream {
         mock
     }
 
+    /// Waits (bounded) until at least `n` requests have arrived: synchronises a test with
+    /// what the gateway has sent, instead of sleeping and hoping.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.requests().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the upstream got {} of {n} requests",
+                self.requests().len()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }

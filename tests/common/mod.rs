@@ -224,8 +224,22 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// True if the exposition has any sample of `name` (a family with no series is not
+/// exported at all).
+pub fn has_series(metrics: &str, name: &str) -> bool {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+}
+
 /// Sum of a metric's samples whose label set contains all `labels` (`k="v"` strings).
+/// Panics if `name` has no sample at all: a misspelt or missing metric must not read as 0.
 pub fn metric_value(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    assert!(
+        has_series(metrics, name),
+        "metric `{name}` is not exported at all:\n{metrics}"
+    );
     metrics
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -211,6 +211,21 @@ impl RedisServer {
         }
     }
 
+    /// Waits (at most 2 s) until the number of cache entries stops changing: writes that
+    /// follow earlier responses have all landed.
+    pub async fn wait_for_cache_entries_to_settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = self.cache_entries();
+        let mut unchanged = 0;
+        while unchanged < 3 {
+            assert!(Instant::now() < deadline, "cache entries never settled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = self.cache_entries();
+            unchanged = if now == last { unchanged + 1 } else { 0 };
+            last = now;
+        }
+    }
+
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() {
             "rediss"

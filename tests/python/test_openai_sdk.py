@@ -389,19 +389,27 @@ def test_sigterm_drains_an_open_stream() -> None:
         with openai.OpenAI(
             base_url=gw.base_url, api_key=DEMO_KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
         ) as c:
+            # The simulated model answers deterministically: this is the whole answer.
+            whole = c.chat.completions.create(model="reasoning", messages=user(PROOF))
+            expected = whole.choices[0].message.content
             stream = c.chat.completions.create(model="reasoning", messages=user(PROOF), stream=True)
             parts: list[str] = []
+            finish_reasons: list[str] = []
             signalled = False
             with stream:
                 for chunk in stream:
                     for choice in chunk.choices:
                         parts.append(choice.delta.content or "")
+                        if choice.finish_reason:
+                            finish_reasons.append(choice.finish_reason)
                     if not signalled:
                         # The response has started: now ask the gateway to stop.
                         gw.process.send_signal(signal.SIGTERM)
                         signalled = True
             assert signalled
-            assert "".join(parts).startswith("[simulated]")
+            # Drained, not cut: the whole text and a clean finish.
+            assert finish_reasons == ["stop"], finish_reasons
+            assert "".join(parts) == expected
         assert gw.process.wait(timeout=SHUTDOWN_TIMEOUT_S) == 0
     finally:
         gw.stop()
