@@ -399,3 +399,61 @@ async fn replicas_share_through_a_tls_redis_and_verify_its_certificate() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn spend_settled_while_redis_was_down_reaches_the_other_replica_when_it_returns() {
+    // One answer costs 10 * 0.15/1M + 100 * 0.6/1M = 0.0000615 USD.
+    let mut redis = RedisServer::start();
+    let upstream = upstream_with_usage(100, Duration::ZERO).await;
+    let (a, b) = replicas(&upstream, &redis, &acme("[budget]\ndaily_usd = 1.0\n")).await;
+    let ask = || json!({"model": "chat-model", "max_tokens": 100, "messages": [{"role": "user", "content": PROMPT}]});
+    // While Redis is away, A serves one answer and keeps its spend locally.
+    redis.kill();
+    let r = a.chat(ask()).await;
+    assert_eq!(r.status(), 200);
+    read_text(r).await;
+    assert!(metrics_value(&a, "deliberate_redis_fallbacks_total", &["op=\"budget\""]).await > 0.0);
+    redis.restart();
+    // A's next reservation through Redis carries the earlier spend with it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut served_by_a = 1;
+    loop {
+        let r = a.chat(ask()).await;
+        assert_eq!(r.status(), 200);
+        read_text(r).await;
+        served_by_a += 1;
+        if metrics_value(&a, "deliberate_redis_up", &[]).await == 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never used Redis again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // B, which never saw any of A's answers, reads every one of them from Redis with its
+    // own, once its settlement has landed.
+    let mut served_by_b = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let r = b.chat(ask()).await;
+        assert_eq!(r.status(), 200);
+        read_text(r).await;
+        served_by_b += 1;
+        let answers = (day_spend(&b).await / 0.0000615).round() as usize;
+        if answers == served_by_a + served_by_b {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B sees {answers} answers, {} were served",
+            served_by_a + served_by_b
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics_value(&b, "deliberate_redis_up", &[]).await == 1.0);
+}
+
+async fn day_spend(gw: &Gateway) -> f64 {
+    metrics_value(gw, "deliberate_tenant_spend_usd", &["window=\"day\""]).await
+}
