@@ -87,123 +87,89 @@ async fn warn_line_with(needle: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_provider_echoing_the_authorization_header_never_leaks_the_key() {
-    let upstream = MockUpstream::start(|r| {
-        let echoed = r.headers["authorization"].to_str().unwrap().to_string();
-        assert!(echoed.contains(PROVIDER_KEY), "the mock sees the real key");
-        MockReply::Json {
-            status: 401,
-            body: json!({"error": {
-                "message": format!("invalid credentials; request headers were: Authorization: {echoed}; x-echo-mark-401"),
-                "type": "invalid_request_error", "param": null, "code": "invalid_api_key"
-            }})
-            .to_string(),
-        }
-    })
-    .await;
+/// The 502 message a client gets from a provider answering every request with `reply`;
+/// checked to still carry the provider's `marker` text (the message is passed on).
+async fn client_message(
+    reply: impl Fn(&Received) -> MockReply + Send + Sync + 'static,
+    marker: &str,
+) -> String {
+    let upstream = MockUpstream::start(reply).await;
     let gw = gateway(&upstream).await;
-    let error = expect_error(
-        gw.chat(hi()).await,
-        502,
-        "upstream_error",
-        "upstream_status",
-    )
-    .await;
-    let message = error["message"].as_str().unwrap();
+    let response = gw.chat(hi()).await;
+    let error = expect_error(response, 502, "upstream_error", "upstream_status").await;
+    let message = error["message"].as_str().unwrap().to_string();
     assert!(
-        message.contains("x-echo-mark-401"),
+        message.contains(marker),
         "the message is passed on: {message}"
     );
-    assert!(
-        !message.contains(PROVIDER_KEY),
-        "key leaked to the client: {message}"
-    );
+    message
+}
+
+#[tokio::test]
+async fn a_provider_echoing_the_authorization_header_never_leaks_the_key() {
+    let message = client_message(
+        |r| {
+            let echoed = r.headers["authorization"].to_str().unwrap().to_string();
+            assert!(echoed.contains(PROVIDER_KEY), "the mock sees the real key");
+            let text = format!("invalid credentials; headers: Authorization: {echoed}; mark-401");
+            MockReply::Json {
+                status: 401,
+                body: json!({"error": {"message": text, "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}).to_string(),
+            }
+        },
+        "mark-401",
+    )
+    .await;
     assert!(
         !message.contains("Zq81mYx3"),
-        "part of the key leaked: {message}"
+        "the key leaked to the client: {message}"
     );
     assert!(message.contains("[redacted]"), "{message}");
-    let line = warn_line_with("x-echo-mark-401").await;
-    assert!(!line.contains("Zq81mYx3"), "key leaked to the log: {line}");
+    let line = warn_line_with("mark-401").await;
+    assert!(
+        !line.contains("Zq81mYx3"),
+        "the key leaked to the log: {line}"
+    );
     assert!(
         !log_text().contains(PROVIDER_KEY),
-        "key somewhere in the log"
+        "the key is somewhere in the log"
     );
 }
 
 #[tokio::test]
 async fn credential_shaped_text_from_a_provider_is_redacted() {
     // Not our key, but in a key's shape: someone else's credential or a proxy's token.
-    let upstream = MockUpstream::start(|_| {
-        MockReply::error(
-            503,
-            "x-echo-mark-503 proxy rejected Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc and key sk-other-9aF3kLm2Qx7",
-        )
-    })
-    .await;
-    let gw = gateway(&upstream).await;
-    let error = expect_error(
-        gw.chat(hi()).await,
-        502,
-        "upstream_error",
-        "upstream_status",
-    )
-    .await;
-    let message = error["message"].as_str().unwrap();
-    assert!(message.contains("x-echo-mark-503"), "{message}");
+    let text =
+        "mark-503 proxy rejected Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc and key sk-other-9aF3kLm2Qx7";
+    let message = client_message(move |_| MockReply::error(503, text), "mark-503").await;
     for secret in ["eyJhbGciOiJIUzI1NiJ9", "sk-other-9aF3kLm2Qx7"] {
         assert!(
             !message.contains(secret),
             "{secret} reached the client: {message}"
         );
     }
-    let line = warn_line_with("x-echo-mark-503").await;
+    let line = warn_line_with("mark-503").await;
     assert!(!line.contains("sk-other-9aF3kLm2Qx7"), "{line}");
 }
 
 #[tokio::test]
 async fn a_servers_traceback_and_file_paths_are_not_passed_through() {
-    let upstream = MockUpstream::start(|_| MockReply::Json {
+    let traceback = "mark-500 Internal Server Error\nTraceback (most recent call last):\n  File \"/opt/llm/server/app.py\", line 88, in handle\n    raise KeyError('secret_table')\nKeyError: 'secret_table'";
+    let reply = move |_: &Received| MockReply::Json {
         status: 500,
-        body: "x-echo-mark-500 Internal Server Error\nTraceback (most recent call last):\n  File \"/opt/llm/server/app.py\", line 88, in handle\n    raise KeyError('secret_table')\nKeyError: 'secret_table'".into(),
-    })
-    .await;
-    let gw = gateway(&upstream).await;
-    let error = expect_error(
-        gw.chat(hi()).await,
-        502,
-        "upstream_error",
-        "upstream_status",
-    )
-    .await;
-    let message = error["message"].as_str().unwrap();
-    assert!(message.contains("x-echo-mark-500"), "{message}");
+        body: traceback.into(),
+    };
+    let message = client_message(reply, "mark-500").await;
     assert!(
         !message.contains("/opt/llm"),
         "a server path reached the client: {message}"
     );
     assert!(
         !message.contains("secret_table"),
-        "traceback reached the client: {message}"
+        "the traceback reached the client: {message}"
     );
-    let path_only = MockUpstream::start(|_| {
-        MockReply::error(
-            500,
-            "x-echo-mark-path failed at /srv/app/engine/worker.py:42",
-        )
-    })
-    .await;
-    let gw2 = gateway(&path_only).await;
-    let error = expect_error(
-        gw2.chat(hi()).await,
-        502,
-        "upstream_error",
-        "upstream_status",
-    )
-    .await;
-    let message = error["message"].as_str().unwrap();
-    assert!(message.contains("x-echo-mark-path"), "{message}");
+    let path = "mark-path failed at /srv/app/engine/worker.py:42";
+    let message = client_message(move |_| MockReply::error(500, path), "mark-path").await;
     assert!(!message.contains("worker.py"), "{message}");
 }
 

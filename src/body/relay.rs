@@ -13,6 +13,9 @@
 //! The relay may start before the upstream has even answered (`RelaySource::Pending`): that
 //! is how keep-alives flow while a slow provider holds back its response headers.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -25,6 +25,9 @@
 //! Locks: one read-mostly `RwLock` for the map, one short `Mutex` per deployment; neither
 //! is ever held across an `.await`.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,7 +138,7 @@ impl Stats {
     }
 
     fn load(&self, now: Instant) -> f64 {
-        self.cost * self.decay(now) * f64::from(self.pending + 1)
+        self.cost * self.decay(now) * f64::from(self.pending.saturating_add(1))
     }
 
     /// Forgets the breaker and any hold; keeps the latency estimate and in-flight count.
@@ -198,7 +201,7 @@ impl DeploymentState {
             // Open and expired, or half-open without a probe: this attempt is the probe.
             Breaker::Open { .. } | Breaker::HalfOpen { .. } => Breaker::HalfOpen { probing: true },
         };
-        s.pending += 1;
+        s.pending = s.pending.saturating_add(1);
         Some(s.breaker)
     }
 
@@ -421,13 +424,13 @@ fn choose(pool: &[(u32, f64)], r1: u64, r2: u64) -> usize {
             if r < u64::from(*w) {
                 return i;
             }
-            r -= u64::from(*w);
+            r = r.saturating_sub(u64::from(*w));
         }
-        pool.len() - 1
+        pool.len().saturating_sub(1)
     };
-    let a = nth(r1 % total.max(1), None);
-    let rest = total - u64::from(pool[a].0);
-    let b = nth(r2 % rest.max(1), Some(a));
+    let a = nth(r1.checked_rem(total).unwrap_or(0), None);
+    let rest = total.saturating_sub(u64::from(pool[a].0));
+    let b = nth(r2.checked_rem(rest).unwrap_or(0), Some(a));
     let score = |i: usize| pool[i].1 / f64::from(pool[i].0.max(1));
     if score(b) < score(a) {
         b

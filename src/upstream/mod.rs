@@ -369,3 +369,19 @@ fn unix_now() -> u64 {
 }
 
 pub(crate) type Events = EventStream;
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after_secs;
+
+    #[test]
+    fn retry_after_is_parsed_strictly_and_saturates() {
+        assert_eq!(retry_after_secs("7"), Some(7));
+        assert_eq!(retry_after_secs(" 30 "), Some(30));
+        assert_eq!(retry_after_secs("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(retry_after_secs("99999999999999999999999"), Some(u64::MAX));
+        for bad in ["", "-1", "1.5", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(retry_after_secs(bad), None, "{bad}");
+        }
+    }
+}

@@ -4,6 +4,9 @@
 //! byte. Streams are parsed on the way (usage for metrics, `[DONE]` to tell a clean end from
 //! a provider that hung up) and relayed event by event, within the event size limit.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -225,5 +228,39 @@ impl Stream for InspectedStream {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(event: Option<&str>, data: &str) -> String {
+        let mut out = Vec::new();
+        let event = SseEvent {
+            event: event.map(str::to_string),
+            data: data.to_string(),
+        };
+        frame(&event, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn events_are_framed_as_the_provider_sent_them() {
+        assert_eq!(framed(None, "{\"a\":1}"), "data: {\"a\":1}\n\n");
+        assert_eq!(framed(None, "[DONE]"), "data: [DONE]\n\n");
+        // Multi-line data stays multi-line; a named event keeps its name.
+        assert_eq!(
+            framed(Some("x"), "one\ntwo"),
+            "event: x\ndata: one\ndata: two\n\n"
+        );
+        // Re-parsing the framed bytes gives the same event back.
+        let mut parser = SseParser::new(1024);
+        parser.push(framed(Some("x"), "one\n\ntwo").as_bytes());
+        let event = parser.next_event().unwrap().unwrap();
+        assert_eq!(
+            (event.event.as_deref(), event.data.as_str()),
+            (Some("x"), "one\n\ntwo")
+        );
     }
 }

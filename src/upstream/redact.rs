@@ -16,6 +16,9 @@
 //!
 //! The scan is one pass over the (already length-capped) text; no regex dependency.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use crate::config::Provider;
 
 /// Replacement for a secret.
@@ -172,14 +175,12 @@ fn is_key_like(token: &str, lower: &str) -> bool {
     // Base62-ish keys: upper, lower and digits in one run of key characters.
     let keyish = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     for run in core.split(|c: char| !keyish(c)) {
-        let (upper, lower, digit) = run.chars().fold((0, 0, 0), |(u, l, d), c| {
-            (
-                u + usize::from(c.is_ascii_uppercase()),
-                l + usize::from(c.is_ascii_lowercase()),
-                d + usize::from(c.is_ascii_digit()),
-            )
-        });
-        if run.len() >= 20 && upper > 0 && lower > 0 && digit > 0 {
+        let has = |f: fn(&char) -> bool| run.chars().any(|c| f(&c));
+        if run.len() >= 20
+            && has(char::is_ascii_uppercase)
+            && has(char::is_ascii_lowercase)
+            && has(char::is_ascii_digit)
+        {
             return true;
         }
     }

@@ -10,6 +10,9 @@
 //! Each attempt has its own `RequestRecorder`; only the final error is recorded as the
 //! request's outcome, so a request that succeeded on its second attempt counts as `ok`.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
