@@ -163,14 +163,14 @@ fn tenant(admin: &AdminService, t: &Tenant) -> Value {
         "allowed_models": t.allowed_models.iter().map(|m| &*m.name).collect::<Vec<_>>(),
         "auto": {
             "default_tier": t.auto.default_tier.as_str(),
-            "reasoning_threshold": t.auto.reasoning_threshold,
+            "reasoning_threshold": t.auto.reasoning_threshold.map(decimal),
         },
         "budget": p.budget.as_ref().map(|b| json!({
             "daily_usd": b.daily_usd,
             "monthly_usd": b.monthly_usd,
             "per_request_usd": b.per_request_usd,
             "soft_limit": b.soft_limit,
-            "soft_reasoning_threshold": b.soft_reasoning_threshold,
+            "soft_reasoning_threshold": decimal(b.soft_reasoning_threshold),
             "on_limit": format!("{:?}", b.on_limit).to_lowercase(),
             "default_max_tokens": b.default_max_tokens,
         })),
@@ -190,6 +190,12 @@ fn tenant(admin: &AdminService, t: &Tenant) -> Value {
         "shadow_route_to": p.shadow.map(|s| s.route_to.as_str()),
         "live": crate::limits::report::tenant_report(&admin.state.policy.limits, t),
     })
+}
+
+/// An `f32` setting as the decimal the operator wrote: `0.95_f32` widened to `f64` is
+/// 0.949999988079071, but its shortest `f32` form is "0.95", which parses to `f64` 0.95.
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<Body> {
@@ -224,7 +230,14 @@ fn json_response(status: StatusCode, body: Value) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, decimal};
+
+    #[test]
+    fn f32_settings_print_as_written() {
+        assert_eq!(decimal(0.95).to_string(), "0.95");
+        assert_eq!(serde_json::json!(decimal(0.7)).to_string(), "0.7");
+        assert_eq!(decimal(1.0), 1.0);
+    }
 
     #[test]
     fn compares_whole_hashes() {

@@ -347,7 +347,7 @@ fn budget_detail(budget: &crate::config::Budget, refusal: Refusal) -> String {
         Refusal::Monthly => budget.monthly_usd,
         Refusal::PerRequestCap => budget.per_request_usd,
     };
-    format!("limit {:.2} USD", limit.unwrap_or(0.0))
+    format!("limit {} USD", crate::error::usd(limit.unwrap_or(0.0)))
 }
 
 /// Nano-dollars as the `x-deliberate-cost-usd` header value.

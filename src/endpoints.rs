@@ -196,10 +196,11 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 labels: labels.clone(),
                 metrics: metrics.clone(),
                 request_id: request_id.0.clone(),
+                generation: ctx.snapshot.generation,
             };
             let mut result = upstream.route(&route(&decision.model), chat).await;
             let (mut served, mut adjusted, mut fallback_reason) = (&decision.model, adjusted, None);
-            let deadline = labels.started + timeouts.total;
+            let deadline = crate::body::relay::deadline_after(labels.started, timeouts.total);
             for next in &decision.fallbacks {
                 let first = match &result {
                     Err(failure) if failure.fallback && Instant::now() < deadline => failure,

@@ -42,7 +42,10 @@ pub enum GatewayError {
     UpstreamStatus {
         provider: String,
         status: u16,
+        /// Redacted where it is built (`upstream::redact`): never the provider's raw text.
         message: String,
+        /// The request field the provider named (OpenAI's `error.param`), passed on for a 400.
+        param: Option<String>,
         /// The provider's `Retry-After` (seconds), honoured by the retry loop.
         retry_after_secs: Option<u64>,
     },
@@ -68,7 +71,7 @@ pub enum GatewayError {
         retry_after_secs: u64,
     },
     /// Even the cheapest allowed answer would cost more than the per-request cap.
-    #[error("This request could cost up to {worst_usd:.4} USD, above the tenant's per-request cap of {cap_usd:.4} USD; lower `max_tokens` or shorten the prompt.")]
+    #[error("This request could cost up to {} USD, above the tenant's per-request cap of {} USD; lower `max_tokens` or shorten the prompt.", usd(*worst_usd), usd(*cap_usd))]
     RequestCostCap { worst_usd: f64, cap_usd: f64 },
     /// A tenant rate limit; `headers` are the `x-ratelimit-*` values at refusal.
     #[error("Rate limit reached for {limit} per minute (limit {limit_value}); retry in {retry_after_secs} s.")]
@@ -164,6 +167,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { param, .. } => param.as_deref(),
             GatewayError::ModelNotFound { .. } => Some("model"),
+            GatewayError::UpstreamStatus { param, .. } => param.as_deref(),
             _ => None,
         }
     }
@@ -231,6 +235,20 @@ impl GatewayError {
     }
 }
 
+/// A USD amount for a message: cents for ordinary amounts, and enough decimals for two
+/// significant digits below a cent, so a limit of 0.00005 reads "0.00005", not "0.00".
+pub fn usd(amount: f64) -> String {
+    if !amount.is_finite() || amount <= 0.0 || amount >= 0.01 {
+        return format!("{amount:.2}");
+    }
+    // 0.00005 -> -log10 = 4.3 -> 6 decimals -> "0.000050" -> "0.00005".
+    let decimals = ((-amount.log10()).ceil() as usize)
+        .saturating_add(1)
+        .clamp(3, 12);
+    let text = format!("{amount:.decimals$}");
+    text.trim_end_matches('0').to_string()
+}
+
 /// Put on error responses so the metrics layer can label the outcome.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
@@ -255,6 +273,7 @@ mod tests {
             provider: "openai".into(),
             status: 429,
             message: "slow down".into(),
+            param: None,
             retry_after_secs: None,
         };
         assert_eq!(err.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -266,11 +285,40 @@ mod tests {
     }
 
     #[test]
+    fn small_usd_amounts_keep_their_significant_digits() {
+        assert_eq!(usd(0.00005), "0.00005");
+        assert_eq!(usd(0.000123), "0.00012");
+        assert_eq!(usd(0.005), "0.005");
+        assert_eq!(usd(0.01), "0.01");
+        assert_eq!(usd(12.5), "12.50");
+        assert_eq!(usd(0.0), "0.00");
+        let err = GatewayError::RequestCostCap {
+            worst_usd: 0.00042,
+            cap_usd: 0.0001,
+        };
+        assert!(err.to_string().contains("0.00042 USD"), "{err}");
+        assert!(err.to_string().contains("cap of 0.0001 USD"), "{err}");
+    }
+
+    #[test]
+    fn an_upstream_400_keeps_its_param() {
+        let err = GatewayError::UpstreamStatus {
+            provider: "openai".into(),
+            status: 400,
+            message: "bad value".into(),
+            param: Some("temperature".into()),
+            retry_after_secs: None,
+        };
+        assert_eq!(err.to_json()["error"]["param"], "temperature");
+    }
+
+    #[test]
     fn the_providers_retry_after_reaches_the_client() {
         let err = GatewayError::UpstreamStatus {
             provider: "openai".into(),
             status: 429,
             message: "slow down".into(),
+            param: None,
             retry_after_secs: Some(7),
         };
         let response = err.into_response();

@@ -10,6 +10,9 @@
 //! current unterminated line may not exceed `max_event_bytes`. (Bytes pushed but not yet
 //! pulled are the caller's to bound: pull events after every push.)
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 /// One dispatched event. `event` is `None` when the stream gave no (or an empty) `event:`
 /// field, which the spec calls type "message". Multi-line data is joined with `\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +41,7 @@ struct Pending {
 
 impl Pending {
     fn size(&self) -> usize {
-        self.event_type.len() + self.data.len()
+        self.event_type.len().saturating_add(self.data.len())
     }
 
     /// The blank-line step of the spec: an event without any `data` line is not dispatched.
@@ -93,7 +96,7 @@ impl SseParser {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             // Amortised: the bytes moved are at most the bytes consumed since the last move.
             self.buf.drain(..self.start);
-            self.scan -= self.start;
+            self.scan = self.scan.saturating_sub(self.start);
             self.start = 0;
         }
         self.buf.extend_from_slice(chunk);
@@ -142,7 +145,7 @@ impl SseParser {
             if self.skip_lf && self.start < self.buf.len() {
                 self.skip_lf = false;
                 if self.buf[self.start] == b'\n' {
-                    self.start += 1;
+                    self.start = self.start.saturating_add(1);
                 }
                 self.scan = self.scan.max(self.start);
             }
@@ -151,7 +154,7 @@ impl SseParser {
                 if avail.len() >= BOM.len() || !BOM.starts_with(avail) || eof {
                     self.bom_checked = true;
                     if avail.starts_with(BOM) {
-                        self.start += BOM.len();
+                        self.start = self.start.saturating_add(BOM.len());
                         self.scan = self.scan.max(self.start);
                     }
                 } else {
@@ -163,14 +166,14 @@ impl SseParser {
                 .position(|&b| b == b'\n' || b == b'\r');
             let (line_end, next) = match found {
                 Some(off) => {
-                    let end = self.scan + off;
+                    let end = self.scan.saturating_add(off);
                     self.skip_lf = self.buf[end] == b'\r';
-                    (end, end + 1)
+                    (end, end.saturating_add(1))
                 }
                 None => {
                     self.scan = self.buf.len();
-                    let partial = self.buf.len() - self.start;
-                    if self.pending.size() + partial > self.max_event_bytes {
+                    let partial = self.buf.len().saturating_sub(self.start);
+                    if self.pending.size().saturating_add(partial) > self.max_event_bytes {
                         return Err(SseError::EventTooLarge);
                     }
                     if !eof {
@@ -215,7 +218,7 @@ fn process_line(
     }
     let (name, value) = match line.iter().position(|&b| b == b':') {
         Some(i) => {
-            let value = &line[i + 1..];
+            let value = &line[i.saturating_add(1)..];
             (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
         }
         None => (line, &b""[..]),

@@ -213,3 +213,20 @@ async fn provider_errors_keep_their_meaning() {
     assert_eq!(body["error"]["param"], "n");
     assert_eq!(upstream.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn an_anthropic_stream_answered_with_json_is_upstream_invalid() {
+    // A proxy in front of Anthropic answering the stream request with a JSON body.
+    let upstream = MockUpstream::start(|_| MockReply::json(json!({"type": "message"}))).await;
+    let gw = gateway(&upstream).await;
+    let request =
+        json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let error = expect_error(
+        gw.chat(request).await,
+        502,
+        "upstream_error",
+        "upstream_invalid",
+    )
+    .await;
+    assert_message_contains(&error, "not text/event-stream");
+}

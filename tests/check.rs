@@ -274,6 +274,9 @@ fn deployment_and_resilience_mistakes_name_the_line_and_key() {
         ("[resilience]\nmax_retries = 50\n", "resilience.max_retries must be at most 10"),
         ("[resilience]\nretry_budget_ratio = 2.0\n", "resilience.retry_budget_ratio must be between 0 and 1"),
         ("[resilience]\nbreaker_failures = 0\n", "must be greater than 0"),
+        ("[resilience]\nmax_retry_after_ms = 0\n", "must be greater than 0"),
+        ("[resilience]\nmax_retry_after_ms = 3600001\n", "resilience.max_retry_after_ms must be at most 3600000"),
+        ("[resilience]\nmax_retry_after_ms = -5\n", "invalid value: integer `-5`, expected u64"),
         ("[server]\nadmin_token_env = \"not an env\"\n", "admin_token_env must name an environment variable"),
     ];
     for (extra, message) in cases {

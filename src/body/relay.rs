@@ -13,6 +13,9 @@
 //! The relay may start before the upstream has even answered (`RelaySource::Pending`): that
 //! is how keep-alives flow while a slow provider holds back its response headers.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +30,17 @@ use tokio::time::{Instant, Sleep};
 use super::{sse_data, BoxError, SSE_KEEPALIVE};
 use crate::error::GatewayError;
 use crate::metrics::RequestRecorder;
+
+/// About thirty years: what "never" means for a deadline (as tokio's own far future).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `from + after` without the panic of `Instant + Duration` on overflow: a duration too long
+/// to represent (a config value, a provider's `Retry-After`) means "far in the future".
+pub fn deadline_after(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after.min(FAR_FUTURE))
+        .or_else(|| from.checked_add(FAR_FUTURE))
+        .unwrap_or(from)
+}
 
 /// A piece of an upstream stream of OpenAI-shaped SSE bytes.
 pub struct StreamChunk {
@@ -116,11 +130,8 @@ impl SseRelay {
             ("idle", now)
         };
         let after_ms = match which {
-            "idle" => self.timing.idle_timeout.as_millis() as u64,
-            _ => {
-                let started = self.recorder.started();
-                after.saturating_duration_since(started).as_millis() as u64
-            }
+            "idle" => millis(self.timing.idle_timeout),
+            _ => millis(after.saturating_duration_since(self.recorder.started())),
         };
         GatewayError::UpstreamTimeout {
             provider: self.recorder.provider().to_string(),
@@ -128,6 +139,11 @@ impl SseRelay {
             after_ms,
         }
     }
+}
+
+/// Whole milliseconds, saturating (a `u128` does not fit an error message's `u64`).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl HttpBody for SseRelay {
@@ -164,11 +180,12 @@ impl HttpBody for SseRelay {
                             this.saw_data = true;
                             this.recorder.first_token();
                         }
-                        let next = (now + this.timing.idle_timeout).min(this.timing.total_deadline);
+                        let next = deadline_after(now, this.timing.idle_timeout)
+                            .min(this.timing.total_deadline);
                         this.deadline.as_mut().reset(next);
                         this.keepalive
                             .as_mut()
-                            .reset(now + this.timing.keepalive_interval);
+                            .reset(deadline_after(now, this.timing.keepalive_interval));
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));
                     }
                     Poll::Ready(Some(Err(error))) => return this.fail(error),
@@ -187,7 +204,7 @@ impl HttpBody for SseRelay {
             return this.fail(error);
         }
         if this.keepalive.as_mut().poll(cx).is_ready() {
-            let next = Instant::now() + this.timing.keepalive_interval;
+            let next = deadline_after(Instant::now(), this.timing.keepalive_interval);
             this.keepalive.as_mut().reset(next);
             // Register the new timer with the waker before returning.
             let _ = this.keepalive.as_mut().poll(cx);

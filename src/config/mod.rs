@@ -53,6 +53,8 @@ pub struct Resilience {
     pub retry_budget_ratio: f64,
     pub breaker_failures: u32,
     pub breaker_open: Duration,
+    /// Cap on a provider's `Retry-After` hold (`max_retry_after_ms`).
+    pub max_retry_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -65,6 +65,8 @@ pub struct RawResilience {
     pub breaker_failures: Option<Spanned<u64>>,
     /// How long an open breaker rejects before it lets one probe through.
     pub breaker_open_ms: Option<Spanned<u64>>,
+    /// The longest a provider's `Retry-After` may keep a deployment out.
+    pub max_retry_after_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -265,6 +265,9 @@ fn server_settings(
     })
 }
 
+/// A provider may not keep a deployment out for longer than an hour, whatever the config.
+const MAX_RETRY_AFTER_LIMIT_MS: u64 = 3_600_000;
+
 fn resilience(raw: &RawResilience, p: &mut FileProblems) -> Resilience {
     let max_retries = match &raw.max_retries {
         None => 2,
@@ -285,11 +288,22 @@ fn resilience(raw: &RawResilience, p: &mut FileProblems) -> Resilience {
             0.2
         }
     };
+    let max_retry_after_ms = match &raw.max_retry_after_ms {
+        Some(v) if *v.get_ref() > MAX_RETRY_AFTER_LIMIT_MS => {
+            p.at(
+                v.span(),
+                format!("resilience.max_retry_after_ms must be at most {MAX_RETRY_AFTER_LIMIT_MS}"),
+            );
+            60_000
+        }
+        v => positive(v, 60_000, p),
+    };
     Resilience {
         max_retries,
         retry_budget_ratio,
         breaker_failures: positive(&raw.breaker_failures, 5, p).min(u32::MAX as u64) as u32,
         breaker_open: Duration::from_millis(positive(&raw.breaker_open_ms, 30_000, p)),
+        max_retry_after: Duration::from_millis(max_retry_after_ms),
     }
 }
 

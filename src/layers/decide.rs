@@ -214,6 +214,7 @@ where
         served,
         estimate,
         succeeded,
+        is_stream,
         cache_hit,
         reservation,
         limits,
@@ -231,6 +232,8 @@ struct Settlement {
     served: Arc<crate::config::Model>,
     estimate: TokenEstimate,
     succeeded: bool,
+    /// A stream's 200 says nothing about output: only relayed data events do.
+    is_stream: bool,
     cache_hit: bool,
     reservation: Option<crate::limits::Reservation>,
     limits: Arc<crate::limits::TenantLimits>,
@@ -248,8 +251,10 @@ impl Settlement {
         let billed = match usage {
             _ if self.cache_hit => None,
             Some(u) => Some(u),
-            // No usage from the provider: bill an estimate if anything was produced.
-            None if self.succeeded || streamed > 0 => {
+            // No usage from the provider: bill an estimate if anything was produced. A stream
+            // that failed before its first data event (a first-token timeout after the 200)
+            // produced nothing: it owes only what the provider reported, here nothing.
+            None if (self.succeeded && !self.is_stream) || streamed > 0 => {
                 self.metrics
                     .cost_estimated
                     .with_label_values(&[&self.tenant, &self.served.name])

@@ -16,8 +16,8 @@ use super::anthropic::{
     TranslateError,
 };
 use super::{
-    auth, error_chain, read_body, send_error, status_error, unix_now, url, CallContext, Events,
-    MAX_UPSTREAM_EVENT_BYTES,
+    auth, error_chain, expect_event_stream, read_body, redact, send_error, status_error, unix_now,
+    url, CallContext, Events, MAX_UPSTREAM_EVENT_BYTES,
 };
 use crate::api::ChatRequest;
 use crate::body::relay::{PendingStream, StreamChunk};
@@ -35,9 +35,10 @@ pub struct ProviderAdjustments(pub Vec<String>);
 
 fn translate_error(ctx: &CallContext, e: TranslateError) -> GatewayError {
     if e.is_upstream() {
+        let secrets = redact::provider_secrets(&ctx.deployment.provider);
         GatewayError::UpstreamInvalid {
             provider: ctx.provider(),
-            message: e.to_string(),
+            message: redact::redact(&e.to_string(), &secrets),
         }
     } else {
         GatewayError::invalid(e.to_string(), e.param().map(str::to_string))
@@ -123,6 +124,7 @@ pub(super) fn stream(
         if !response.status().is_success() {
             return Err(status_error(&ctx, response, from_anthropic_error).await);
         }
+        expect_event_stream(&ctx, &response)?;
         let translator =
             StreamTranslator::new(&ctx.deployment.upstream_model, unix_now(), include_usage);
         let events: Events = Box::pin(TranslatedStream {
@@ -149,10 +151,12 @@ struct TranslatedStream {
 }
 
 impl TranslatedStream {
+    /// `message` may quote the provider (an `error` event): it is redacted.
     fn upstream_error(&self, message: String) -> GatewayError {
+        let secrets = redact::provider_secrets(&self.ctx.deployment.provider);
         GatewayError::UpstreamUnavailable {
             provider: self.ctx.provider(),
-            message,
+            message: redact::redact(&message, &secrets),
         }
     }
 

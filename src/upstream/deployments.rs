@@ -2,8 +2,15 @@
 //!
 //! Owns, for every deployment (`model@provider`): its peak-EWMA latency, in-flight count,
 //! circuit breaker and `Retry-After` hold, in a [`Registry`] keyed by deployment id. The
-//! registry lives in `Upstream`, not in the config snapshot, so a reload keeps what we
-//! learned about each deployment (a deployment that stays in the config keeps its id).
+//! registry lives in `Upstream`, not in the config snapshot, so a reload keeps the latency
+//! learned about each deployment (a deployment that stays in the config keeps its id); the
+//! first request under a new config generation clears every breaker and `Retry-After` hold,
+//! so an operator's reload (new key, new endpoint) is tried at once, not after a wait that
+//! the old config earned.
+//!
+//! `Retry-After`: the provider's number is a hint, not an order. A hold lasts at most
+//! `max_retry_after_ms` and never longer than an open breaker would (`breaker_open_ms`),
+//! so one answer (`Retry-After: 1000000000`) cannot take a deployment out for good.
 //!
 //! Choice: weighted power of two choices over peak-EWMA load (as linkerd/Finagle do). Two
 //! distinct candidates are drawn with probability proportional to `weight`; the one with the
@@ -18,6 +25,9 @@
 //! Locks: one read-mostly `RwLock` for the map, one short `Mutex` per deployment; neither
 //! is ever held across an `.await`.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +37,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::retry::budget::TpsBudget;
 
+use crate::body::relay::deadline_after;
 use crate::config::{Deployment, Resilience};
 
 /// Time constant of the latency estimate's decay.
@@ -127,7 +138,14 @@ impl Stats {
     }
 
     fn load(&self, now: Instant) -> f64 {
-        self.cost * self.decay(now) * f64::from(self.pending + 1)
+        self.cost * self.decay(now) * f64::from(self.pending.saturating_add(1))
+    }
+
+    /// Forgets the breaker and any hold; keeps the latency estimate and in-flight count.
+    fn reset_health(&mut self) {
+        self.failures = 0;
+        self.breaker = Breaker::Closed;
+        self.not_before = None;
     }
 
     fn usable(&self, now: Instant) -> Usable {
@@ -141,6 +159,12 @@ impl Stats {
             _ => Usable::Yes,
         }
     }
+}
+
+/// How long a provider's `Retry-After` keeps its deployment out: its own number, capped by
+/// `max_retry_after` and by `breaker_open` (a hold is never stricter than an open breaker).
+pub fn hold(retry_after: Duration, cfg: &Resilience) -> Duration {
+    retry_after.min(cfg.max_retry_after).min(cfg.breaker_open)
 }
 
 /// One deployment's state; shared by the registry and the attempts in flight.
@@ -177,7 +201,7 @@ impl DeploymentState {
             // Open and expired, or half-open without a probe: this attempt is the probe.
             Breaker::Open { .. } | Breaker::HalfOpen { .. } => Breaker::HalfOpen { probing: true },
         };
-        s.pending += 1;
+        s.pending = s.pending.saturating_add(1);
         Some(s.breaker)
     }
 
@@ -201,10 +225,10 @@ impl DeploymentState {
                 s.observe(rtt.max(FAILURE_PENALTY), now);
                 s.failures = s.failures.saturating_add(1);
                 if let Some(wait) = retry_after {
-                    s.not_before = Some(now + wait);
+                    s.not_before = Some(deadline_after(now, hold(wait, cfg)));
                 }
                 let reopen = Breaker::Open {
-                    until: now + cfg.breaker_open,
+                    until: deadline_after(now, cfg.breaker_open),
                 };
                 s.breaker = match s.breaker {
                     Breaker::HalfOpen { .. } => reopen,
@@ -250,7 +274,8 @@ impl Attempt {
     pub fn finish(mut self, outcome: Outcome, cfg: &Resilience) -> Breaker {
         self.finished = true;
         let now = Instant::now();
-        self.state.finish(outcome, now - self.started, now, cfg)
+        let rtt = now.saturating_duration_since(self.started);
+        self.state.finish(outcome, rtt, now, cfg)
     }
 }
 
@@ -268,6 +293,8 @@ pub struct Registry {
     rng: AtomicU64,
     /// Rebuilt when a reload changes the ratio.
     budget: Mutex<Option<(f64, Arc<TpsBudget>)>>,
+    /// The newest config generation a request has brought (see `observe_generation`).
+    generation: AtomicU64,
 }
 
 impl Default for Registry {
@@ -277,6 +304,7 @@ impl Default for Registry {
             // A per-process random seed; quality needs are low (load spreading only).
             rng: AtomicU64::new(RandomState::new().hash_one(0x5eed_u64)),
             budget: Mutex::new(None),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -293,6 +321,20 @@ impl Registry {
             .entry(d.id.clone())
             .or_insert_with(|| Arc::new(DeploymentState::new(Instant::now())))
             .clone()
+    }
+
+    /// Called with the config generation of every routed request: the first request of a
+    /// newer generation (a reload) clears every breaker and `Retry-After` hold. A request
+    /// still running on an older snapshot changes nothing.
+    pub fn observe_generation(&self, generation: u64) {
+        let seen = self.generation.fetch_max(generation, Ordering::AcqRel);
+        if generation <= seen {
+            return;
+        }
+        let read = self.states.read().unwrap_or_else(PoisonError::into_inner);
+        for state in read.values() {
+            state.lock().reset_health();
+        }
     }
 
     /// The retry budget for `ratio`: retries may add at most that fraction of requests.
@@ -382,13 +424,13 @@ fn choose(pool: &[(u32, f64)], r1: u64, r2: u64) -> usize {
             if r < u64::from(*w) {
                 return i;
             }
-            r -= u64::from(*w);
+            r = r.saturating_sub(u64::from(*w));
         }
-        pool.len() - 1
+        pool.len().saturating_sub(1)
     };
-    let a = nth(r1 % total.max(1), None);
-    let rest = total - u64::from(pool[a].0);
-    let b = nth(r2 % rest.max(1), Some(a));
+    let a = nth(r1.checked_rem(total).unwrap_or(0), None);
+    let rest = total.saturating_sub(u64::from(pool[a].0));
+    let b = nth(r2.checked_rem(rest).unwrap_or(0), Some(a));
     let score = |i: usize| pool[i].1 / f64::from(pool[i].0.max(1));
     if score(b) < score(a) {
         b

@@ -15,6 +15,7 @@ fn cfg(failures: u32, open_ms: u64) -> Resilience {
         retry_budget_ratio: 0.2,
         breaker_failures: failures,
         breaker_open: Duration::from_millis(open_ms),
+        max_retry_after: Duration::from_secs(60),
     }
 }
 
@@ -198,7 +199,7 @@ async fn open_breaker_is_skipped_for_the_other_deployment() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_holds_a_deployment_back() {
     let reg = Registry::default();
-    let c = cfg(10, 100);
+    let c = cfg(10, 5_000);
     let ds = [deployment("a", 1)];
     let hold = Duration::from_secs(2);
     let t0 = Instant::now();
@@ -214,6 +215,74 @@ async fn retry_after_holds_a_deployment_back() {
     }
     tokio::time::advance(hold).await;
     ready(reg.pick(&ds, &[]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_is_capped_and_never_panics() {
+    let reg = Registry::default();
+    // Cap below the breaker's open time: the cap decides.
+    let c = Resilience {
+        max_retry_after: Duration::from_secs(5),
+        ..cfg(10, 30_000)
+    };
+    let ds = [deployment("a", 1)];
+    let t0 = Instant::now();
+    ready(reg.pick(&ds, &[])).finish(
+        Outcome::Failure {
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        },
+        &c,
+    );
+    match reg.pick(&ds, &[]) {
+        Pick::Wait(t) => assert_eq!(t, t0 + Duration::from_secs(5)),
+        _ => panic!("expected Wait"),
+    }
+    // Cap above the breaker's open time: a hold never outlasts an open breaker.
+    let c = Resilience {
+        max_retry_after: Duration::from_secs(600),
+        ..cfg(10, 2_000)
+    };
+    assert_eq!(
+        hold(Duration::from_secs(1_000_000_000), &c),
+        Duration::from_secs(2)
+    );
+    assert_eq!(hold(Duration::from_secs(1), &c), Duration::from_secs(1));
+    // An absurd breaker_open does not panic either.
+    let c = Resilience {
+        breaker_open: Duration::from_millis(u64::MAX),
+        ..cfg(1, 1)
+    };
+    let b = [deployment("b", 1)];
+    let breaker = ready(reg.pick(&b, &[])).finish(FAIL, &c);
+    assert!(matches!(breaker, Breaker::Open { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_config_generation_clears_holds_and_breakers() {
+    let reg = Registry::default();
+    let c = cfg(1, 30_000);
+    let ds = [deployment("a", 1)];
+    reg.observe_generation(1);
+    ready(reg.pick(&ds, &[])).finish(
+        Outcome::Failure {
+            retry_after: Some(Duration::from_secs(20)),
+        },
+        &c,
+    );
+    assert!(matches!(
+        reg.pick(&ds, &[]),
+        Pick::Unavailable | Pick::Wait(_)
+    ));
+    // A request still on the old snapshot changes nothing.
+    reg.observe_generation(1);
+    assert!(matches!(
+        reg.pick(&ds, &[]),
+        Pick::Unavailable | Pick::Wait(_)
+    ));
+    // The reload's first request finds the deployment usable, breaker closed.
+    reg.observe_generation(2);
+    let attempt = ready(reg.pick(&ds, &[]));
+    assert_eq!(attempt.breaker, Breaker::Closed);
 }
 
 #[tokio::test(start_paused = true)]

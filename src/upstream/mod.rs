@@ -14,6 +14,7 @@ pub use route::{RouteFailure, RouteRequest};
 pub mod anthropic_response;
 pub use anthropic_call::ProviderAdjustments;
 mod openai;
+pub mod redact;
 mod simulated;
 pub mod translate;
 
@@ -25,7 +26,9 @@ use http::{header, HeaderValue, Response};
 use tokio::time::Instant;
 
 use crate::api::ChatRequest;
-use crate::body::relay::{EventStream, PendingStream, RelaySource, SseRelay, StreamTiming};
+use crate::body::relay::{
+    deadline_after, millis, EventStream, PendingStream, RelaySource, SseRelay, StreamTiming,
+};
 use crate::body::{full, Body};
 use crate::classify::Tier;
 use crate::config::{Deployment, Model, Provider, ProviderKind, Snapshot, TierTimeouts};
@@ -72,11 +75,11 @@ pub struct CallContext {
 
 impl CallContext {
     fn total_deadline(&self) -> Instant {
-        self.request_started + self.timeouts.total
+        deadline_after(self.request_started, self.timeouts.total)
     }
 
     fn first_token_deadline(&self) -> Instant {
-        self.request_started + self.timeouts.first_token
+        deadline_after(self.request_started, self.timeouts.first_token)
     }
 
     fn provider(&self) -> String {
@@ -87,7 +90,7 @@ impl CallContext {
         GatewayError::UpstreamTimeout {
             provider: self.provider(),
             which,
-            after_ms: after.as_millis() as u64,
+            after_ms: millis(after),
         }
     }
 }
@@ -176,7 +179,7 @@ async fn start_stream(
     ctx: &CallContext,
     mut pending: PendingStream,
 ) -> Result<Response<Body>, GatewayError> {
-    let keepalive_at = Instant::now() + ctx.timeouts.keepalive_interval;
+    let keepalive_at = deadline_after(Instant::now(), ctx.timeouts.keepalive_interval);
     let first_token_at = ctx.first_token_deadline().min(ctx.total_deadline());
     tokio::select! {
         result = &mut pending => {
@@ -185,7 +188,8 @@ async fn start_stream(
         }
         _ = tokio::time::sleep_until(keepalive_at.min(first_token_at)) => {
             if Instant::now() >= first_token_at {
-                return Err(ctx.timeout("first-token", first_token_at - ctx.request_started));
+                let after = first_token_at.saturating_duration_since(ctx.request_started);
+                return Err(ctx.timeout("first-token", after));
             }
             Ok(stream_response(ctx, RelaySource::Pending(pending)))
         }
@@ -277,7 +281,7 @@ async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Byt
                 provider: ctx.provider(),
                 message: error_chain(&e),
             })?;
-            if out.len() + chunk.len() > MAX_UPSTREAM_BODY_BYTES {
+            if out.len().saturating_add(chunk.len()) > MAX_UPSTREAM_BODY_BYTES {
                 return Err(GatewayError::UpstreamInvalid {
                     provider: ctx.provider(),
                     message: "response body too large".into(),
@@ -292,6 +296,28 @@ async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Byt
         .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
 }
 
+/// A streaming request must be answered with `text/event-stream`: anything else (a JSON
+/// body, an HTML error page) would be relayed to the client as if it were events. A response
+/// without a content type is left to the SSE parser, which bounds what it buffers.
+fn expect_event_stream(
+    ctx: &CallContext,
+    response: &reqwest::Response,
+) -> Result<(), GatewayError> {
+    let Some(value) = response.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let mime = text.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("text/event-stream") {
+        return Ok(());
+    }
+    let shown: String = mime.chars().filter(|c| !c.is_control()).take(80).collect();
+    Err(GatewayError::UpstreamInvalid {
+        provider: ctx.provider(),
+        message: format!("a streaming request was answered with `{shown}`, not text/event-stream"),
+    })
+}
+
 /// Turns a provider error status into a `GatewayError` with the provider's message.
 async fn status_error(
     ctx: &CallContext,
@@ -299,19 +325,39 @@ async fn status_error(
     message_of: fn(u16, &[u8]) -> String,
 ) -> GatewayError {
     let status = response.status().as_u16();
-    // Only the delay-seconds form; an HTTP date is rare from LLM providers and ignored.
     let retry_after_secs = response
         .headers()
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(retry_after_secs);
     let body = read_body(ctx, response).await.unwrap_or_default();
+    let secrets = redact::provider_secrets(&ctx.deployment.provider);
+    let param = upstream_param(&body).map(|p| redact::redact(&p, &secrets));
     GatewayError::UpstreamStatus {
         provider: ctx.provider(),
         status,
-        message: message_of(status, &body),
+        message: redact::redact(&message_of(status, &body), &secrets),
+        param,
         retry_after_secs,
     }
+}
+
+/// OpenAI's `error.param` (which request field the provider objected to), kept short.
+fn upstream_param(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let param = value.get("error")?.get("param")?.as_str()?;
+    (!param.is_empty() && param.len() <= 200).then(|| param.to_string())
+}
+
+/// A `Retry-After` header's delay in seconds. Only the delay-seconds form; an HTTP date is
+/// rare from LLM providers and ignored. More digits than a `u64` holds saturate (the route
+/// caps the hold anyway) instead of being dropped as unparseable.
+fn retry_after_secs(value: &str) -> Option<u64> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// Seconds since the epoch, for `created` fields.
@@ -323,3 +369,19 @@ fn unix_now() -> u64 {
 }
 
 pub(crate) type Events = EventStream;
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after_secs;
+
+    #[test]
+    fn retry_after_is_parsed_strictly_and_saturates() {
+        assert_eq!(retry_after_secs("7"), Some(7));
+        assert_eq!(retry_after_secs(" 30 "), Some(30));
+        assert_eq!(retry_after_secs("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(retry_after_secs("99999999999999999999999"), Some(u64::MAX));
+        for bad in ["", "-1", "1.5", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(retry_after_secs(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,8 +1,11 @@
 //! OpenAI-compatible providers (OpenAI, Azure OpenAI, vLLM, Ollama, DeepSeek, Together, ...).
 //!
-//! The request body is forwarded as adapted; the response is passed through byte for byte.
-//! Streams are inspected on the way (usage for metrics, `[DONE]` to tell a clean end from a
-//! provider that hung up) without changing a byte.
+//! The request body is forwarded as adapted; a whole response is passed through byte for
+//! byte. Streams are parsed on the way (usage for metrics, `[DONE]` to tell a clean end from
+//! a provider that hung up) and relayed event by event, within the event size limit.
+
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,13 +15,13 @@ use futures_util::Stream;
 use serde_json::Value;
 
 use super::{
-    auth, error_chain, read_body, send_error, status_error, url, CallContext, Events,
-    MAX_UPSTREAM_EVENT_BYTES,
+    auth, error_chain, expect_event_stream, read_body, send_error, status_error, url, CallContext,
+    Events, MAX_UPSTREAM_EVENT_BYTES,
 };
 use crate::api::ChatRequest;
 use crate::body::relay::{PendingStream, StreamChunk};
 use crate::error::GatewayError;
-use crate::sse::SseParser;
+use crate::sse::{SseEvent, SseParser};
 
 fn build(
     client: &reqwest::Client,
@@ -95,13 +98,13 @@ pub(super) fn stream(
         if !response.status().is_success() {
             return Err(status_error(&ctx, response, error_message).await);
         }
+        expect_event_stream(&ctx, &response)?;
         let events: Events = Box::pin(InspectedStream {
             inner: Box::pin(response.bytes_stream()),
             parser: SseParser::new(MAX_UPSTREAM_EVENT_BYTES),
-            inspecting: true,
             saw_done: false,
             ended: false,
-            strip_usage: strip_usage.then(Vec::new),
+            strip_usage,
             ctx,
         });
         Ok(events)
@@ -110,17 +113,21 @@ pub(super) fn stream(
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
-/// Passes the provider's SSE bytes through unchanged while reading usage and `[DONE]`.
+/// Relays the provider's SSE events while reading usage and `[DONE]`.
+///
+/// Only complete events leave: each is framed again (`event:`/`data:` lines, blank line),
+/// which for an OpenAI-shaped stream is the provider's own bytes. An event larger than
+/// `MAX_UPSTREAM_EVENT_BYTES`, or bytes that are not an event stream at all, end the stream
+/// with an error instead of reaching the client half-framed; the parser holds at most one
+/// event's worth of bytes, so memory stays bounded whatever the provider sends. (Upstream
+/// SSE comments are not relayed: the relay sends its own keep-alives.)
 struct InspectedStream {
     inner: ByteStream,
     parser: SseParser,
-    /// Off after an unparseable event: we still relay, we just stop reading.
-    inspecting: bool,
     saw_done: bool,
     ended: bool,
-    /// Some(output) when the usage-only chunk must be hidden: events are then re-framed
-    /// one by one into this buffer instead of passing the provider's bytes through.
-    strip_usage: Option<Vec<u8>>,
+    /// Whether the usage-only chunk must be hidden (the gateway asked for it, not the client).
+    strip_usage: bool,
     ctx: CallContext,
 }
 
@@ -133,47 +140,57 @@ fn is_usage_only(chunk: &Value) -> bool {
         && chunk.get("usage").is_some_and(Value::is_object)
 }
 
+/// Appends `event` as SSE bytes (multi-line data becomes several `data:` lines).
+fn frame(event: &SseEvent, out: &mut Vec<u8>) {
+    if let Some(name) = &event.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in event.data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
 impl InspectedStream {
-    /// Reads the events this chunk completes; true if it completed at least one.
-    fn inspect(&mut self, bytes: &[u8]) -> bool {
-        if !self.inspecting {
-            return true;
-        }
+    /// The client bytes of the events this chunk completes, and whether there is one.
+    fn inspect(&mut self, bytes: &[u8]) -> Result<StreamChunk, GatewayError> {
         self.parser.push(bytes);
-        let mut completed = false;
+        let mut out = Vec::new();
         loop {
-            match self.parser.next_event() {
-                Ok(Some(event)) => {
-                    let mut hide = false;
-                    if event.data == "[DONE]" {
-                        self.saw_done = true;
-                    } else if event.data.contains("\"usage\"") {
-                        if let Ok(chunk) = serde_json::from_str::<Value>(&event.data) {
-                            if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-                                self.ctx.recorder.usage(usage);
-                            }
-                            hide = self.strip_usage.is_some() && is_usage_only(&chunk);
-                        }
-                    }
-                    if let (Some(out), false) = (self.strip_usage.as_mut(), hide) {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(event.data.as_bytes());
-                        out.extend_from_slice(b"\n\n");
-                        completed = true;
-                    } else if self.strip_usage.is_none() {
-                        completed = true;
-                    }
-                }
+            let event = match self.parser.next_event() {
+                Ok(Some(event)) => event,
                 Ok(None) => break,
-                Err(_) => {
-                    self.inspecting = false;
-                    // Without inspection we cannot see `[DONE]`; trust the clean end.
-                    self.saw_done = true;
-                    return true;
+                Err(e) => {
+                    return Err(GatewayError::UpstreamInvalid {
+                        provider: self.ctx.provider(),
+                        message: format!("bad event stream: {e}"),
+                    })
+                }
+            };
+            let mut hide = false;
+            if event.data == "[DONE]" {
+                self.saw_done = true;
+            } else if event.data.contains("\"usage\"") {
+                if let Ok(chunk) = serde_json::from_str::<Value>(&event.data) {
+                    if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+                        self.ctx.recorder.usage(usage);
+                    }
+                    hide = self.strip_usage && is_usage_only(&chunk);
                 }
             }
+            if !hide {
+                frame(&event, &mut out);
+            }
         }
-        completed
+        let has_data = !out.is_empty();
+        Ok(StreamChunk {
+            bytes: Bytes::from(out),
+            has_data,
+        })
     }
 }
 
@@ -187,13 +204,9 @@ impl Stream for InspectedStream {
         }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
-                let has_data = this.inspect(&bytes);
-                let bytes = match this.strip_usage.as_mut() {
-                    // Re-framed events only; if inspection stopped, the raw bytes again.
-                    Some(out) if this.inspecting => Bytes::from(std::mem::take(out)),
-                    _ => bytes,
-                };
-                Poll::Ready(Some(Ok(StreamChunk { bytes, has_data })))
+                let chunk = this.inspect(&bytes);
+                this.ended = chunk.is_err();
+                Poll::Ready(Some(chunk))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.ended = true;
@@ -215,5 +228,39 @@ impl Stream for InspectedStream {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(event: Option<&str>, data: &str) -> String {
+        let mut out = Vec::new();
+        let event = SseEvent {
+            event: event.map(str::to_string),
+            data: data.to_string(),
+        };
+        frame(&event, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn events_are_framed_as_the_provider_sent_them() {
+        assert_eq!(framed(None, "{\"a\":1}"), "data: {\"a\":1}\n\n");
+        assert_eq!(framed(None, "[DONE]"), "data: [DONE]\n\n");
+        // Multi-line data stays multi-line; a named event keeps its name.
+        assert_eq!(
+            framed(Some("x"), "one\ntwo"),
+            "event: x\ndata: one\ndata: two\n\n"
+        );
+        // Re-parsing the framed bytes gives the same event back.
+        let mut parser = SseParser::new(1024);
+        parser.push(framed(Some("x"), "one\n\ntwo").as_bytes());
+        let event = parser.next_event().unwrap().unwrap();
+        assert_eq!(
+            (event.event.as_deref(), event.data.as_str()),
+            (Some("x"), "one\n\ntwo")
+        );
     }
 }

@@ -10,6 +10,9 @@
 //! Each attempt has its own `RequestRecorder`; only the final error is recorded as the
 //! request's outcome, so a request that succeeded on its second attempt counts as `ok`.
 
+// Numbers here come from providers and config: no unchecked arithmetic (issue 10).
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +21,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
-use super::deployments::{Outcome, Pick};
+use super::deployments::{hold, Outcome, Pick};
 use super::{CallContext, Upstream, CONNECTION_FAILED, REQUEST_FAILED};
 use crate::api::ChatRequest;
+use crate::body::relay::deadline_after;
 use crate::body::Body;
 use crate::classify::Tier;
 use crate::config::{Model, Resilience, TierTimeouts};
@@ -37,6 +41,8 @@ pub struct RouteRequest {
     pub labels: Arc<RequestLabels>,
     pub metrics: Arc<Metrics>,
     pub request_id: HeaderValue,
+    /// The config generation the request runs on: a newer one resets deployment health.
+    pub generation: u64,
 }
 
 /// Every attempt failed before the first byte.
@@ -82,12 +88,13 @@ impl Upstream {
         mut request: ChatRequest,
     ) -> Result<Response<Body>, RouteFailure> {
         let cfg = r.resilience;
+        self.deployments.observe_generation(r.generation);
         let budget = self.deployments.budget(cfg.retry_budget_ratio);
         budget.deposit();
-        let mut deadline = r.labels.started + r.timeouts.total;
+        let mut deadline = deadline_after(r.labels.started, r.timeouts.total);
         if request.is_stream() {
             // A retry after the first-token deadline could only time out again.
-            deadline = deadline.min(r.labels.started + r.timeouts.first_token);
+            deadline = deadline.min(deadline_after(r.labels.started, r.timeouts.first_token));
         }
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<GatewayError> = None;
@@ -142,12 +149,19 @@ impl Upstream {
                     gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
                     return Ok(response);
                 }
-                Err(error) if is_retryable(&error) => {
-                    let retry_after = match &error {
+                Err(mut error) if is_retryable(&error) => {
+                    let retry_after = match &mut error {
                         GatewayError::UpstreamStatus {
                             retry_after_secs: Some(s),
                             ..
-                        } => Some(Duration::from_secs(*s)),
+                        } => {
+                            let held = hold(Duration::from_secs(*s), &cfg);
+                            // The client is told the same capped wait, rounded up.
+                            *s = held
+                                .as_secs()
+                                .saturating_add(u64::from(held.subsec_nanos() > 0));
+                            Some(held)
+                        }
                         _ => None,
                     };
                     let breaker = attempt.finish(Outcome::Failure { retry_after }, &cfg);

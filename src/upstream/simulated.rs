@@ -120,7 +120,12 @@ impl Plan {
     }
 
     fn duration(&self) -> Duration {
-        self.ttft + self.per_token * self.words.len() as u32
+        // Saturating: a huge `max_tokens` must not overflow the simulated duration.
+        let words = u32::try_from(self.words.len()).unwrap_or(u32::MAX);
+        self.per_token
+            .checked_mul(words)
+            .and_then(|d| d.checked_add(self.ttft))
+            .unwrap_or(Duration::MAX)
     }
 
     fn chunk(&self, choices: Value, usage: Option<Value>) -> Bytes {
@@ -173,7 +178,7 @@ pub(super) async fn complete(
     request: &ChatRequest,
 ) -> Result<Bytes, GatewayError> {
     let plan = Plan::new(ctx, request);
-    let done_at = Instant::now() + plan.duration();
+    let done_at = crate::body::relay::deadline_after(Instant::now(), plan.duration());
     if done_at > ctx.total_deadline() {
         tokio::time::sleep_until(ctx.total_deadline()).await;
         return Err(ctx.timeout("total", ctx.timeouts.total));
