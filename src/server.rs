@@ -113,23 +113,25 @@ pub async fn serve<S>(
             let mut draining = false;
             loop {
                 tokio::select! {
+                    // A connection accepted just as shutdown began takes no request.
+                    biased;
+                    _ = shutdown.cancelled(), if !draining => {
+                        // Finish what is in progress, take nothing new.
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    _ = hard_stop.cancelled() => break,
+                    why = activity.expired() => {
+                        // No request is in progress on it: closing loses nothing.
+                        tracing::debug!(%peer, ?why, "closing a connection without a request in progress");
+                        break;
+                    }
                     result = connection.as_mut() => {
                         if let Err(e) = result {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                         break;
                     }
-                    _ = shutdown.cancelled(), if !draining => {
-                        // Finish what is in progress, take nothing new.
-                        connection.as_mut().graceful_shutdown();
-                        draining = true;
-                    }
-                    why = activity.expired() => {
-                        // No request is in progress on it: closing loses nothing.
-                        tracing::debug!(%peer, ?why, "closing a connection without a request in progress");
-                        break;
-                    }
-                    _ = hard_stop.cancelled() => break,
                 }
             }
         });

@@ -22,8 +22,6 @@ async fn graceful_shutdown_lets_an_open_stream_finish() {
     let head = read_until_data(&mut response).await;
 
     gw.shutdown.cancel();
-    // Let the accept loop see the signal.
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Readiness turns false at once, while the admin listener still answers.
     let ready = tokio::time::timeout(
@@ -108,17 +106,17 @@ async fn shutdown_cuts_a_hanging_stream_at_the_grace_deadline() {
         "the grace period was honoured: {elapsed:?}"
     );
 
-    // The client sees the stream cut, not a clean end.
-    match tokio::time::timeout(TEST_TIMEOUT, response.text())
-        .await
-        .expect("body ended in time")
-    {
-        Err(_) => {}
-        Ok(text) => assert!(
-            !text.contains("[DONE]"),
-            "a cut stream has no [DONE]: {text:?}"
-        ),
-    }
+    // The client sees one final error event saying why, and no clean end.
+    let text = read_text(response).await;
+    assert!(
+        !text.contains("[DONE]"),
+        "a cut stream has no [DONE]: {text:?}"
+    );
+    let events = sse_data(&text);
+    assert_eq!(events.len(), 1, "exactly one final event: {text:?}");
+    let event: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(event["error"]["code"], "shutting_down", "{text:?}");
+    assert_eq!(event["error"]["type"], "overloaded_error", "{text:?}");
     // And the upstream call was cancelled, not leaked.
     mock.wait_for_cancelled(
         1,
@@ -126,4 +124,54 @@ async fn shutdown_cuts_a_hanging_stream_at_the_grace_deadline() {
         "upstream stream still open after shutdown",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_request_unanswered_at_the_grace_deadline_gets_503() {
+    // The upstream never answers; the request reaching it is the test's signal.
+    let reached = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = reached.clone();
+    let mock = MockUpstream::start(move |_| {
+        signal.notify_one();
+        MockReply::Delay(
+            Duration::from_secs(60),
+            Box::new(MockReply::json(completion("chat-model", "too late"))),
+        )
+    })
+    .await;
+    let config = "[server]\nshutdown_grace_ms = 300\n";
+    let mut gw = Gateway::with_openai_upstream(&mock, config).await;
+    let pending = {
+        let url = gw.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .header("content-type", "application/json")
+                .body(
+                    json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                )
+                .send()
+                .await
+        })
+    };
+    tokio::time::timeout(TEST_TIMEOUT, reached.notified())
+        .await
+        .expect("the request reached the upstream");
+    gw.shutdown.cancel();
+
+    let response = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("answered within the grace period and a moment")
+        .unwrap()
+        .expect("an HTTP response, not a dropped connection");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = serde_json::from_str(&read_text(response).await).unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    tokio::time::timeout(Duration::from_secs(5), &mut gw.task)
+        .await
+        .expect("gateway stopped")
+        .expect("gateway task did not panic");
 }
