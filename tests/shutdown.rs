@@ -141,30 +141,24 @@ async fn a_request_unanswered_at_the_grace_deadline_gets_503() {
     .await;
     let config = "[server]\nshutdown_grace_ms = 300\n";
     let mut gw = Gateway::with_openai_upstream(&mock, config).await;
-    let pending = {
-        let url = gw.url("/v1/chat/completions");
-        tokio::spawn(async move {
-            client()
-                .post(url)
-                .bearer_auth(KEY)
-                .header("content-type", "application/json")
-                .body(
-                    json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
-                        .to_string(),
-                )
-                .send()
-                .await
-        })
-    };
-    tokio::time::timeout(TEST_TIMEOUT, reached.notified())
-        .await
-        .expect("the request reached the upstream");
+    let pending = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send();
+    tokio::pin!(pending);
+    tokio::select! {
+        _ = &mut pending => panic!("the upstream never answers, so neither does the gateway"),
+        reached = tokio::time::timeout(TEST_TIMEOUT, reached.notified()) => {
+            reached.expect("the request reached the upstream");
+        }
+    }
     gw.shutdown.cancel();
 
     let response = tokio::time::timeout(Duration::from_secs(5), pending)
         .await
         .expect("answered within the grace period and a moment")
-        .unwrap()
         .expect("an HTTP response, not a dropped connection");
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");

@@ -215,28 +215,24 @@ async fn at_max_connections_the_next_client_waits_for_a_free_slot() {
         .unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
 
-    let waiting = {
-        let url = gw.url("/v1/chat/completions");
-        tokio::spawn(async move {
-            client()
-                .post(url)
-                .bearer_auth(OTHER_KEY)
-                .header("content-type", "application/json")
-                .body(small_body())
-                .send()
-                .await
-        })
-    };
+    let waiting = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(OTHER_KEY)
+        .header("content-type", "application/json")
+        .body(small_body())
+        .send();
+    tokio::pin!(waiting);
     // Not served while the only slot is taken (a bounded negative check)...
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(!waiting.is_finished(), "a second connection was served");
+    tokio::select! {
+        r = &mut waiting => panic!("a second connection was served: {r:?}"),
+        _ = tokio::time::sleep(Duration::from_millis(400)) => {}
+    }
     assert_eq!(mock.count(), 1);
     // ...and served as soon as the holder goes.
     drop(holder);
     let response = tokio::time::timeout(TEST_TIMEOUT, waiting)
         .await
         .expect("served after the slot was freed")
-        .unwrap()
         .unwrap();
     assert_eq!(response.status(), 200);
 }
