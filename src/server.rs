@@ -12,6 +12,7 @@
 
 mod activity;
 mod deadline;
+mod parse_errors;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -19,12 +19,14 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::parse_errors;
 
 /// The HTTP/2 client preface starts with this; such a connection has no HTTP/1 heads.
 const H2_PREFACE_START: &[u8] = b"PRI ";
@@ -132,6 +134,12 @@ impl ConnActivity {
         }
     }
 
+    /// Whatever is written now is hyper's own answer to a head it could not parse: an
+    /// HTTP/1 head has started arriving and no request was handed to the service.
+    fn unparsed_head(&self) -> bool {
+        self.with(|s| s.active == 0 && s.awaiting_head && s.h2 == Some(false))
+    }
+
     fn deadline(&self) -> Option<(Instant, Expired)> {
         self.with(|s| {
             if s.active > 0 {
@@ -186,17 +194,54 @@ impl Drop for RequestActivity {
 }
 
 pin_project_lite::pin_project! {
-    /// The accepted socket, telling `ConnActivity` when bytes arrive.
+    /// The accepted socket, telling `ConnActivity` when bytes arrive, and giving hyper's own
+    /// parse-error responses a JSON body (`parse_errors.rs`).
     pub struct ActivityIo<T> {
         #[pin]
         inner: T,
         activity: Arc<ConnActivity>,
+        // A rewritten error response and how much of it is written.
+        pending: Option<(Vec<u8>, usize)>,
     }
 }
 
 impl<T> ActivityIo<T> {
     pub fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
-        ActivityIo { inner, activity }
+        ActivityIo {
+            inner,
+            activity,
+            pending: None,
+        }
+    }
+}
+
+impl<T: AsyncWrite> ActivityIo<T> {
+    /// Writes what is left of a rewritten error response before anything else.
+    fn poll_pending(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        while let Some((bytes, written)) = this.pending.as_mut() {
+            if *written >= bytes.len() {
+                *this.pending = None;
+                break;
+            }
+            let n = ready!(this.inner.as_mut().poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written = written.saturating_add(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// `Some(len)`: `head` (all `len` bytes hyper wanted written) was one of hyper's own
+    /// error responses and its rewrite is now pending.
+    fn take_error_head(self: Pin<&mut Self>, head: &[u8]) -> Option<usize> {
+        if !parse_errors::may_be_error_head(head) || !self.activity.unparsed_head() {
+            return None;
+        }
+        let rewritten = parse_errors::with_json_body(head)?;
+        *self.project().pending = Some((rewritten, 0));
+        Some(head.len())
     }
 }
 
@@ -221,30 +266,96 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
 
 impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.as_mut().poll_pending(cx))?;
+        if let Some(n) = self.as_mut().take_error_head(buf) {
+            // Claim it written; what goes out is the rewrite, flushed from now on.
+            let _ = self.as_mut().poll_pending(cx)?;
+            return Poll::Ready(Ok(n));
+        }
         self.project().inner.poll_write(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_pending(cx))?;
         self.project().inner.poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_pending(cx))?;
         self.project().inner.poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.as_mut().poll_pending(cx))?;
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if first.is_some_and(|b| parse_errors::may_be_error_head(b)) {
+            let whole: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if let Some(n) = self.as_mut().take_error_head(&whole) {
+                let _ = self.as_mut().poll_pending(cx)?;
+                return Poll::Ready(Ok(n));
+            }
+        }
         self.project().inner.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(75),
+    };
+
+    async fn expires_after(activity: &ConnActivity) -> (Expired, Duration) {
+        let started = Instant::now();
+        let why = activity.expired().await;
+        (why, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_connection_gets_the_header_timeout() {
+        let a = ConnActivity::new(T);
+        assert_eq!(expires_after(&a).await, (Expired::HeaderTimeout, T.header));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_response_the_idle_timeout_then_a_new_head_the_header_timeout() {
+        let a = ConnActivity::new(T);
+        a.bytes_read(b"POST / HTTP/1.1\r\n");
+        let request = RequestActivity::start(&a);
+        // Nothing expires while a request is in progress, however long it takes.
+        let waited = tokio::time::timeout(Duration::from_secs(3600), a.expired()).await;
+        assert!(waited.is_err());
+        drop(request);
+        assert_eq!(expires_after(&a).await, (Expired::IdleTimeout, T.idle));
+
+        let a = ConnActivity::new(T);
+        drop(RequestActivity::start(&a));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        a.bytes_read(b"PO");
+        assert_eq!(expires_after(&a).await, (Expired::HeaderTimeout, T.header));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_without_streams_idles_instead() {
+        let a = ConnActivity::new(T);
+        a.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert!(!a.unparsed_head());
+        a.bytes_read(b"\x00\x00\x08\x06");
+        assert_eq!(expires_after(&a).await, (Expired::IdleTimeout, T.idle));
     }
 }
