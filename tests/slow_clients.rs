@@ -236,3 +236,25 @@ async fn at_max_connections_the_next_client_waits_for_a_free_slot() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
+    let mock = MockUpstream::ok("served").await;
+    // The idle timer is long: only the PING timeout can close this connection in time.
+    let gw = two_tenants(
+        &mock,
+        "http2_keep_alive_interval_ms = 200\nhttp2_keep_alive_timeout_ms = 200\nkeep_alive_idle_timeout_ms = 20000",
+    )
+    .await;
+    let mut stream = TcpStream::connect(gw.api).await.unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame; then the peer goes silent.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let seen = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    // The gateway spoke HTTP/2 (its SETTINGS frame, type 4) before giving up on us.
+    assert!(seen.len() >= 9 && seen.as_bytes()[3] == 4, "{seen:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
