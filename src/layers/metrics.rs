@@ -72,7 +72,13 @@ struct UntilHead {
 impl Drop for UntilHead {
     fn drop(&mut self) {
         if self.armed {
-            record(&self.metrics, &self.labels, "cancelled", self.started);
+            // Dropped while unwinding: a handler panicked (the panic layer answers 500).
+            let outcome = if std::thread::panicking() {
+                "internal_error"
+            } else {
+                "cancelled"
+            };
+            record(&self.metrics, &self.labels, outcome, self.started);
         }
     }
 }
