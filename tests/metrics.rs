@@ -205,16 +205,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn a_request_cancelled_before_the_response_head_is_counted_as_cancelled() {
     // The upstream is still thinking when the client hangs up (non-streaming).
-    let reached = std::sync::Arc::new(tokio::sync::Notify::new());
-    let signal = reached.clone();
-    let upstream = MockUpstream::start(move |_| {
-        signal.notify_one();
-        MockReply::Delay(
-            Duration::from_secs(60),
-            Box::new(MockReply::json(completion("x", "too late"))),
-        )
-    })
-    .await;
+    let (upstream, reached) = MockUpstream::thinking().await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
     let request = client()
         .post(gw.url("/v1/chat/completions"))

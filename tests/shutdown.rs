@@ -174,16 +174,7 @@ async fn shutdown_cuts_a_hanging_stream_at_the_grace_deadline() {
 #[tokio::test]
 async fn a_request_unanswered_at_the_grace_deadline_gets_503() {
     // The upstream never answers; the request reaching it is the test's signal.
-    let reached = Arc::new(Notify::new());
-    let signal = reached.clone();
-    let mock = MockUpstream::start(move |_| {
-        signal.notify_one();
-        MockReply::Delay(
-            Duration::from_secs(60),
-            Box::new(MockReply::json(completion("chat-model", "too late"))),
-        )
-    })
-    .await;
+    let (mock, reached) = MockUpstream::thinking().await;
     let config = "[server]\nshutdown_grace_ms = 300\n";
     let mut gw = Gateway::with_openai_upstream(&mock, config).await;
     let pending = client()

@@ -36,15 +36,19 @@ fn small_body() -> String {
     json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).to_string()
 }
 
+/// A raw HTTP/1.1 chat request head for `KEY` announcing `declared` body bytes.
+fn chat_head(declared: usize) -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+    )
+}
+
 /// Sends a chat request head announcing `Content-Length: len + 10` and then only `len`
 /// bytes of body: the connection is left waiting for ten bytes that never come.
 async fn stalled_upload(gw: &Gateway) -> TcpStream {
     let body = small_body();
     let mut stream = TcpStream::connect(gw.api).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len() + 10
-    );
+    let head = chat_head(body.len() + 10);
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body.as_bytes()).await.unwrap();
     stream
@@ -158,10 +162,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     .await;
     let mut stream = TcpStream::connect(gw.api).await.unwrap();
     let body = small_body();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = chat_head(body.len()) + &body;
     stream.write_all(request.as_bytes()).await.unwrap();
     let answered = Instant::now();
     // The response arrives, the connection stays open for keep-alive, then idles out.
@@ -203,10 +204,7 @@ async fn at_max_connections_the_next_client_waits_for_a_free_slot() {
     // The holder is accepted (it has the only slot) once a request on it is answered.
     let mut holder = holder;
     let body = small_body();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = chat_head(body.len()) + &body;
     holder.write_all(request.as_bytes()).await.unwrap();
     let mut buf = [0u8; 12];
     tokio::time::timeout(TEST_TIMEOUT, holder.read_exact(&mut buf))
