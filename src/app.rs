@@ -9,10 +9,13 @@
 //! 4. metrics: above the error layer so synthesized errors (401/413/...) are counted;
 //!    records when the body ends (end of stream or client gone).
 //! 5. error response: below it everything fails with `GatewayError`; above it nothing fails.
-//! 6. in-flight limit: sheds load (503) before any work; the permit lives until the body ends.
-//! 7. tenant auth: 401 before reading the body; pins the config snapshot.
-//! 8. router: `/v1/models` is answered here; chat goes on down:
-//! 9. parse body: bounded read (413) and one JSON parse (400) for the whole path.
+//! 6. tenant auth: 401 before reading the body; pins the config snapshot.
+//! 7. router: `/v1/models` is answered here; chat goes on down:
+//! 8. parse body: bounded read (413), body deadline (408), shape limits and one JSON parse
+//!    (400) for the whole path.
+//! 9. in-flight limit: sheds load (503) before any work; the permit lives until the response
+//!    body ends. Below the body read, so clients that are slow to send (or stall on purpose)
+//!    cannot take every permit: they are bounded by the connection cap and body timeout.
 //! 10. rate limit: requests/tokens per minute (429) before any routing work; reconciles
 //!     the token reservation when the body ends.
 //! 11. decide: tier and model from explicit signals and the classifier, then the tenant's
@@ -48,7 +51,12 @@ pub type ApiService =
 pub fn api_service(state: &AppState) -> ApiService {
     let settings = state.live.load().server.clone();
     let chat = ServiceBuilder::new()
-        .layer(ParseBodyLayer::new(settings.max_request_body_bytes))
+        .layer(ParseBodyLayer::new(
+            settings.body_limits,
+            settings.connections.body_read_timeout,
+        ))
+        // After the body: a client still sending (or stalling) holds no permit.
+        .layer(InFlightLimitLayer::new(settings.max_in_flight_requests))
         .layer(RateLimitLayer::new(
             state.policy.limits.clone(),
             state.metrics.clone(),
@@ -81,7 +89,6 @@ pub fn api_service(state: &AppState) -> ApiService {
         }))
         .layer(MetricsLayer::new(state.metrics.clone()))
         .layer(ErrorResponseLayer)
-        .layer(InFlightLimitLayer::new(settings.max_in_flight_requests))
         .layer(TenantAuthLayer::new(state.live.clone()))
         .service(Router::new(chat))
         .map_response(|response: Response<_>| response.map(|b| b.map_err(BoxError::from).boxed_unsync()));

@@ -33,6 +33,9 @@ pub enum GatewayError {
     },
     #[error("Request body is larger than the limit of {limit_bytes} bytes.")]
     PayloadTooLarge { limit_bytes: usize },
+    /// The client did not send its whole body within `server.body_read_timeout_ms`.
+    #[error("The request body did not arrive within {after_ms} ms.")]
+    BodyTimeout { after_ms: u64 },
     #[error("The gateway is at its in-flight request limit; retry shortly.")]
     Overloaded,
     #[error("The gateway is shutting down; retry on another replica.")]
@@ -102,6 +105,7 @@ impl GatewayError {
             }
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Overloaded | GatewayError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -149,6 +153,7 @@ impl GatewayError {
             GatewayError::UnknownEndpoint { .. } => "unknown_url",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::BodyTimeout { .. } => "request_timeout",
             GatewayError::Overloaded => "overloaded",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::UpstreamStatus { .. } => "upstream_status",

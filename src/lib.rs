@@ -88,7 +88,10 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     install_crypto_provider();
-    let grace = snapshot.server.shutdown_grace;
+    let options = server::ServeOptions {
+        grace: snapshot.server.shutdown_grace,
+        connections: snapshot.server.connections,
+    };
     snapshot.generation = 1;
     // Decisions are cached by conversation: repeated prompts are scored once.
     let classifier = CachedClassifier::new(LearnedClassifier::builtin());
@@ -114,10 +117,13 @@ async fn serve(
         admin,
         admin_service,
         admin_stop.clone(),
-        Duration::from_secs(1),
+        server::ServeOptions {
+            grace: Duration::from_secs(1),
+            ..options
+        },
     );
     let api_task = async {
-        server::serve(api, api_service, shutdown, grace).await;
+        server::serve(api, api_service, shutdown, options).await;
         admin_stop.cancel();
     };
     tokio::join!(api_task, admin_task);

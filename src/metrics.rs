@@ -75,7 +75,7 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "deliberate_requests_total",
-                "Completed requests by tenant, tier, model and outcome (ok or an error kind).",
+                "Completed requests by tenant, tier, model and outcome (ok, an error kind, client_disconnected, or cancelled: the client left before the response head).",
             ),
             &["tenant", "tier", "model", "outcome"],
         )

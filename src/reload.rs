@@ -217,6 +217,11 @@ fn keep_startup_settings(old: &Snapshot, new: &mut Snapshot) {
         "server.max_in_flight_requests"
     );
     keep!(server.shutdown_grace, "server.shutdown_grace_ms");
+    keep!(
+        server.connections,
+        "server connection timeouts and max_connections"
+    );
+    keep!(server.body_limits, "server.max_messages/max_json_depth");
     keep!(server.cache_max_bytes, "cache.max_bytes");
     keep!(server.redis, "redis");
     keep!(fast_timeouts.connect, "tiers.fast.connect_timeout_ms");

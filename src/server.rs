@@ -1,29 +1,58 @@
 //! Accept loop for one listener: HTTP/1.1 and h2c on the same port, TCP_NODELAY on every
-//! accepted socket (no 40 ms Nagle stalls on streams), and graceful shutdown: stop accepting,
-//! let in-flight requests and streams finish, then cut what is left at the hard deadline.
+//! accepted socket (no 40 ms Nagle stalls on streams), slow-client limits, and graceful
+//! shutdown: stop accepting, let in-flight requests and streams finish, then at the hard
+//! deadline answer what is left (503, or a final SSE error event) and close.
+//!
+//! Slow clients cannot hold the gateway: at most `max_connections` are open (past it the
+//! loop stops accepting until one closes, so the kernel's backlog queues the rest); a
+//! connection that does not finish a head within the header timeout, or sits with no
+//! request for the idle timeout, is closed (`activity.rs`); HTTP/2 peers that stop
+//! answering PINGs are dropped by hyper. Request bodies have their own deadline in the body
+//! layer, and the in-flight permit is only taken once the body is read (see `app.rs`).
+
+mod activity;
+mod deadline;
+mod parse_errors;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+use self::activity::{ActivityIo, ConnActivity, Timeouts};
+use self::deadline::ConnService;
 use crate::body::Body;
+use crate::config::ConnectionSettings;
 
-/// Serves `service` on `listener` until `shutdown` fires, then drains for at most `grace`.
+/// After the grace period, how long the final 503s and SSE error events get to be written
+/// before every connection is cut.
+const FINAL_WRITE: Duration = Duration::from_secs(1);
+
+/// How one listener treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Drain time after the shutdown signal.
+    pub grace: Duration,
+    pub connections: ConnectionSettings,
+}
+
+/// Serves `service` on `listener` until `shutdown` fires, then drains for at most
+/// `options.grace`.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     shutdown: CancellationToken,
-    grace: Duration,
+    options: ServeOptions,
 ) where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Clone
@@ -31,12 +60,31 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let limits = options.connections;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keep_alive_interval)
+        .keep_alive_timeout(limits.http2_keep_alive_timeout);
+    let timeouts = Timeouts {
+        header: limits.header_read_timeout,
+        idle: limits.keep_alive_idle_timeout,
+    };
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
-    // Fired at the hard deadline: connections still open are dropped.
+    // Fired when the grace period is over: unanswered requests get their 503.
+    let deadline = CancellationToken::new();
+    // Fired a moment later: connections still open are dropped.
     let hard_stop = CancellationToken::new();
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed
+            },
+            _ = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -52,36 +100,60 @@ pub async fn serve<S>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
+        let activity = ConnActivity::new(timeouts);
+        let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
+        let service = ConnService::new(service.clone(), activity.clone(), deadline.clone());
         let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
+            .serve_connection(io, TowerToHyperService::new(service))
             .into_owned();
-        let connection = graceful.watch(connection);
-        let hard_stop = hard_stop.clone();
+        let (shutdown, hard_stop) = (shutdown.clone(), hard_stop.clone());
         connections.spawn(async move {
-            tokio::select! {
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // The slot is free again when this connection task ends.
+            let _slot = slot;
+            tokio::pin!(connection);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    // A connection accepted just as shutdown began takes no request.
+                    biased;
+                    _ = shutdown.cancelled(), if !draining => {
+                        // Finish what is in progress, take nothing new.
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    _ = hard_stop.cancelled() => break,
+                    why = activity.expired() => {
+                        // No request is in progress on it: closing loses nothing.
+                        tracing::debug!(%peer, ?why, "closing a connection without a request in progress");
+                        break;
+                    }
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
                     }
                 }
-                _ = hard_stop.cancelled() => {}
             }
         });
     }
     drop(listener);
     connections.close();
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(options.grace, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            grace_ms = grace.as_millis() as u64,
-            "shutdown grace period over; closing open connections"
+            grace_ms = u64::try_from(options.grace.as_millis()).unwrap_or(u64::MAX),
+            "shutdown grace period over; answering what is left and closing connections"
         );
+        deadline.cancel();
+        if tokio::time::timeout(FINAL_WRITE, connections.wait())
+            .await
+            .is_err()
+        {
+            hard_stop.cancel();
+            connections.wait().await;
+        }
     }
-    hard_stop.cancel();
-    connections.wait().await;
 }

@@ -204,3 +204,47 @@ async fn health_and_readiness() {
         .unwrap()
         .starts_with("text/plain"));
 }
+
+#[tokio::test]
+async fn a_request_cancelled_before_the_response_head_is_counted_as_cancelled() {
+    // The upstream is still thinking when the client hangs up (non-streaming).
+    let (upstream, reached) = MockUpstream::thinking().await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    let request = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send();
+    tokio::select! {
+        _ = request => panic!("the upstream never answers, so neither does the gateway"),
+        _ = tokio::time::timeout(TEST_TIMEOUT, reached.notified()) => {}
+    }
+    // The client is gone (its request future dropped, its connection closed).
+
+    let labels = [
+        "tenant=\"acme\"",
+        "tier=\"fast\"",
+        "model=\"chat-model\"",
+        "outcome=\"cancelled\"",
+    ];
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let m = gw.metrics().await;
+        if metric_value(&m, "deliberate_requests_total", &labels) == 1.0 {
+            let count = metric_value(
+                &m,
+                "deliberate_request_duration_seconds_count",
+                &labels[..3],
+            );
+            assert_eq!(count, 1.0, "the duration is observed too: {m}");
+            assert_eq!(metric_value(&m, "deliberate_in_flight_requests", &[]), 0.0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancelled request was never counted: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

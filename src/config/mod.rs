@@ -10,6 +10,7 @@ pub mod redis;
 mod tenant_policy;
 mod validate;
 mod validate_models;
+mod validate_server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +45,54 @@ pub struct ServerSettings {
     pub cache_max_bytes: u64,
     /// `[redis]`: shared state for many replicas (startup only).
     pub redis: Option<RedisSettings>,
+    /// Slow-client timeouts and the connection cap (startup only).
+    pub connections: ConnectionSettings,
+    /// Shape limits on a request body, checked before it is parsed.
+    pub body_limits: BodyLimits,
+}
+
+/// How long a client may take, and how many connections may be open (see `server.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub keep_alive_idle_timeout: Duration,
+    /// `None`: no HTTP/2 PINGs.
+    pub http2_keep_alive_interval: Option<Duration>,
+    pub http2_keep_alive_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            // Above the 60 s idle timeout of common load balancers, so they close first.
+            keep_alive_idle_timeout: Duration::from_secs(75),
+            http2_keep_alive_interval: Some(Duration::from_secs(20)),
+            http2_keep_alive_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Limits on the shape of a request body, so a small body cannot become a large tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub max_messages: usize,
+    pub max_json_depth: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            max_bytes: 4 * 1024 * 1024,
+            max_messages: 4096,
+            max_json_depth: 64,
+        }
+    }
 }
 
 /// Retries and circuit breakers for every model's deployments.

@@ -81,6 +81,21 @@ pub struct RawServer {
     pub admin_token_env: Option<Spanned<String>>,
     /// How often the config files are checked for changes (0 = only on SIGHUP).
     pub reload_poll_ms: Option<Spanned<u64>>,
+    /// A new connection, or an idle one that began a request, must finish its headers in this.
+    pub header_read_timeout_ms: Option<Spanned<u64>>,
+    /// The whole request body must arrive within this of the headers (else 408).
+    pub body_read_timeout_ms: Option<Spanned<u64>>,
+    /// An open connection with no request in progress is closed after this.
+    pub keep_alive_idle_timeout_ms: Option<Spanned<u64>>,
+    /// HTTP/2 PING interval (0 = off) and how long to wait for the answer.
+    pub http2_keep_alive_interval_ms: Option<Spanned<u64>>,
+    pub http2_keep_alive_timeout_ms: Option<Spanned<u64>>,
+    /// Open client connections at most; past it the accept loop waits.
+    pub max_connections: Option<Spanned<u64>>,
+    /// `messages` entries per request at most (400 past it).
+    pub max_messages: Option<Spanned<u64>>,
+    /// Nesting depth of the request JSON at most (400 past it).
+    pub max_json_depth: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -5,7 +5,6 @@
 //! verdict as startup.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use toml::Spanned;
 use super::problem::{ConfigProblem, FileProblems, Problems};
 use super::raw::*;
 use super::validate_models::{model, provider, tier_of, valid_env_name};
+use super::validate_server::server_settings;
 use super::*;
 
 /// A validated snapshot plus the warnings worth printing (e.g. an unset key variable).
@@ -207,64 +207,6 @@ pub(super) fn load_sources(
     })
 }
 
-fn server_settings(
-    raw: &RawServer,
-    cache: &RawCache,
-    p: &mut FileProblems,
-) -> Option<ServerSettings> {
-    let addr = |v: &Option<Spanned<String>>, default: &str, p: &mut FileProblems| {
-        let Some(v) = v else {
-            return default.parse::<SocketAddr>().ok();
-        };
-        match v.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                p.at(
-                    v.span(),
-                    "expected a socket address like \"127.0.0.1:8080\"",
-                );
-                None
-            }
-        }
-    };
-    let listen = addr(&raw.listen, "127.0.0.1:8080", p);
-    let admin_listen = addr(&raw.admin_listen, "127.0.0.1:9090", p);
-    let body = positive(&raw.max_request_body_bytes, 4 * 1024 * 1024, p);
-    let in_flight = positive(&raw.max_in_flight_requests, 4096, p);
-    let grace = positive(&raw.shutdown_grace_ms, 30_000, p);
-    let admin_token_hash = match &raw.admin_token_env {
-        None => None,
-        Some(env) if !valid_env_name(env.get_ref()) => {
-            p.at(
-                env.span(),
-                "admin_token_env must name an environment variable (A-Z, 0-9, _)",
-            );
-            None
-        }
-        Some(env) => std::env::var(env.get_ref())
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(|t| hash_api_key(&t)),
-    };
-    let reload_poll = match &raw.reload_poll_ms {
-        None => Some(Duration::from_secs(2)),
-        Some(v) if *v.get_ref() == 0 => None,
-        Some(v) => Some(Duration::from_millis(*v.get_ref())),
-    };
-    let cache_max_bytes = positive(&cache.max_bytes, 64 * 1024 * 1024, p);
-    Some(ServerSettings {
-        cache_max_bytes,
-        redis: None,
-        admin_token_hash,
-        reload_poll,
-        listen: listen?,
-        admin_listen: admin_listen?,
-        max_request_body_bytes: body as usize,
-        max_in_flight_requests: in_flight as usize,
-        shutdown_grace: Duration::from_millis(grace),
-    })
-}
-
 /// A provider may not keep a deployment out for longer than an hour, whatever the config.
 const MAX_RETRY_AFTER_LIMIT_MS: u64 = 3_600_000;
 
@@ -307,7 +249,7 @@ fn resilience(raw: &RawResilience, p: &mut FileProblems) -> Resilience {
     }
 }
 
-fn positive(v: &Option<Spanned<u64>>, default: u64, p: &mut FileProblems) -> u64 {
+pub(super) fn positive(v: &Option<Spanned<u64>>, default: u64, p: &mut FileProblems) -> u64 {
     match v {
         None => default,
         Some(v) if *v.get_ref() == 0 => {

@@ -1,7 +1,8 @@
 //! Request metrics: counts and duration by tenant, tier, model and outcome, and the
 //! in-flight gauge. Sits above the error layer so synthesized errors (401, 413, ...) count
 //! too, and records when the response *body* ends (end of stream, or the client leaving),
-//! not when the headers go out.
+//! not when the headers go out. A request whose client leaves before the response head
+//! (the request future is dropped) is recorded too, with the outcome `cancelled`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -60,6 +61,40 @@ impl Drop for InFlight {
     }
 }
 
+/// Records a request whose future was dropped before it had a response head.
+struct UntilHead {
+    armed: bool,
+    metrics: Arc<Metrics>,
+    labels: Arc<RequestLabels>,
+    started: Instant,
+}
+
+impl Drop for UntilHead {
+    fn drop(&mut self) {
+        if self.armed {
+            // Dropped while unwinding: a handler panicked (the panic layer answers 500).
+            let outcome = if std::thread::panicking() {
+                "internal_error"
+            } else {
+                "cancelled"
+            };
+            record(&self.metrics, &self.labels, outcome, self.started);
+        }
+    }
+}
+
+fn record(metrics: &Metrics, labels: &RequestLabels, outcome: &str, started: Instant) {
+    let (tenant, tier, model) = (labels.tenant(), labels.tier(), labels.model());
+    metrics
+        .requests
+        .with_label_values(&[tenant, tier, model, outcome])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[tenant, tier, model])
+        .observe(started.elapsed().as_secs_f64());
+}
+
 impl<S, B> Service<Request<B>> for RecordMetrics<S>
 where
     S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Send + 'static,
@@ -80,8 +115,17 @@ where
         request.extensions_mut().insert(labels.clone());
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
+        let until_head = UntilHead {
+            armed: true,
+            metrics: metrics.clone(),
+            labels: labels.clone(),
+            started,
+        };
         Box::pin(async move {
+            // Moved in whole, so dropping the future drops (and fires) it.
+            let mut until_head = until_head;
             let response = future.await?;
+            until_head.armed = false;
             let (parts, body) = response.into_parts();
             let head_outcome = parts.extensions.get::<ErrorKind>().map_or("ok", |k| k.0);
             let body = GuardedBody::new(body, move |end| {
@@ -90,15 +134,7 @@ where
                     BodyEnd::Error => "body_error",
                     BodyEnd::Dropped => "client_disconnected",
                 });
-                let (tenant, tier, model) = (labels.tenant(), labels.tier(), labels.model());
-                metrics
-                    .requests
-                    .with_label_values(&[tenant, tier, model, outcome])
-                    .inc();
-                metrics
-                    .request_duration
-                    .with_label_values(&[tenant, tier, model])
-                    .observe(started.elapsed().as_secs_f64());
+                record(&metrics, &labels, outcome, started);
                 drop(in_flight);
             });
             Ok(Response::from_parts(parts, Body::new(body)))

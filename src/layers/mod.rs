@@ -5,6 +5,7 @@ pub mod cache;
 pub mod decide;
 pub mod error;
 pub mod in_flight;
+pub mod json_shape;
 pub mod metrics;
 pub mod rate_limit;
 pub mod request_id;

@@ -305,6 +305,22 @@ impl MockUpstream {
         .await
     }
 
+    /// A mock that never answers in a test's time (a model still thinking); the `Notify`
+    /// is signalled when a request reaches it, so the test knows without sleeping.
+    pub async fn thinking() -> (MockUpstream, Arc<tokio::sync::Notify>) {
+        let reached = Arc::new(tokio::sync::Notify::new());
+        let signal = reached.clone();
+        let mock = MockUpstream::start(move |_| {
+            signal.notify_one();
+            MockReply::Delay(
+                Duration::from_secs(600),
+                Box::new(MockReply::json(completion("chat-model", "too late"))),
+            )
+        })
+        .await;
+        (mock, reached)
+    }
+
     /// Waits (polling) until at least `n` streams were cancelled by the gateway; fails with
     /// `message` if that takes longer than `within`.
     pub async fn wait_for_cancelled(&self, n: usize, within: Duration, message: &str) {
