@@ -240,8 +240,34 @@ impl WordPiece {
         self.ids.count + self.continuations.count
     }
 
-    /// Calls `emit` with each token id of `text`, in order.
-    pub fn tokenize(&self, text: &str, mut emit: impl FnMut(u32)) {
+    /// Calls `emit` with each token id of `text`, in order; words the vocabulary cannot
+    /// spell are skipped (the static table has nothing to add for them).
+    pub fn tokenize(&self, text: &str, emit: impl FnMut(u32)) {
+        self.tokenize_as(text, Unknown::Skip, emit);
+    }
+
+    /// As BERT's tokenizer does for a model's input: a word the vocabulary cannot spell, or
+    /// one of more than `MAX_WORD_CHARS` characters, becomes the single id `unk`, so the
+    /// encoder sees as many positions as the reference tokenizer gives it.
+    pub fn tokenize_for_model(&self, text: &str, unk: u32, emit: impl FnMut(u32)) {
+        self.tokenize_as(text, Unknown::Emit(unk), emit);
+    }
+
+    /// The id of `token` (a whole word, or `##piece`), if the vocabulary has it.
+    pub fn id(&self, token: &str) -> Option<u32> {
+        let (map, key) = match token.strip_prefix("##") {
+            Some(rest) if !rest.is_empty() => (&self.continuations, rest),
+            _ => (&self.ids, token),
+        };
+        if key.is_empty() || key.len() > WORD_BYTES {
+            return None;
+        }
+        let mut buf = [0u8; BUF];
+        buf[..key.len()].copy_from_slice(key.as_bytes());
+        map.get(&buf, 0, key.len())
+    }
+
+    fn tokenize_as(&self, text: &str, unknown: Unknown, mut emit: impl FnMut(u32)) {
         let mut word = Word {
             buf: [0; BUF],
             len: 0,
@@ -258,7 +284,7 @@ impl WordPiece {
                 if b.is_ascii_alphanumeric() {
                     word.push_byte(b.to_ascii_lowercase());
                 } else {
-                    self.flush(&mut word, &mut emit);
+                    self.flush(&mut word, unknown, &mut emit);
                     if let Some(id) = self.ascii[usize::from(b)] {
                         emit(id);
                     }
@@ -268,13 +294,13 @@ impl WordPiece {
             let c = text[i..].chars().next().expect("a char at a boundary");
             i += c.len_utf8();
             if c.is_whitespace() || c.is_control() {
-                self.flush(&mut word, &mut emit);
+                self.flush(&mut word, unknown, &mut emit);
             } else if is_cjk(c) || !c.is_alphanumeric() {
                 // CJK characters and non-ASCII punctuation/symbols stand alone.
-                self.flush(&mut word, &mut emit);
+                self.flush(&mut word, unknown, &mut emit);
                 let mut one = [0u8; 4 + INLINE];
                 let len = c.encode_utf8(&mut one).len();
-                self.word_pieces(&one, len, &mut emit);
+                self.word_pieces(&one, len, unknown, &mut emit);
             } else {
                 // Lowercase, then drop accents: decompose and skip combining marks.
                 for lower in c.to_lowercase() {
@@ -286,15 +312,17 @@ impl WordPiece {
                 }
             }
         }
-        self.flush(&mut word, &mut emit);
+        self.flush(&mut word, unknown, &mut emit);
     }
 
     #[inline]
-    fn flush(&self, word: &mut Word, emit: &mut impl FnMut(u32)) {
+    fn flush(&self, word: &mut Word, unknown: Unknown, emit: &mut impl FnMut(u32)) {
         if word.len > 0 {
-            // An overflowing word has more than `MAX_WORD_CHARS` characters: skipped.
+            // An overflowing word has more than `MAX_WORD_CHARS` characters: unknown.
             if !word.overflow {
-                self.word_pieces(&word.buf, word.len, emit);
+                self.word_pieces(&word.buf, word.len, unknown, emit);
+            } else if let Unknown::Emit(unk) = unknown {
+                emit(unk);
             }
             word.len = 0;
             word.overflow = false;
@@ -302,7 +330,7 @@ impl WordPiece {
     }
 
     /// Emits the pieces of the word `buf[..len]` (`buf` has `INLINE` bytes of slack).
-    fn word_pieces(&self, buf: &[u8], len: usize, emit: &mut impl FnMut(u32)) {
+    fn word_pieces(&self, buf: &[u8], len: usize, unknown: Unknown, emit: &mut impl FnMut(u32)) {
         if len <= self.max_piece_bytes {
             if let Some(id) = self.ids.get(buf, 0, len) {
                 emit(id);
@@ -311,11 +339,22 @@ impl WordPiece {
         }
         let word = &buf[..len];
         let is_boundary = |i: usize| i >= len || (word[i] as i8) >= -0x40;
+        let unspellable = |emit: &mut dyn FnMut(u32)| {
+            if let Unknown::Emit(unk) = unknown {
+                emit(unk);
+            }
+        };
         if word.iter().filter(|&&b| (b as i8) >= -0x40).count() > MAX_WORD_CHARS {
-            return;
+            return unspellable(emit);
         }
         // Greedy longest match; all or nothing, as in BERT (an unspellable word is [UNK]).
-        let mut pieces: [u32; 16] = [0; 16];
+        // The static table keeps at most 16 pieces of a word (more are skipped, as they
+        // always were); a model gets them all, as BERT gives them.
+        let max_pieces = match unknown {
+            Unknown::Skip => 16,
+            Unknown::Emit(_) => MAX_WORD_CHARS,
+        };
+        let mut pieces: [u32; MAX_WORD_CHARS] = [0; MAX_WORD_CHARS];
         let mut count = 0;
         let mut start = 0;
         while start < len {
@@ -339,16 +378,23 @@ impl WordPiece {
                 end -= 1;
             };
             match found {
-                Some(id) if count < pieces.len() => {
+                Some(id) if count < max_pieces => {
                     pieces[count] = id;
                     count += 1;
                     start = end;
                 }
-                _ => return,
+                _ => return unspellable(emit),
             }
         }
         pieces[..count].iter().for_each(|&id| emit(id));
     }
+}
+
+/// What becomes of a word the vocabulary cannot spell.
+#[derive(Clone, Copy)]
+enum Unknown {
+    Skip,
+    Emit(u32),
 }
 
 fn is_cjk(c: char) -> bool {
@@ -357,8 +403,11 @@ fn is_cjk(c: char) -> bool {
         | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
 }
 
+/// The nonspacing marks (Unicode category Mn) BERT's accent stripping drops, for the scripts
+/// we serve: Latin/Greek/Cyrillic diacritics and the kana voicing marks (NFD turns "が"
+/// into "か" + U+3099, and the reference tokenizer then sees "か").
 fn is_combining_mark(c: char) -> bool {
-    matches!(c as u32, 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+    matches!(c as u32, 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F | 0x3099..=0x309A)
 }
 
 #[cfg(test)]
