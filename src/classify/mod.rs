@@ -10,6 +10,7 @@
 pub mod cached;
 pub mod cli;
 pub mod embed;
+pub mod encoder;
 pub mod eval;
 pub mod features;
 pub mod learned;
