@@ -1,7 +1,8 @@
 //! The second stage's cost: one `Encoder::embed` call on a full 512-token window, on the
-//! default 256-token window and on a typical 60-token prompt. Criterion's estimate, then
-//! per-call p50/p99 over `CALLS` single calls (criterion reports batch means, not tails).
-//! Needs the model: `scripts/fetch-encoder.sh`. Pin it to one core:
+//! default 256-token window and on a typical 60-token prompt, for both models.
+//! Per-call p50/p99 over `CALLS` single calls first (criterion reports batch means, not
+//! tails), then criterion's estimate. Needs `scripts/fetch-encoder.sh all`. Pin it to one
+//! core:
 //!
 //!     taskset -c 1 cargo bench --bench encoder
 
@@ -49,26 +50,28 @@ fn percentiles(encoder: &Encoder, text: &str) -> (f64, f64) {
 }
 
 fn encoder(c: &mut Criterion) {
-    let dir = std::env::var_os("DELIBERATE_ENCODER_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/encoder"));
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let long = long_prompt();
     let mut group = c.benchmark_group("encoder");
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(10));
-    for (name, window, text) in [
-        ("embed_512_token_window", 512, long.as_str()),
-        ("embed_256_token_window", 256, long.as_str()),
-        ("embed_60_token_prompt", 256, TYPICAL),
-    ] {
-        let e = Encoder::load_with_window(&dir, window)
-            .unwrap_or_else(|e| panic!("{e}: run scripts/fetch-encoder.sh first"));
-        let tokens = e.window_ids(text).len();
-        let (p50, p99) = percentiles(&e, text);
-        println!("encoder/{name}: {tokens} tokens, p50 {p50:.2} ms, p99 {p99:.2} ms per call ({CALLS} calls)");
-        group.bench_function(name, |b| {
-            b.iter(|| e.embed(black_box(text)).expect("embeds"))
-        });
+    for (model, dir) in [("e5", "encoder-e5"), ("minilm", "encoder")] {
+        for (name, window, text) in [
+            ("embed_512_token_window", 512, long.as_str()),
+            ("embed_256_token_window", 256, long.as_str()),
+            ("embed_60_token_prompt", 256, TYPICAL),
+        ] {
+            let e = Encoder::load_with_window(&models.join(dir), window)
+                .unwrap_or_else(|e| panic!("{e}: run scripts/fetch-encoder.sh all first"));
+            let tokens = e.window_ids(text).len();
+            let (p50, p99) = percentiles(&e, text);
+            println!(
+                "encoder/{model}/{name}: {tokens} tokens, p50 {p50:.2} ms, p99 {p99:.2} ms per call ({CALLS} calls)"
+            );
+            group.bench_function(format!("{model}/{name}"), |b| {
+                b.iter(|| e.embed(black_box(text)).expect("embeds"))
+            });
+        }
     }
     group.finish();
 }

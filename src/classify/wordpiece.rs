@@ -348,13 +348,11 @@ impl WordPiece {
             return unspellable(emit);
         }
         // Greedy longest match; all or nothing, as in BERT (an unspellable word is [UNK]).
-        // The static table keeps at most 16 pieces of a word (more are skipped, as they
-        // always were); a model gets them all, as BERT gives them.
-        let max_pieces = match unknown {
-            Unknown::Skip => 16,
-            Unknown::Emit(_) => MAX_WORD_CHARS,
-        };
-        let mut pieces: [u32; MAX_WORD_CHARS] = [0; MAX_WORD_CHARS];
+        // The static table keeps at most 16 pieces of a word (a longer word is skipped, as it
+        // always was); a model gets them all, as BERT gives them (past 16, from `more`, which
+        // allocates only then).
+        let mut pieces: [u32; 16] = [0; 16];
+        let mut more: Vec<u32> = Vec::new();
         let mut count = 0;
         let mut start = 0;
         while start < len {
@@ -377,16 +375,18 @@ impl WordPiece {
                 }
                 end -= 1;
             };
-            match found {
-                Some(id) if count < max_pieces => {
-                    pieces[count] = id;
-                    count += 1;
-                    start = end;
-                }
+            match (found, unknown) {
+                (Some(id), _) if count < pieces.len() => pieces[count] = id,
+                (Some(id), Unknown::Emit(_)) => more.push(id),
                 _ => return unspellable(emit),
             }
+            count += 1;
+            start = end;
         }
-        pieces[..count].iter().for_each(|&id| emit(id));
+        pieces[..count.min(pieces.len())]
+            .iter()
+            .chain(&more)
+            .for_each(|&id| emit(id));
     }
 }
 
@@ -449,6 +449,20 @@ mod tests {
             vec![4895, 8671, 2666, 3567, 6321, 15743, 7668]
         );
         assert_eq!(vocab().vocab_size(), 30522);
+    }
+
+    #[test]
+    fn a_model_gets_every_piece_and_an_unk_where_the_table_skips() {
+        let mut with_unk = Vec::new();
+        vocab().tokenize_for_model("a 你好 b", 100, |id| with_unk.push(id));
+        assert_eq!(with_unk, vec![1037, 100, 100, 1038]);
+        assert_eq!(tokens("a 你好 b"), vec![1037, 1038]);
+        // A word of more than 16 pieces: the table skips it, a model gets all of them.
+        let long = "qzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqzqz";
+        let mut pieces = Vec::new();
+        vocab().tokenize_for_model(long, 100, |id| pieces.push(id));
+        assert!(pieces.len() > 16 && !pieces.contains(&100), "{pieces:?}");
+        assert!(tokens(long).is_empty());
     }
 
     #[test]

@@ -6,79 +6,95 @@
 //! nobody reads; and it spares every build the whole candle-transformers model zoo for
 //! the hundred lines used here. One sequence, no padding: no attention mask is needed.
 //!
-//! Memory: the encoder layers' matrices are kept as f16 (11 M weights, 21 MiB instead of
-//! 42) and multiplied in f16 with f32 accumulation; layer norms, softmax, GELU and the
-//! residual stream stay f32. Embeddings come from `weights::WordRows`, off the heap.
+//! Memory: a model given in f32 (MiniLM) has its layer matrices kept as f16 (11 M weights,
+//! 21 MiB instead of 42) and multiplied in f16 with f32 accumulation; a model given in
+//! ggml Q4_0 (e5-small) keeps them as they are and uses candle's quantized matmul. Layer
+//! norms, softmax, GELU and the residual stream stay f32. Word embeddings are read per
+//! token from the file (`weights::WordRows`), never held.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::LayerNorm;
 
-use super::weights::SafeTensors;
 use super::{Config, EncoderError};
 
 /// Dtype the layer matrices are stored and multiplied in.
 const WEIGHT_DTYPE: DType = DType::F16;
 
+/// Where the forward pass reads its parameters (by their Hugging Face BERT names).
+pub trait Source {
+    fn f32s(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EncoderError>;
+    /// The `[out, in]` matrices of `names` stacked row-wise, ready to multiply.
+    fn matrix(&self, names: &[String], out: usize, inp: usize) -> Result<Matrix, EncoderError>;
+}
+
+/// A layer matrix as a model file gives it.
+pub enum Matrix {
+    /// `[in, out]` f16 (from f32 weights): stored transposed so the product is `x · w`.
+    F16(Tensor),
+    /// ggml Q4_0 blocks, multiplied by candle's quantized kernels (activations to Q8_0).
+    Q4(QMatMul),
+}
+
+impl Matrix {
+    /// An f16 matrix from f32 `[out, in]` weights.
+    pub fn f16(w: Vec<f32>, out: usize, inp: usize) -> Result<Matrix, EncoderError> {
+        Ok(Matrix::F16(
+            Tensor::from_vec(w, (out, inp), &Device::Cpu)?
+                .t()?
+                .contiguous()?
+                .to_dtype(WEIGHT_DTYPE)?,
+        ))
+    }
+}
+
 struct Linear {
-    /// `[in, out]`: stored transposed so the product is a plain `x · w`.
-    weight: Tensor,
+    matrix: Matrix,
     bias: Tensor,
 }
 
 impl Linear {
-    fn load(
-        st: &SafeTensors,
-        prefix: &str,
-        out_dim: usize,
-        in_dim: usize,
-    ) -> Result<Linear, EncoderError> {
-        let w = st.f32s(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let b = st.f32s(&format!("{prefix}.bias"), &[out_dim])?;
-        Linear::from_parts(w, b, out_dim, in_dim)
-    }
-
     /// Several linears over the same input as one (`[q; k; v]`): one product instead of three.
-    fn load_fused(
-        st: &SafeTensors,
+    fn load(
+        src: &dyn Source,
         prefixes: &[String],
         out_dim: usize,
         in_dim: usize,
     ) -> Result<Linear, EncoderError> {
-        let (mut w, mut b) = (Vec::new(), Vec::new());
+        let weights: Vec<String> = prefixes.iter().map(|p| format!("{p}.weight")).collect();
+        let mut b = Vec::new();
         for p in prefixes {
-            w.extend(st.f32s(&format!("{p}.weight"), &[out_dim, in_dim])?);
-            b.extend(st.f32s(&format!("{p}.bias"), &[out_dim])?);
+            b.extend(src.f32s(&format!("{p}.bias"), &[out_dim])?);
         }
-        Linear::from_parts(w, b, prefixes.len() * out_dim, in_dim)
+        Ok(Linear {
+            matrix: src.matrix(&weights, out_dim, in_dim)?,
+            bias: Tensor::from_vec(b, prefixes.len() * out_dim, &Device::Cpu)?,
+        })
     }
 
-    fn from_parts(
-        w: Vec<f32>,
-        b: Vec<f32>,
-        out_dim: usize,
-        in_dim: usize,
+    fn one(
+        src: &dyn Source,
+        prefix: String,
+        out: usize,
+        inp: usize,
     ) -> Result<Linear, EncoderError> {
-        let weight = Tensor::from_vec(w, (out_dim, in_dim), &Device::Cpu)?
-            .t()?
-            .contiguous()?
-            .to_dtype(WEIGHT_DTYPE)?;
-        let bias = Tensor::from_vec(b, out_dim, &Device::Cpu)?;
-        Ok(Linear { weight, bias })
+        Linear::load(src, &[prefix], out, inp)
     }
 
     /// `x · w + b` for `x: [n, in]` (f32 in, f32 out).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.to_dtype(WEIGHT_DTYPE)?
-            .matmul(&self.weight)?
-            .to_dtype(DType::F32)?
-            .broadcast_add(&self.bias)
+        let product = match &self.matrix {
+            Matrix::F16(w) => x.to_dtype(WEIGHT_DTYPE)?.matmul(w)?.to_dtype(DType::F32)?,
+            Matrix::Q4(q) => q.forward(x)?,
+        };
+        product.broadcast_add(&self.bias)
     }
 }
 
 fn layer_norm(
-    st: &SafeTensors,
+    st: &dyn Source,
     prefix: &str,
     dim: usize,
     eps: f64,
@@ -114,7 +130,7 @@ pub struct Bert {
 pub struct Stopped;
 
 impl Bert {
-    pub fn load(st: &SafeTensors, config: &Config) -> Result<Bert, EncoderError> {
+    pub fn load(st: &dyn Source, config: &Config) -> Result<Bert, EncoderError> {
         let (h, eps) = (config.hidden_size, config.layer_norm_eps);
         let positions = st.f32s(
             "embeddings.position_embeddings.weight",
@@ -134,21 +150,16 @@ impl Bert {
             let p = format!("encoder.layer.{i}");
             let qkv = ["query", "key", "value"].map(|m| format!("{p}.attention.self.{m}"));
             layers.push(Layer {
-                qkv: Linear::load_fused(st, &qkv, h, h)?,
-                attention_out: Linear::load(st, &format!("{p}.attention.output.dense"), h, h)?,
+                qkv: Linear::load(st, &qkv, h, h)?,
+                attention_out: Linear::one(st, format!("{p}.attention.output.dense"), h, h)?,
                 attention_norm: layer_norm(st, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
-                intermediate: Linear::load(
+                intermediate: Linear::one(
                     st,
-                    &format!("{p}.intermediate.dense"),
+                    format!("{p}.intermediate.dense"),
                     config.intermediate_size,
                     h,
                 )?,
-                output: Linear::load(
-                    st,
-                    &format!("{p}.output.dense"),
-                    h,
-                    config.intermediate_size,
-                )?,
+                output: Linear::one(st, format!("{p}.output.dense"), h, config.intermediate_size)?,
                 output_norm: layer_norm(st, &format!("{p}.output.LayerNorm"), h, eps)?,
             });
         }

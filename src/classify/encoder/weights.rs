@@ -18,6 +18,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::bert::{Matrix, Source};
 use super::EncoderError;
 
 /// Larger headers are not a model we wrote: refuse rather than allocate.
@@ -118,35 +119,76 @@ impl SafeTensors {
             at,
             rows,
             dims,
+            q4: false,
         })
     }
 }
 
-/// The word-embedding table, read a row at a time from the model file.
+impl Source for SafeTensors {
+    fn f32s(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EncoderError> {
+        SafeTensors::f32s(self, name, shape)
+    }
+
+    fn matrix(&self, names: &[String], out: usize, inp: usize) -> Result<Matrix, EncoderError> {
+        let mut w = Vec::with_capacity(names.len() * out * inp);
+        for n in names {
+            w.extend(SafeTensors::f32s(self, n, &[out, inp])?);
+        }
+        Matrix::f16(w, names.len() * out, inp)
+    }
+}
+
+/// The word-embedding table, read a row at a time from the model file (f32, or ggml Q4_0
+/// blocks dequantised on the way).
 pub struct WordRows {
     file: File,
     at: u64,
     rows: usize,
     dims: usize,
+    q4: bool,
 }
 
 impl WordRows {
-    /// Appends row `id` to `out`. Ids come from our own vocabulary, so they are in range;
-    /// an out-of-range id or a failed read (the file was truncated under us) is an error.
+    /// Q4_0 rows of `dims` weights (a multiple of 32) starting at byte `at` of `file`.
+    pub fn q4(file: File, at: u64, rows: usize, dims: usize) -> WordRows {
+        WordRows {
+            file,
+            at,
+            rows,
+            dims,
+            q4: true,
+        }
+    }
+
+    fn row_bytes(&self) -> usize {
+        if self.q4 {
+            self.dims / 32 * 18
+        } else {
+            4 * self.dims
+        }
+    }
+
+    /// Appends row `id` to `out`. Ids come from the model's own vocabulary, so they are in
+    /// range; an out-of-range id or a failed read (the file was truncated under us) is an
+    /// error.
     pub fn push_row(&self, id: u32, out: &mut Vec<f32>) -> Result<(), EncoderError> {
         let id = id as usize;
         if id >= self.rows {
             return Err(EncoderError::Format(format!("token id {id} out of range")));
         }
         let mut bytes = [0u8; 4 * 1024];
-        let row = &mut bytes[..4 * self.dims];
+        let row = &mut bytes[..self.row_bytes()];
         self.file
-            .read_exact_at(row, self.at + (4 * self.dims * id) as u64)
+            .read_exact_at(row, self.at + (row.len() * id) as u64)
             .map_err(|e| EncoderError::Format(format!("word embedding row {id}: {e}")))?;
-        out.extend(
-            row.chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-        );
+        if self.q4 {
+            super::e5file::push_q4_row(row, out);
+        } else {
+            out.extend(
+                row.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+            );
+        }
         Ok(())
     }
 }
