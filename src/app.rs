@@ -63,6 +63,7 @@ pub fn api_service(state: &AppState) -> ApiService {
         ))
         .layer(DecideLayer::new(
             state.classifier.clone(),
+            state.second_stage.clone(),
             state.metrics.clone(),
             state.policy.clone(),
         ))

@@ -95,7 +95,18 @@ async fn serve(
     snapshot.generation = 1;
     // Decisions are cached by conversation: repeated prompts are scored once.
     let classifier = CachedClassifier::new(LearnedClassifier::builtin());
-    let state = AppState::new(snapshot, Arc::new(classifier));
+    let second_stage = snapshot.server.second_stage.clone();
+    let mut state = AppState::new(snapshot, Arc::new(classifier));
+    // Loading the encoder reads ~25 MB: off the async workers. It says once in the log
+    // what it did; a gateway without it serves from the first stage alone.
+    let metrics = state.metrics.clone();
+    state.second_stage = Arc::new(
+        tokio::task::spawn_blocking(move || classify::stage2::head::start(&second_stage, metrics))
+            .await
+            .unwrap_or_else(|_| {
+                classify::stage2::SecondStage::off("failed to start", state.metrics.clone())
+            }),
+    );
     let api_service = app::api_service(&state);
     let tasks = TaskTracker::new();
     let reloader = paths.map(|paths| {

@@ -95,6 +95,19 @@ enum ClassifyAction {
         #[arg(long, default_value_t = 0.05)]
         max_fpr: f64,
     },
+    /// Sentence vectors (and first-stage scores) of examples, one JSON line each, for
+    /// training the second-stage head (needs scripts/fetch-encoder.sh first).
+    Embed {
+        #[arg(long, required = true, num_args = 1..)]
+        data: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "models/encoder-e5")]
+        model_dir: PathBuf,
+        /// Tokens of each prompt the encoder reads (as `second_stage.window_tokens`).
+        #[arg(long, default_value_t = deliberate::classify::encoder::DEFAULT_WINDOW_TOKENS)]
+        window_tokens: usize,
+    },
     /// Print the threshold that sends a target share of a traffic sample to reasoning.
     Calibrate {
         #[arg(long)]
@@ -203,6 +216,12 @@ fn classify(
             jsonl,
             target_share,
         }) => cli::calibrate_command(&jsonl, target_share),
+        Some(ClassifyAction::Embed {
+            data,
+            out,
+            model_dir,
+            window_tokens,
+        }) => cli::embed_command(&data, &out, &model_dir, window_tokens),
     };
     match result {
         Ok(text) => {

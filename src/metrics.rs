@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::time::Instant;
 
@@ -61,6 +61,11 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     /// Operations Redis did not answer (in time) and that were done locally instead.
     pub redis_fallbacks: IntCounterVec,
+    // --- second stage (src/classify/stage2/) ---
+    /// Requests whose first-stage score fell in the uncertain band, by outcome.
+    pub second_stage: IntCounterVec,
+    /// How long such a request waited on the second stage.
+    pub second_stage_duration: Histogram,
 }
 
 /// Latency buckets from 5 ms to ~11 min: a fast model answers in a second, a reasoning
@@ -303,7 +308,26 @@ impl Metrics {
             &["op"],
         )
         .expect("valid metric");
-        for m in [&cache_shared_hits, &redis_fallbacks] {
+        let second_stage = IntCounterVec::new(
+            Opts::new(
+                "deliberate_second_stage_requests_total",
+                "Requests whose first-stage score fell in the uncertain band, by outcome: used, timeout, busy (pool full), unavailable (no model) or error; all but used kept the first-stage score.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let second_stage_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "deliberate_second_stage_duration_seconds",
+                "Time a request waited on the second stage (queue and encoder), outcomes used, timeout and error.",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 10).expect("static bucket parameters")),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(second_stage_duration.clone()))
+            .expect("metric names are unique");
+        for m in [&cache_shared_hits, &redis_fallbacks, &second_stage] {
             registry
                 .register(Box::new(m.clone()))
                 .expect("metric names are unique");
@@ -333,6 +357,8 @@ impl Metrics {
             cache_shared_hits,
             redis_up,
             redis_fallbacks,
+            second_stage,
+            second_stage_duration,
         })
     }
 

@@ -187,6 +187,31 @@ pub fn decide(
     ))
 }
 
+/// A classifier decision re-made with the second stage's score in place of the first
+/// stage's (same threshold: the second stage scores on the first stage's scale).
+pub fn with_second_stage(
+    tenant: &Tenant,
+    decision: Decision,
+    score: f32,
+    default_threshold: f32,
+) -> Decision {
+    let threshold = tenant.auto.reasoning_threshold.unwrap_or(default_threshold);
+    let tier = if score >= threshold {
+        Tier::Reasoning
+    } else {
+        Tier::Fast
+    };
+    let model = tenant.tier_model(tier).clone();
+    Decision {
+        tier,
+        fallbacks: fallbacks_for(tenant, tier, &model),
+        model,
+        score: Some(score),
+        reason: format!("second stage; first stage: {}", decision.reason),
+        source: decision.source,
+    }
+}
+
 /// Keeps a client-supplied value header-safe and short.
 fn sanitize(s: &str) -> String {
     s.chars()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::admission::PolicyState;
+use crate::classify::stage2::SecondStage;
 use crate::classify::Classifier;
 use crate::config::Snapshot;
 use crate::limits::LimitState;
@@ -19,6 +20,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub upstream: Arc<Upstream>,
     pub classifier: Arc<dyn Classifier>,
+    /// Asked about classifier scores in its uncertain band; off until `lib::serve` starts
+    /// it from `[second_stage]` (tests that build the state themselves get it off).
+    pub second_stage: Arc<SecondStage>,
     /// Spend, rate-limit, latency and session state, and the Redis tier when configured;
     /// survives config reloads.
     pub policy: Arc<PolicyState>,
@@ -48,6 +52,7 @@ impl AppState {
         };
         AppState {
             live: Arc::new(ArcSwap::from_pointee(snapshot)),
+            second_stage: Arc::new(SecondStage::off("not started", metrics.clone())),
             metrics,
             upstream,
             classifier,

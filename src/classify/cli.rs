@@ -213,3 +213,55 @@ pub fn calibrate_command(jsonl: &Path, share: f64) -> Result<String, String> {
         sent as f64 * 100.0 / scores.len().max(1) as f64
     ))
 }
+
+/// `classify embed`: one JSON line per example with what training the second-stage head
+/// needs: `{"id", "label", "source", "category", "first_stage", "embedding"}`, where
+/// `embedding` is the encoder's vector of the last user turn (what the gateway embeds) and
+/// `first_stage` the shipped first stage's score. Examples without user text are skipped.
+pub fn embed_command(
+    data: &[PathBuf],
+    out: &Path,
+    model_dir: &Path,
+    window_tokens: usize,
+) -> Result<String, String> {
+    let examples = load_examples(data)?;
+    let encoder = super::encoder::Encoder::load_with_window(model_dir, window_tokens)
+        .map_err(|e| format!("{e} (scripts/fetch-encoder.sh fetches the model)"))?;
+    let first = LearnedClassifier::builtin();
+    let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let mut written = 0;
+    for e in &examples {
+        let conversation = conversation_of(&e.messages);
+        let Some(text) = conversation
+            .turns
+            .iter()
+            .rev()
+            .find(|t| t.role == super::Role::User)
+            .map(|t| super::stage2::bounded(&t.text))
+        else {
+            continue;
+        };
+        let embedding = encoder
+            .embed(&text)
+            .map_err(|err| format!("{}: {err}", e.id))?;
+        let line = json!({
+            "id": e.id,
+            "label": e.label,
+            "source": e.source,
+            "category": e.category,
+            "first_stage": first.score(&conversation).score,
+            "embedding": embedding,
+        });
+        serde_json::to_writer(&mut w, &line).map_err(|err| err.to_string())?;
+        w.write_all(b"\n").map_err(|err| err.to_string())?;
+        written += 1;
+    }
+    w.flush().map_err(|err| err.to_string())?;
+    Ok(format!(
+        "wrote {} ({written} of {} examples embedded, {} dims, window {window_tokens} tokens)",
+        out.display(),
+        examples.len(),
+        encoder.dims()
+    ))
+}

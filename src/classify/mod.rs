@@ -15,6 +15,7 @@ pub mod eval;
 pub mod features;
 pub mod learned;
 pub mod rules;
+pub mod stage2;
 pub mod train;
 pub mod wordpiece;
 

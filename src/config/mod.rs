@@ -7,6 +7,7 @@
 mod problem;
 pub mod raw;
 pub mod redis;
+mod second_stage;
 mod tenant_policy;
 mod validate;
 mod validate_models;
@@ -49,6 +50,8 @@ pub struct ServerSettings {
     pub connections: ConnectionSettings,
     /// Shape limits on a request body, checked before it is parsed.
     pub body_limits: BodyLimits,
+    /// `[second_stage]` (startup only).
+    pub second_stage: crate::classify::stage2::Settings,
 }
 
 /// How long a client may take, and how many connections may be open (see `server.rs`).

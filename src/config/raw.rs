@@ -27,6 +27,29 @@ pub struct RawConfig {
     pub cache: RawCache,
     /// Shared state for many replicas; absent: everything stays in this process.
     pub redis: Option<RawRedis>,
+    #[serde(default)]
+    pub second_stage: RawSecondStage,
+}
+
+/// `[second_stage]` in `deliberate.toml`: the encoder asked about uncertain requests
+/// (see `classify::stage2`). Read at startup.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecondStage {
+    pub enabled: Option<Spanned<bool>>,
+    /// Relative paths are relative to the working directory (as `--config` is).
+    pub model_dir: Option<Spanned<String>>,
+    pub head_file: Option<Spanned<String>>,
+    /// Longest a request waits on it (queue included) before keeping the first-stage score.
+    pub budget_ms: Option<Spanned<u64>>,
+    pub max_concurrent: Option<Spanned<u64>>,
+    /// Calls waiting for a free slot at most; past it a request keeps its first-stage score.
+    pub max_queue: Option<Spanned<u64>>,
+    /// Tokens of the prompt the encoder reads, at most 512.
+    pub window_tokens: Option<Spanned<u64>>,
+    /// The uncertain band of first-stage scores (default: the head file's).
+    pub band_lower: Option<Spanned<f64>>,
+    pub band_upper: Option<Spanned<f64>>,
 }
 
 /// `[redis]` in `deliberate.toml`: the shared cache, budget and rate-limit tier.

@@ -101,7 +101,12 @@ pub(super) fn load_sources(
         .redis
         .as_ref()
         .and_then(|r| super::redis::settings(r, &mut p));
-    let server = server.map(|s| ServerSettings { redis, ..s });
+    let second_stage = super::second_stage::settings(&raw.second_stage, &mut p);
+    let server = server.map(|s| ServerSettings {
+        redis,
+        second_stage,
+        ..s
+    });
     let fast_timeouts = tier_timeouts(raw.tiers.fast.as_ref(), FAST_DEFAULTS, &mut p);
     let reasoning_timeouts =
         tier_timeouts(raw.tiers.reasoning.as_ref(), REASONING_DEFAULTS, &mut p);

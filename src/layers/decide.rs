@@ -1,5 +1,7 @@
 //! Routing decision under the tenant's policies: runs `policy::decide` (explicit signals,
-//! classifier) and `admission::admit` (stickiness, budget, deadline, shadow, reservation)
+//! classifier), asks the second stage about a classifier score in its uncertain band
+//! (`classify::stage2`: bounded, under a time budget, first-stage score kept otherwise),
+//! then `admission::admit` (stickiness, budget, deadline, shadow, reservation)
 //! once per chat request, hands the `Decision` on as a request extension, and settles the
 //! request's cost when its response body ends (stream end or client gone).
 
@@ -16,15 +18,17 @@ use crate::admission::{self, cost_header, Admitted, PolicyState, RequestDeadline
 use crate::api::ChatRequest;
 use crate::body::guard::{BodyEnd, GuardedBody};
 use crate::body::Body;
-use crate::classify::{Classifier, Tier};
+use crate::classify::stage2::SecondStage;
+use crate::classify::{Classifier, Role, Tier};
 use crate::cost::{cost, Usage};
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::policy::{self, DecisionSource, TIER_HEADER};
+use crate::policy::{self, Decision, DecisionSource, TIER_HEADER};
 
 #[derive(Clone)]
 pub struct DecideLayer {
     classifier: Arc<dyn Classifier>,
+    second: Arc<SecondStage>,
     metrics: Arc<Metrics>,
     policy: Arc<PolicyState>,
 }
@@ -32,11 +36,13 @@ pub struct DecideLayer {
 impl DecideLayer {
     pub fn new(
         classifier: Arc<dyn Classifier>,
+        second: Arc<SecondStage>,
         metrics: Arc<Metrics>,
         policy: Arc<PolicyState>,
     ) -> Self {
         DecideLayer {
             classifier,
+            second,
             metrics,
             policy,
         }
@@ -49,6 +55,7 @@ impl<S> Layer<S> for DecideLayer {
         Decide {
             inner,
             classifier: self.classifier.clone(),
+            second: self.second.clone(),
             metrics: self.metrics.clone(),
             policy: self.policy.clone(),
         }
@@ -59,6 +66,7 @@ impl<S> Layer<S> for DecideLayer {
 pub struct Decide<S> {
     inner: S,
     classifier: Arc<dyn Classifier>,
+    second: Arc<SecondStage>,
     metrics: Arc<Metrics>,
     policy: Arc<PolicyState>,
 }
@@ -103,7 +111,11 @@ where
         };
         let metrics = self.metrics.clone();
         let policy = self.policy.clone();
+        let second = self.second.clone();
+        let default_threshold = self.classifier.default_threshold();
         Box::pin(async move {
+            let decision =
+                second_opinion(&second, &ctx, request.body(), decision, default_threshold).await;
             let longest = ctx.snapshot.timeouts(Tier::Reasoning).total;
             let input = admission::AdmitInput {
                 tenant: &ctx.tenant,
@@ -115,6 +127,34 @@ where
             let admitted = admission::admit(&policy, &metrics, input, decision).await?;
             route(inner, request, ctx, admitted, estimate, metrics, policy).await
         })
+    }
+}
+
+/// The second stage's verdict on a classifier decision in its band; any other decision,
+/// or no answer in time, stays as it was.
+async fn second_opinion(
+    stage: &SecondStage,
+    ctx: &TenantCtx,
+    body: &ChatRequest,
+    decision: Decision,
+    default_threshold: f32,
+) -> Decision {
+    let first = match decision.score {
+        Some(s) if decision.source == DecisionSource::Classifier && stage.wants(s) => s,
+        _ => return decision,
+    };
+    let conversation = body.conversation();
+    let Some(last_user) = conversation
+        .turns
+        .iter()
+        .rev()
+        .find(|t| t.role == Role::User)
+    else {
+        return decision;
+    };
+    match stage.refine(&last_user.text, first).await {
+        Some(score) => policy::with_second_stage(&ctx.tenant, decision, score, default_threshold),
+        None => decision,
     }
 }
 
