@@ -195,7 +195,7 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 resilience: ctx.snapshot.resilience,
                 labels: labels.clone(),
                 metrics: metrics.clone(),
-                request_id: request_id.0.clone(),
+                request_id: request_id.clone(),
                 generation: ctx.snapshot.generation,
             };
             let mut result = upstream.route(&route(&decision.model), chat).await;

@@ -78,7 +78,14 @@ async fn auto_sends_a_proof_to_reasoning_and_a_greeting_to_fast() {
     let score: f64 = header(&r, "x-deliberate-score").parse().unwrap();
     assert!(score >= 0.5, "score {score}");
     assert!(!header(&r, "x-deliberate-reason").is_empty());
-    assert!(header(&r, "x-request-id").starts_with("req_"));
+    // A minted id is a UUID, and the same id went upstream (servers accept only UUIDs).
+    let id = header(&r, "x-request-id");
+    assert_eq!(
+        uuid::Uuid::try_parse(id).unwrap().get_version_num(),
+        4,
+        "{id}"
+    );
+    assert_eq!(upstream.requests()[0].headers["x-request-id"], id);
 
     let r = gw
         .chat(json!({"model": "auto", "messages": user("hi there! how are you today?")}))

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Response};
+use http::Response;
 use serde_json::Value;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
@@ -40,7 +40,7 @@ pub struct RouteRequest {
     pub resilience: Resilience,
     pub labels: Arc<RequestLabels>,
     pub metrics: Arc<Metrics>,
-    pub request_id: HeaderValue,
+    pub request_id: crate::layers::request_id::RequestId,
     /// The config generation the request runs on: a newer one resets deployment health.
     pub generation: u64,
 }
