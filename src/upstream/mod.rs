@@ -16,6 +16,7 @@ pub use anthropic_call::ProviderAdjustments;
 mod openai;
 pub mod redact;
 mod simulated;
+mod simulated_answer;
 pub mod translate;
 
 use std::sync::Arc;
@@ -70,7 +71,7 @@ pub struct CallContext {
     pub timeouts: TierTimeouts,
     pub request_started: Instant,
     pub recorder: Arc<RequestRecorder>,
-    pub request_id: HeaderValue,
+    pub request_id: crate::layers::request_id::RequestId,
 }
 
 impl CallContext {
