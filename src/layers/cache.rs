@@ -29,6 +29,7 @@ use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::rate_limit::TokenEstimate;
 use super::tenant::TenantCtx;
 use super::BoxFuture;
 use crate::api::ChatRequest;
@@ -36,6 +37,7 @@ use crate::body::tee::TeeBody;
 use crate::body::{full, Body};
 use crate::cache::{self, Entry, Key, Leader, ResponseCache};
 use crate::config::{CachePolicy, Model};
+use crate::cost::Usage;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::Decision;
@@ -121,6 +123,7 @@ struct Pending {
     policy: CachePolicy,
     stream: bool,
     labels: Option<Arc<RequestLabels>>,
+    estimate: Option<TokenEstimate>,
     snapshot: Arc<crate::config::Snapshot>,
     decided: Arc<Model>,
 }
@@ -197,7 +200,7 @@ where
             });
             if let Some(entry) = stored {
                 record_hit(&self.metrics, &ctx.tenant.name, &entry);
-                return Box::pin(async move { Ok(hit_response(&entry)) });
+                return Box::pin(async move { Ok(hit_response(&entry, include_usage)) });
             }
         }
         let cache = self.cache.clone();
@@ -216,7 +219,7 @@ where
                         let got = tokio::time::timeout(wait_limit, cache::wait(flight)).await;
                         if let Ok(Some(entry)) = got {
                             record_hit(&hit_metrics, &ctx.tenant.name, &entry);
-                            return Ok(hit_response(&entry));
+                            return Ok(hit_response(&entry, include_usage));
                         }
                         Store::Direct(cache.clone(), key)
                     }
@@ -238,13 +241,14 @@ where
                         .cache_shared_hits
                         .with_label_values(&[&ctx.tenant.name])
                         .inc();
-                    let response = hit_response(&entry);
+                    let response = hit_response(&entry, include_usage);
                     store.finish_local(Some(entry));
                     return Ok(response);
                 }
             }
             count("miss");
             let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
+            let estimate = request.extensions().get::<TokenEstimate>().copied();
             let response = inner.call(request).await?;
             let (mut parts, body) = response.into_parts();
             parts.headers.insert(
@@ -269,6 +273,7 @@ where
                 policy,
                 stream,
                 labels,
+                estimate,
                 snapshot: ctx.snapshot.clone(),
                 decided: decision.model.clone(),
             };
@@ -308,17 +313,35 @@ impl Pending {
         if failed || !valid {
             return self.store.finish_local(None);
         }
+        let usage = self.labels.as_ref().and_then(|l| l.usage());
+        let bytes = if self.stream {
+            // Stored with its usage whether or not this client asked: a later hit may ask.
+            // A server that reports none gets the gateway's estimate, marked as such.
+            let usage = usage.map(|u| u.to_openai()).or_else(|| {
+                let (labels, estimate) = (self.labels.as_ref()?, self.estimate?);
+                let streamed = labels
+                    .data_events
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let mut u = Usage {
+                    prompt: estimate.prompt,
+                    completion: streamed,
+                    ..Usage::default()
+                }
+                .to_openai();
+                u["estimated"] = true.into();
+                Some(u)
+            });
+            cache::convert::stream_for_storage(bytes, usage)
+        } else {
+            bytes
+        };
         let served = headers
             .iter()
             .find(|(n, _)| n == "x-deliberate-model")
             .and_then(|(_, v)| v.to_str().ok())
             .and_then(|m| self.snapshot.models.get(m).cloned())
             .unwrap_or(self.decided);
-        let cost = self
-            .labels
-            .as_ref()
-            .and_then(|l| l.usage())
-            .map_or(0, |u| crate::cost::cost(&served.price, &u));
+        let cost = usage.map_or(0, |u| crate::cost::cost(&served.price, &u));
         let entry = Entry {
             body: bytes,
             stream: self.stream,
@@ -371,8 +394,14 @@ fn mark(response: &mut Response<Body>, result: &'static str) {
     );
 }
 
-fn hit_response(entry: &Entry) -> Response<Body> {
-    let mut response = Response::new(full(entry.body.clone()));
+/// The stored answer; a stream's usage chunk only if this request asked for usage.
+fn hit_response(entry: &Entry, include_usage: bool) -> Response<Body> {
+    let body = if entry.stream {
+        cache::convert::stream_for_client(&entry.body, include_usage)
+    } else {
+        entry.body.clone()
+    };
+    let mut response = Response::new(full(body));
     let headers = response.headers_mut();
     for (name, value) in &entry.headers {
         headers.insert(name.clone(), value.clone());
