@@ -350,11 +350,6 @@ fn budget_detail(budget: &crate::config::Budget, refusal: Refusal) -> String {
     format!("limit {} USD", crate::error::usd(limit.unwrap_or(0.0)))
 }
 
-/// Nano-dollars as the `x-deliberate-cost-usd` header value.
-pub fn cost_header(cost: u64) -> String {
-    format!("{:.6}", usd(cost))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

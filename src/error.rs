@@ -190,6 +190,17 @@ impl GatewayError {
         })
     }
 
+    /// The response for this error, logged as the request's failure: at WARN when it is
+    /// the gateway's or the provider's fault (5xx), at DEBUG when the request was refused.
+    pub fn respond(self) -> Response<Body> {
+        if self.status().is_server_error() {
+            tracing::warn!(error = %self, kind = self.kind(), "request failed");
+        } else {
+            tracing::debug!(error = %self, kind = self.kind(), "request rejected");
+        }
+        self.into_response()
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let bytes = Bytes::from(serde_json::to_vec(&self.to_json()).unwrap_or_default());
         let mut response = Response::new(full(bytes));

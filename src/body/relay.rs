@@ -29,7 +29,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{sse_data, BoxError, SSE_KEEPALIVE};
 use crate::error::GatewayError;
-use crate::metrics::RequestRecorder;
+use crate::record::CallRecorder;
 
 /// About thirty years: what "never" means for a deadline (as tokio's own far future).
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
@@ -92,11 +92,11 @@ pub struct SseRelay {
     /// Fires at the earliest of: first-token (or idle) deadline and the total deadline.
     deadline: Pin<Box<Sleep>>,
     keepalive: Pin<Box<Sleep>>,
-    recorder: Arc<RequestRecorder>,
+    recorder: Arc<CallRecorder>,
 }
 
 impl SseRelay {
-    pub fn new(source: RelaySource, timing: StreamTiming, recorder: Arc<RequestRecorder>) -> Self {
+    pub fn new(source: RelaySource, timing: StreamTiming, recorder: Arc<CallRecorder>) -> Self {
         let state = match source {
             RelaySource::Pending(pending) => State::Waiting(pending),
             RelaySource::Streaming(stream) => State::Streaming(stream),

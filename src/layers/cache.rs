@@ -2,10 +2,12 @@
 //!
 //! Sits below `decide` (the key needs the resolved model) and above the chat service:
 //! - a hit is answered here with the stored bytes, `x-deliberate-cache: hit` and `age`,
-//!   and a `CacheHit` response extension that tells `decide` to bill nothing;
-//! - a miss goes on down; a 200 answer is relayed at full speed through a `TeeBody` and
-//!   stored once the client got all of it (a stream only if it ended with `[DONE]` and
-//!   carries no error event; a broken or cancelled stream is never stored);
+//!   a `Served` fact naming the model that produced the stored answer, and a `CacheHit`
+//!   response extension that tells `decide` to bill nothing;
+//! - a miss goes on down; a 200 answer is relayed at full speed while the `ObservedBody`
+//!   keeps a capped copy (`OnEnd::copy_up_to`), and stored once the client got all of it (a
+//!   stream only if it ended with `[DONE]` and carries no error event; a broken or
+//!   cancelled stream is never stored);
 //! - identical concurrent non-streaming misses send one upstream call: the others wait for
 //!   the first one's entry (or, if it stored none, go upstream themselves);
 //! - `Cache-Control: no-cache` skips the lookup but stores the answer; `no-store` and
@@ -33,13 +35,14 @@ use super::rate_limit::TokenEstimate;
 use super::tenant::TenantCtx;
 use super::BoxFuture;
 use crate::api::ChatRequest;
-use crate::body::tee::TeeBody;
+use crate::body::observed::OnEnd;
 use crate::body::{full, Body};
 use crate::cache::{self, Entry, Key, Leader, ResponseCache};
-use crate::config::{CachePolicy, Model};
+use crate::config::CachePolicy;
 use crate::cost::Usage;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::facts::Served;
+use crate::metrics::Metrics;
 use crate::policy::Decision;
 use crate::shared::Shared;
 
@@ -51,6 +54,9 @@ pub struct CacheHit;
 
 /// Response headers stored with an entry and replayed on its hits.
 const REPLAYED: [&str; 3] = ["content-type", "x-deliberate-model", "x-deliberate-tier"];
+
+/// Deployment named in the `Served` fact of an answer from the cache.
+const FROM_CACHE: &str = "cache";
 
 #[derive(Clone)]
 pub struct CacheLayer {
@@ -122,10 +128,9 @@ struct Pending {
     shared: Option<Arc<Shared>>,
     policy: CachePolicy,
     stream: bool,
-    labels: Option<Arc<RequestLabels>>,
+    /// Who produced the answer being stored.
+    served: Served,
     estimate: Option<TokenEstimate>,
-    snapshot: Arc<crate::config::Snapshot>,
-    decided: Arc<Model>,
 }
 
 impl<S> Service<Request<ChatRequest>> for CacheService<S>
@@ -200,7 +205,8 @@ where
             });
             if let Some(entry) = stored {
                 record_hit(&self.metrics, &ctx.tenant.name, &entry);
-                return Box::pin(async move { Ok(hit_response(&entry, include_usage)) });
+                let response = hit_response(&entry, include_usage, &ctx, &decision);
+                return Box::pin(async move { Ok(response) });
             }
         }
         let cache = self.cache.clone();
@@ -219,7 +225,7 @@ where
                         let got = tokio::time::timeout(wait_limit, cache::wait(flight)).await;
                         if let Ok(Some(entry)) = got {
                             record_hit(&hit_metrics, &ctx.tenant.name, &entry);
-                            return Ok(hit_response(&entry, include_usage));
+                            return Ok(hit_response(&entry, include_usage, &ctx, &decision));
                         }
                         Store::Direct(cache.clone(), key)
                     }
@@ -241,28 +247,24 @@ where
                         .cache_shared_hits
                         .with_label_values(&[&ctx.tenant.name])
                         .inc();
-                    let response = hit_response(&entry, include_usage);
+                    let response = hit_response(&entry, include_usage, &ctx, &decision);
                     store.finish_local(Some(entry));
                     return Ok(response);
                 }
             }
             count("miss");
-            let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
             let estimate = request.extensions().get::<TokenEstimate>().copied();
-            let response = inner.call(request).await?;
-            let (mut parts, body) = response.into_parts();
-            parts.headers.insert(
-                HeaderName::from_static(CACHE_HEADER),
-                HeaderValue::from_static("miss"),
-            );
-            if parts.status != StatusCode::OK {
+            let mut response = inner.call(request).await?;
+            mark(&mut response, "miss");
+            let served = response.extensions().get::<Served>().cloned();
+            let (true, Some(served)) = (response.status() == StatusCode::OK, served) else {
                 // `store` drops here: waiters go upstream themselves.
-                return Ok(Response::from_parts(parts, body));
-            }
+                return Ok(response);
+            };
             let headers: Vec<_> = REPLAYED
                 .iter()
                 .filter_map(|name| {
-                    let v = parts.headers.get(*name)?;
+                    let v = response.headers().get(*name)?;
                     Some((HeaderName::from_static(name), v.clone()))
                 })
                 .collect();
@@ -272,15 +274,18 @@ where
                 shared,
                 policy,
                 stream,
-                labels,
+                served,
                 estimate,
-                snapshot: ctx.snapshot.clone(),
-                decided: decision.model.clone(),
             };
-            let body = TeeBody::new(body, policy.max_entry_bytes, move |bytes| {
-                pending.complete(bytes, headers)
+            let on_end = OnEnd::of(&mut response);
+            on_end.copy_up_to(policy.max_entry_bytes);
+            on_end.push(move |ended| {
+                // Dropping `pending` without storing wakes the waiters empty-handed.
+                if let Some(copy) = ended.copy.clone() {
+                    pending.complete(copy, headers);
+                }
             });
-            Ok(Response::from_parts(parts, Body::new(body)))
+            Ok(response)
         })
     }
 }
@@ -300,10 +305,8 @@ fn record_hit(metrics: &Metrics, tenant: &str, entry: &Entry) {
 
 impl Pending {
     fn complete(self, bytes: Bytes, headers: Vec<(HeaderName, HeaderValue)>) {
-        let failed = self
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.outcome.get().is_some());
+        let call = &self.served.call;
+        let failed = call.failure().is_some();
         let valid = if self.stream {
             cache::clean_stream(&bytes)
         } else {
@@ -313,18 +316,14 @@ impl Pending {
         if failed || !valid {
             return self.store.finish_local(None);
         }
-        let usage = self.labels.as_ref().and_then(|l| l.usage());
+        let usage = call.usage();
         let bytes = if self.stream {
             // Stored with its usage whether or not this client asked: a later hit may ask.
             // A server that reports none gets the gateway's estimate, marked as such.
             let usage = usage.map(|u| u.to_openai()).or_else(|| {
-                let (labels, estimate) = (self.labels.as_ref()?, self.estimate?);
-                let streamed = labels
-                    .data_events
-                    .load(std::sync::atomic::Ordering::Relaxed);
                 let mut u = Usage {
-                    prompt: estimate.prompt,
-                    completion: streamed,
+                    prompt: self.estimate?.prompt,
+                    completion: call.data_events(),
                     ..Usage::default()
                 }
                 .to_openai();
@@ -335,17 +334,13 @@ impl Pending {
         } else {
             bytes
         };
-        let served = headers
-            .iter()
-            .find(|(n, _)| n == "x-deliberate-model")
-            .and_then(|(_, v)| v.to_str().ok())
-            .and_then(|m| self.snapshot.models.get(m).cloned())
-            .unwrap_or(self.decided);
-        let cost = usage.map_or(0, |u| crate::cost::cost(&served.price, &u));
+        let model = &self.served.model;
+        let cost = usage.map_or(0, |u| crate::cost::cost(&model.price, &u));
         let entry = Entry {
             body: bytes,
             stream: self.stream,
             headers,
+            model: model.name.clone(),
             stored_at: Instant::now(),
             cost,
             ttl: self.policy.ttl,
@@ -381,6 +376,7 @@ fn convert(entry: &Entry, include_usage: bool) -> Option<Entry> {
         body,
         stream: !entry.stream,
         headers,
+        model: entry.model.clone(),
         stored_at: entry.stored_at,
         cost: entry.cost,
         ttl: entry.ttl,
@@ -394,8 +390,14 @@ fn mark(response: &mut Response<Body>, result: &'static str) {
     );
 }
 
-/// The stored answer; a stream's usage chunk only if this request asked for usage.
-fn hit_response(entry: &Entry, include_usage: bool) -> Response<Body> {
+/// The stored answer; a stream's usage chunk only if this request asked for usage. Served
+/// by the model that produced it (the decided one if a reload removed that model).
+fn hit_response(
+    entry: &Entry,
+    include_usage: bool,
+    ctx: &TenantCtx,
+    decision: &Decision,
+) -> Response<Body> {
     let body = if entry.stream {
         cache::convert::stream_for_client(&entry.body, include_usage)
     } else {
@@ -414,6 +416,12 @@ fn hit_response(entry: &Entry, include_usage: bool) -> Response<Body> {
         HeaderValue::from(entry.stored_at.elapsed().as_secs()),
     );
     mark(&mut response, "hit");
+    let model = ctx.snapshot.models.get(&*entry.model);
+    response.extensions_mut().insert(Served {
+        model: model.unwrap_or(&decision.model).clone(),
+        deployment: FROM_CACHE.into(),
+        call: Arc::default(),
+    });
     response.extensions_mut().insert(CacheHit);
     response
 }

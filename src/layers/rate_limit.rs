@@ -18,14 +18,16 @@ use tower::{Layer, Service};
 use super::tenant::TenantCtx;
 use super::BoxFuture;
 use crate::api::ChatRequest;
-use crate::body::guard::GuardedBody;
+use crate::body::observed::OnEnd;
 use crate::body::Body;
 use crate::config::RateLimits;
 use crate::cost::{estimate_prompt_tokens, requested_max_output};
 use crate::error::GatewayError;
+use crate::facts::Served;
 use crate::limits::rate::{reset_header, BucketStatus};
 use crate::limits::{LimitState, TenantLimits, TokenHold};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
+use crate::record::CallRecord;
 use crate::shared::rate::Taken;
 use crate::shared::Shared;
 
@@ -165,29 +167,33 @@ where
                     });
                 }
             };
-            let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
-            let response = inner.call(request).await?;
-            let (mut parts, body) = response.into_parts();
-            let succeeded = parts.status.is_success();
+            let mut response = inner.call(request).await?;
+            let succeeded = response.status().is_success();
             // An answer from the response cache used no provider tokens.
-            let cache_hit = parts.extensions.get::<super::cache::CacheHit>().is_some();
+            let cache_hit = response
+                .extensions()
+                .get::<super::cache::CacheHit>()
+                .is_some();
+            let call = response
+                .extensions()
+                .get::<Served>()
+                .map(|s| s.call.clone());
             for (name, value) in headers {
                 if let Ok(v) = HeaderValue::from_str(&value) {
-                    parts.headers.insert(name, v);
+                    response.headers_mut().insert(name, v);
                 }
             }
-            let body = match hold {
-                None => body,
-                Some(hold) => Body::new(GuardedBody::new(body, move |_end| {
-                    let actual = match &labels {
+            if let Some(hold) = hold {
+                OnEnd::of(&mut response).push(move |_| {
+                    let actual = match &call {
                         _ if cache_hit => 0,
-                        Some(l) => tokens_used(l, estimate, succeeded),
+                        Some(call) => tokens_used(call, estimate, succeeded),
                         None => hold.reserved(),
                     };
                     hold.reconcile(actual);
-                })),
-            };
-            Ok(Response::from_parts(parts, body))
+                });
+            }
+            Ok(response)
         })
     }
 }
@@ -304,13 +310,11 @@ fn take_local(state: &Arc<TenantLimits>, estimate: TokenEstimate) -> Admission {
 /// Tokens the request used: the provider's count, or (when the provider never said, e.g.
 /// the client left mid-stream) the prompt estimate plus one token per relayed data event.
 /// A failed request that streamed nothing used nothing.
-pub fn tokens_used(labels: &RequestLabels, estimate: TokenEstimate, succeeded: bool) -> u64 {
-    match labels.usage() {
+pub fn tokens_used(call: &CallRecord, estimate: TokenEstimate, succeeded: bool) -> u64 {
+    match call.usage() {
         Some(u) => u.total(),
         None => {
-            let streamed = labels
-                .data_events
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let streamed = call.data_events();
             if streamed == 0 && !succeeded {
                 0
             } else {

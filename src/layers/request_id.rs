@@ -1,5 +1,6 @@
 //! Request ids: keep a sane incoming `x-request-id`, otherwise mint one; echo it on the
-//! response. Inserted as a `RequestId` extension for every layer and the upstream call.
+//! response. Owns the request's `RequestCtx` (its id and arrival time), inserted here for
+//! every later layer and the upstream call.
 //!
 //! Minted ids are UUIDs because they also go upstream, and real OpenAI-compatible servers
 //! (llama.cpp's among them) answer any other `x-request-id` with a 400. A caller's own id
@@ -9,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
+use crate::facts::RequestCtx;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -85,7 +88,10 @@ where
             Some(v) => v.clone(),
             None => mint(),
         };
-        request.extensions_mut().insert(RequestId(id.clone()));
+        request.extensions_mut().insert(RequestCtx {
+            id: RequestId(id.clone()),
+            started: Instant::now(),
+        });
         let future = self.inner.call(request);
         Box::pin(async move {
             let mut response = future.await?;

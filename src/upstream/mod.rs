@@ -11,6 +11,8 @@ mod anthropic_call;
 pub mod deployments;
 mod route;
 pub use route::{RouteFailure, RouteRequest};
+mod serve;
+pub use serve::{Answer, ServePlan};
 pub mod anthropic_response;
 pub use anthropic_call::ProviderAdjustments;
 mod openai;
@@ -34,7 +36,7 @@ use crate::body::{full, Body};
 use crate::classify::Tier;
 use crate::config::{Deployment, Model, Provider, ProviderKind, Snapshot, TierTimeouts};
 use crate::error::GatewayError;
-use crate::metrics::RequestRecorder;
+use crate::record::CallRecorder;
 
 /// Largest non-streaming upstream response we accept (a bound, not a typical size).
 const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -70,7 +72,7 @@ pub struct CallContext {
     pub tier: Tier,
     pub timeouts: TierTimeouts,
     pub request_started: Instant,
-    pub recorder: Arc<RequestRecorder>,
+    pub recorder: Arc<CallRecorder>,
     pub request_id: crate::layers::request_id::RequestId,
 }
 

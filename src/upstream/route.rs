@@ -7,8 +7,10 @@
 //! response (a head, or for a slow stream the 200 with keep-alives) nothing is retried:
 //! bytes may have reached the client.
 //!
-//! Each attempt has its own `RequestRecorder`; only the final error is recorded as the
-//! request's outcome, so a request that succeeded on its second attempt counts as `ok`.
+//! Each attempt has its own `CallRecorder`; only the final error is recorded as the
+//! request's outcome, so a request that succeeded on its second attempt counts as `ok`. The
+//! answer carries the `Served` fact: this model, the deployment that answered, and its
+//! call's record.
 
 // Numbers here come from providers and config: no unchecked arithmetic (issue 10).
 #![deny(clippy::arithmetic_side_effects)]
@@ -29,7 +31,9 @@ use crate::body::Body;
 use crate::classify::Tier;
 use crate::config::{Model, Resilience, TierTimeouts};
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels, RequestRecorder};
+use crate::facts::Served;
+use crate::metrics::Metrics;
+use crate::record::{CallLabels, CallRecorder};
 
 /// What routing one request to one model needs.
 #[derive(Clone)]
@@ -38,7 +42,9 @@ pub struct RouteRequest {
     pub tier: Tier,
     pub timeouts: TierTimeouts,
     pub resilience: Resilience,
-    pub labels: Arc<RequestLabels>,
+    pub tenant: Arc<str>,
+    /// When the request arrived: every deadline counts from here.
+    pub started: Instant,
     pub metrics: Arc<Metrics>,
     pub request_id: crate::layers::request_id::RequestId,
     /// The config generation the request runs on: a newer one resets deployment health.
@@ -91,10 +97,10 @@ impl Upstream {
         self.deployments.observe_generation(r.generation);
         let budget = self.deployments.budget(cfg.retry_budget_ratio);
         budget.deposit();
-        let mut deadline = deadline_after(r.labels.started, r.timeouts.total);
+        let mut deadline = deadline_after(r.started, r.timeouts.total);
         if request.is_stream() {
             // A retry after the first-token deadline could only time out again.
-            deadline = deadline.min(deadline_after(r.labels.started, r.timeouts.first_token));
+            deadline = deadline.min(deadline_after(r.started, r.timeouts.first_token));
         }
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<GatewayError> = None;
@@ -132,11 +138,16 @@ impl Upstream {
                 deployment: d.clone(),
                 tier: r.tier,
                 timeouts: r.timeouts,
-                request_started: r.labels.started,
-                recorder: Arc::new(RequestRecorder::new(
+                request_started: r.started,
+                recorder: Arc::new(CallRecorder::new(
                     r.metrics.clone(),
-                    r.labels.clone(),
-                    d.provider.name.clone(),
+                    CallLabels {
+                        tenant: r.tenant.clone(),
+                        tier: r.tier,
+                        model: r.model.name.clone(),
+                        provider: d.provider.name.clone(),
+                    },
+                    r.started,
                 )),
                 request_id: r.request_id.clone(),
             };
@@ -145,8 +156,13 @@ impl Upstream {
                 .body
                 .insert("model".into(), Value::String(d.upstream_model.clone()));
             match self.call(ctx.clone(), &request).await {
-                Ok(response) => {
+                Ok(mut response) => {
                     gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
+                    response.extensions_mut().insert(Served {
+                        model: r.model.clone(),
+                        deployment: d.id.clone(),
+                        call: ctx.recorder.record().clone(),
+                    });
                     return Ok(response);
                 }
                 Err(mut error) if is_retryable(&error) => {
