@@ -51,6 +51,12 @@ fn build(
     Ok(builder)
 }
 
+/// The one field of a completion the gateway reads.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    usage: Option<Value>,
+}
+
 /// OpenAI's `{"error":{"message":...}}`, or the start of the raw body.
 pub(super) fn error_message(status: u16, body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
@@ -82,13 +88,15 @@ pub(super) async fn complete(
             return Err(status_error(ctx, response, error_message).await);
         }
         let bytes = read_body(ctx, response).await?;
-        let json: Value =
+        // Checked as JSON, but only `usage` is built as a value: the answer itself passes
+        // through as the provider's bytes.
+        let parsed: UsageOnly =
             serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
                 provider: ctx.provider(),
                 message: format!("response is not JSON: {e}"),
             })?;
-        if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
-            ctx.recorder.usage(usage);
+        if let Some(usage) = parsed.usage.filter(Value::is_object) {
+            ctx.recorder.usage(&usage);
         }
         Ok(bytes)
     }
