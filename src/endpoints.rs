@@ -9,7 +9,6 @@ use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 use serde_json::json;
 use tower::Service;
 
-use crate::admission::RequestDeadline;
 use crate::api::ChatRequest;
 use crate::body::{full, Body};
 use crate::error::GatewayError;
@@ -17,6 +16,7 @@ use crate::facts::{RequestCtx, Served};
 use crate::layers::tenant::TenantCtx;
 use crate::layers::BoxFuture;
 use crate::metrics::Metrics;
+use crate::policy::admission::RequestDeadline;
 use crate::policy::Decision;
 use crate::upstream::{Answer, ProviderAdjustments, ServePlan, Upstream};
 

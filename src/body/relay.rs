@@ -28,7 +28,7 @@ use http_body::{Body as HttpBody, Frame};
 use tokio::time::{Instant, Sleep};
 
 use super::{sse_data, BoxError, SSE_KEEPALIVE};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, TimeoutKind};
 use crate::record::CallRecorder;
 
 /// About thirty years: what "never" means for a deadline (as tokio's own far future).
@@ -146,14 +146,14 @@ impl SseRelay {
     fn timeout_error(&self) -> GatewayError {
         let now = Instant::now();
         let (which, after) = if now >= self.timing.total_deadline {
-            ("total", self.timing.total_deadline)
+            (TimeoutKind::Total, self.timing.total_deadline)
         } else if !self.saw_data {
-            ("first-token", self.timing.first_token_deadline)
+            (TimeoutKind::FirstToken, self.timing.first_token_deadline)
         } else {
-            ("idle", now)
+            (TimeoutKind::Idle, now)
         };
         let after_ms = match which {
-            "idle" => millis(self.timing.idle_timeout),
+            TimeoutKind::Idle => millis(self.timing.idle_timeout),
             _ => millis(after.saturating_duration_since(self.recorder.started())),
         };
         GatewayError::UpstreamTimeout {

@@ -13,6 +13,7 @@
 //! for the leader's entry (or for its failure, after which each goes upstream itself).
 
 pub mod convert;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

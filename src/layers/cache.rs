@@ -44,7 +44,7 @@ use crate::error::GatewayError;
 use crate::facts::Served;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
-use crate::shared::Shared;
+use crate::redis::Shared;
 
 pub const CACHE_HEADER: &str = "x-deliberate-cache";
 
@@ -232,7 +232,7 @@ where
                 }
             };
             if let (Some(shared), false) = (&shared, directives.no_cache) {
-                let found = crate::shared::cache::get(shared, [&key, &other], policy.ttl).await;
+                let found = crate::cache::redis::get(shared, [&key, &other], policy.ttl).await;
                 let found = found.and_then(|(i, entry)| {
                     // Kept here too: the next hits on this replica are local.
                     cache.insert(if i == 0 { key } else { other }, entry.clone());
@@ -346,7 +346,7 @@ impl Pending {
             ttl: self.policy.ttl,
         };
         if let Some(shared) = &self.shared {
-            crate::shared::cache::put(shared, &self.key, &entry);
+            crate::cache::redis::put(shared, &self.key, &entry);
         }
         self.store.finish_local(Some(Arc::new(entry)));
     }

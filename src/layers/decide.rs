@@ -13,9 +13,7 @@ use tower::{Layer, Service};
 use super::rate_limit::TokenEstimate;
 use super::tenant::TenantCtx;
 use super::BoxFuture;
-use crate::admission::{self, Admitted, PolicyState, RequestDeadline};
 use crate::api::ChatRequest;
-use crate::billing::{cost_header, Settlement};
 use crate::body::observed::OnEnd;
 use crate::body::Body;
 use crate::classify::{Classifier, Tier};
@@ -23,6 +21,8 @@ use crate::cost::cost;
 use crate::error::GatewayError;
 use crate::facts::{HeadWitness, RequestCtx, Routed, Served};
 use crate::metrics::Metrics;
+use crate::policy::admission::{self, Admitted, PolicyState, RequestDeadline};
+use crate::policy::billing::{cost_header, Settlement};
 use crate::policy::{self, DecisionSource, TIER_HEADER};
 
 #[derive(Clone)]

@@ -24,13 +24,13 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::deployments::{hold, Outcome, Pick};
-use super::{CallContext, Upstream, CONNECTION_FAILED, REQUEST_FAILED};
+use super::{CallContext, Upstream};
 use crate::api::ChatRequest;
 use crate::body::relay::deadline_after;
 use crate::body::Body;
 use crate::classify::Tier;
 use crate::config::{Model, Resilience, TierTimeouts};
-use crate::error::GatewayError;
+use crate::error::{FailureKind, GatewayError, TimeoutKind};
 use crate::facts::Served;
 use crate::metrics::Metrics;
 use crate::record::{CallLabels, CallRecorder};
@@ -67,11 +67,12 @@ pub fn is_retryable(e: &GatewayError) -> bool {
         GatewayError::UpstreamStatus { status, .. } => {
             matches!(status, 429 | 500 | 502 | 503 | 504)
         }
-        GatewayError::UpstreamTimeout { which, .. } => matches!(*which, "connect" | "first-token"),
-        // The request got no answer (a body read failure after the head says "response
-        // body failed" and is not retried).
-        GatewayError::UpstreamUnavailable { message, .. } => {
-            message.starts_with(CONNECTION_FAILED) || message.starts_with(REQUEST_FAILED)
+        GatewayError::UpstreamTimeout { which, .. } => {
+            matches!(which, TimeoutKind::Connect | TimeoutKind::FirstToken)
+        }
+        // The request got no answer (a body that failed after its head is not retried).
+        GatewayError::UpstreamUnavailable { kind, .. } => {
+            matches!(kind, FailureKind::Connect | FailureKind::NoAnswer)
         }
         _ => false,
     }
@@ -207,6 +208,7 @@ impl Upstream {
             None => RouteFailure {
                 error: GatewayError::UpstreamUnavailable {
                     provider: r.model.provider.name.to_string(),
+                    kind: FailureKind::NoDeployment,
                     message: format!(
                         "every deployment of model `{}` is unavailable (circuit breaker open or Retry-After pending)",
                         r.model.name
@@ -216,5 +218,47 @@ impl Upstream {
                 summary: "circuit open".into(),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable(kind: FailureKind) -> GatewayError {
+        GatewayError::UpstreamUnavailable {
+            provider: "p".into(),
+            kind,
+            message: "m".into(),
+        }
+    }
+
+    fn timeout(which: TimeoutKind) -> GatewayError {
+        GatewayError::UpstreamTimeout {
+            provider: "p".into(),
+            which,
+            after_ms: 1,
+        }
+    }
+
+    #[test]
+    fn only_failures_without_an_answer_are_retried() {
+        for kind in [FailureKind::Connect, FailureKind::NoAnswer] {
+            assert!(is_retryable(&unavailable(kind)), "{kind:?}");
+        }
+        for kind in [
+            FailureKind::Body,
+            FailureKind::Stream,
+            FailureKind::NoDeployment,
+        ] {
+            assert!(!is_retryable(&unavailable(kind)), "{kind:?}");
+        }
+        for which in [TimeoutKind::Connect, TimeoutKind::FirstToken] {
+            assert!(is_retryable(&timeout(which)), "{which}");
+        }
+        for which in [TimeoutKind::Idle, TimeoutKind::Total] {
+            assert!(!is_retryable(&timeout(which)), "{which}");
+        }
+        assert!(!is_retryable(&GatewayError::Overloaded));
     }
 }

@@ -23,14 +23,14 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::{
+use crate::api::ChatRequest;
+use crate::body::relay::{PendingStream, StreamChunk};
+use crate::error::{FailureKind, GatewayError, TimeoutKind};
+use crate::sse::{SseEvent, SseParser};
+use crate::upstream::{
     auth, error_chain, expect_event_stream, read_body, send_error, status_error, url, CallContext,
     Events, MAX_UPSTREAM_EVENT_BYTES,
 };
-use crate::api::ChatRequest;
-use crate::body::relay::{PendingStream, StreamChunk};
-use crate::error::GatewayError;
-use crate::sse::{SseEvent, SseParser};
 
 fn build(
     client: &reqwest::Client,
@@ -73,7 +73,7 @@ pub(super) fn error_message(status: u16, body: &[u8]) -> String {
         })
 }
 
-pub(super) async fn complete(
+pub(in crate::upstream) async fn complete(
     client: &reqwest::Client,
     ctx: &CallContext,
     request: &ChatRequest,
@@ -82,7 +82,7 @@ pub(super) async fn complete(
     let result = async {
         let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
             .await
-            .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
+            .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
             .map_err(|e| send_error(ctx, e))?;
         if !response.status().is_success() {
             return Err(status_error(ctx, response, error_message).await);
@@ -105,7 +105,7 @@ pub(super) async fn complete(
     result
 }
 
-pub(super) fn stream(
+pub(in crate::upstream) fn stream(
     client: reqwest::Client,
     ctx: &CallContext,
     request: &ChatRequest,
@@ -353,6 +353,7 @@ impl Stream for InspectedStream {
                 this.ended = true;
                 Poll::Ready(Some(Err(GatewayError::UpstreamUnavailable {
                     provider: this.ctx.provider(),
+                    kind: FailureKind::Stream,
                     message: format!("stream broke: {}", error_chain(&e)),
                 })))
             }
@@ -363,6 +364,7 @@ impl Stream for InspectedStream {
                 } else {
                     Poll::Ready(Some(Err(GatewayError::UpstreamUnavailable {
                         provider: this.ctx.provider(),
+                        kind: FailureKind::Stream,
                         message: "stream ended before `data: [DONE]`".into(),
                     })))
                 }

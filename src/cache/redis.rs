@@ -16,8 +16,8 @@ use http::{HeaderName, HeaderValue};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
-use super::{Op, Shared};
-use crate::cache::{Entry, Key};
+use super::{Entry, Key};
+use crate::redis::{Op, Shared};
 
 const MAGIC: &[u8; 4] = b"DLB2";
 

@@ -5,7 +5,7 @@
 //! reasoning-tier models report reasoning tokens (more for a higher `reasoning_effort`).
 //! Every answer says it is simulated: text starts with `[simulated]` and
 //! `system_fingerprint` is `deliberate-simulated`. Requests with tools get a tool call and
-//! requests with a `response_format` get JSON of the asked shape (`simulated_answer`).
+//! requests with a `response_format` get JSON of the asked shape (`answer.rs`).
 
 use std::time::Duration;
 
@@ -14,14 +14,16 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::simulated_answer::Answer;
-use super::{unix_now, CallContext, Events};
+mod answer;
+
 use crate::api::ChatRequest;
 use crate::body::relay::StreamChunk;
 use crate::body::{sse_data, SSE_DONE};
 use crate::classify::Tier;
 use crate::config::ProviderKind;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, TimeoutKind};
+use crate::upstream::{unix_now, CallContext, Events};
+use answer::Answer;
 
 const WORDS: &[&str] = &[
     "the", "answer", "depends", "on", "context", "and", "a", "careful", "look", "at", "each",
@@ -233,7 +235,7 @@ fn split_pieces(text: &str) -> Vec<String> {
     chars.chunks(6).map(|c| c.iter().collect()).collect()
 }
 
-pub(super) async fn complete(
+pub(in crate::upstream) async fn complete(
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<Bytes, GatewayError> {
@@ -241,7 +243,7 @@ pub(super) async fn complete(
     let done_at = crate::body::relay::deadline_after(Instant::now(), plan.duration());
     if done_at > ctx.total_deadline() {
         tokio::time::sleep_until(ctx.total_deadline()).await;
-        return Err(ctx.timeout("total", ctx.timeouts.total));
+        return Err(ctx.timeout(TimeoutKind::Total, ctx.timeouts.total));
     }
     tokio::time::sleep_until(done_at).await;
     let message = plan.message();
@@ -266,7 +268,7 @@ pub(super) async fn complete(
     ))
 }
 
-pub(super) fn stream(ctx: &CallContext, request: &ChatRequest) -> Events {
+pub(in crate::upstream) fn stream(ctx: &CallContext, request: &ChatRequest) -> Events {
     let plan = Plan::new(ctx, request);
     let recorder = ctx.recorder.clone();
     let start = Instant::now();

@@ -13,10 +13,10 @@ use tokio::time::Instant;
 use crate::body::observed::{BodyEnd, Ended};
 use crate::cost::{cost, usd, Usage};
 use crate::facts::Served;
-use crate::latency::LatencyBook;
 use crate::layers::rate_limit::TokenEstimate;
 use crate::limits::{Reservation, TenantLimits};
 use crate::metrics::Metrics;
+use crate::policy::latency::LatencyBook;
 
 /// Nano-dollars as the `x-deliberate-cost-usd` header value.
 pub fn cost_header(cost: u64) -> String {
