@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use deliberate::classify::encoder::Encoder;
 use tokio::time::Instant;
 
-const CALLS: usize = 200;
+const CALLS: usize = 100;
 
 /// A typical question, about 60 tokens.
 const TYPICAL: &str = "I have a list of 2 million integers and want the k largest. Is a heap \
@@ -53,8 +53,8 @@ fn encoder(c: &mut Criterion) {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let long = long_prompt();
     let mut group = c.benchmark_group("encoder");
-    group.sample_size(20);
-    group.measurement_time(Duration::from_secs(10));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
     for (model, dir) in [("e5", "encoder-e5"), ("minilm", "encoder")] {
         for (name, window, text) in [
             ("embed_512_token_window", 512, long.as_str()),

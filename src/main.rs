@@ -108,6 +108,18 @@ enum ClassifyAction {
         #[arg(long, default_value_t = deliberate::classify::encoder::DEFAULT_WINDOW_TOKENS)]
         window_tokens: usize,
     },
+    /// Fit the second-stage head (models/stage2.json) on `classify embed` output, on the
+    /// examples whose first-stage score is in the band; prints the band's out-of-fold AUC.
+    TrainHead {
+        #[arg(long)]
+        embeddings: PathBuf,
+        #[arg(long, default_value = "models/stage2.json")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0.2)]
+        band_lower: f32,
+        #[arg(long, default_value_t = 0.7)]
+        band_upper: f32,
+    },
     /// Print the threshold that sends a target share of a traffic sample to reasoning.
     Calibrate {
         #[arg(long)]
@@ -222,6 +234,22 @@ fn classify(
             model_dir,
             window_tokens,
         }) => cli::embed_command(&data, &out, &model_dir, window_tokens),
+        Some(ClassifyAction::TrainHead {
+            embeddings,
+            out,
+            band_lower,
+            band_upper,
+        }) => deliberate::classify::stage2::train_head::train_head_command(
+            &embeddings,
+            &out,
+            &deliberate::classify::stage2::train_head::HeadOptions {
+                band: deliberate::classify::stage2::Band {
+                    lower: band_lower,
+                    upper: band_upper,
+                },
+                ..Default::default()
+            },
+        ),
     };
     match result {
         Ok(text) => {

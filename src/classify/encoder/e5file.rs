@@ -287,8 +287,20 @@ impl Source for E5File {
         E5File::f32s(self, name, shape)
     }
 
+    /// Q4_0 as it is when this build targets AVX (candle's quantized kernels are chosen at
+    /// compile time: without AVX they are scalar and a 256-token call takes seconds);
+    /// otherwise dequantised once to f16 for gemm, which picks AVX2/AVX-512 at run time
+    /// (the same weights, 2 bytes each instead of 0.56).
     fn matrix(&self, names: &[String], out: usize, inp: usize) -> Result<Matrix, EncoderError> {
-        Ok(Matrix::Q4(self.q4_matrix(names, out, inp)?))
+        if cfg!(target_feature = "avx") {
+            return Ok(Matrix::Q4(self.q4_matrix(names, out, inp)?));
+        }
+        let mut w = Vec::with_capacity(names.len() * out * inp);
+        for n in names {
+            let (e, bytes) = self.entry(n, 1, out * inp)?;
+            push_q4_row(&self.read(e.offset, bytes)?, &mut w);
+        }
+        Matrix::f16(w, names.len() * out, inp)
     }
 }
 

@@ -17,7 +17,7 @@
 //! async worker; the request path goes through `classify::stage2`, which runs it on a
 //! bounded blocking pool under a time budget.
 //!
-//! The window: at most `window_tokens` tokens (default 256; at most 512, the position
+//! The window: at most `window_tokens` tokens (default 128; at most 512, the position
 //! table). A longer text keeps its first three quarters of the window from the head (where
 //! the task is usually stated) and the last quarter from the tail (where the question often
 //! comes after pasted data), so padding a problem with a table cannot push its question
@@ -41,8 +41,9 @@ use super::wordpiece::WordPiece;
 
 /// Length of all-MiniLM-L6-v2's vectors (the model's `hidden_size`).
 pub const HIDDEN_DIMS: usize = 384;
-/// The model's default window, in tokens ([CLS] and [SEP] included).
-pub const DEFAULT_WINDOW_TOKENS: usize = 256;
+/// The default window, in tokens ([CLS] and [SEP] included): what one core embeds well
+/// inside the default budget (BENCHMARKS.md: the cost grows a little faster than linearly).
+pub const DEFAULT_WINDOW_TOKENS: usize = 128;
 /// Bytes of text read per token of window, at each end: a token is rarely under 2 bytes of
 /// text, so this always yields a full window when the text has one.
 const BYTES_PER_TOKEN: usize = 8;
