@@ -31,6 +31,12 @@ impl ChatRequest {
                 None,
             ));
         };
+        ChatRequest::from_body(body)
+    }
+
+    /// A request from a body already parsed (or translated from another API's shape),
+    /// validated as a parsed one is.
+    pub fn from_body(body: Map<String, Value>) -> Result<ChatRequest, GatewayError> {
         let request = ChatRequest {
             body,
             usage_added: false,

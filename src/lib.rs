@@ -17,12 +17,14 @@ pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod cost;
+pub mod embeddings;
 pub mod endpoints;
 pub mod error;
 pub mod facts;
 
 pub mod layers;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod policy;
 pub mod record;
