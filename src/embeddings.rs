@@ -5,7 +5,8 @@
 //! Why a stand-in chat request: every endpoint goes down the same stack (auth, limits,
 //! budgets, cache, metrics). The rate limit's token estimate and the cache key read the chat
 //! request, so the stand-in carries each input as one user message and the options that
-//! change the answer (`encoding_format`, `dimensions`); providers never see it (they get
+//! change the answer (`encoding_format`, `dimensions`) and `temperature: 0` (an embedding is
+//! deterministic, so the cache may keep it); providers never see it (they get
 //! the `EmbeddingsRequest`). Embeddings are not classified: `decide` routes them to the
 //! tenant's `embedding_model` or to the model named.
 
@@ -197,6 +198,9 @@ pub fn stand_in_chat(request: &EmbeddingsRequest) -> Result<ChatRequest, Gateway
         Encoding::Base64 => "base64",
     };
     chat.insert("encoding_format".into(), encoding.into());
+    // An embedding is a function of its input: the cache may keep it like a
+    // `temperature: 0` completion (its own deterministic rule).
+    chat.insert("temperature".into(), 0.into());
     if let Some(d) = request.dimensions {
         chat.insert("dimensions".into(), d.into());
     }
@@ -302,7 +306,8 @@ mod tests {
         assert_eq!(
             Value::Object(chat.body),
             json!({"model": "auto", "messages": [{"role": "user", "content": "a"},
-                {"role": "user", "content": "[1, 2]"}], "encoding_format": "float", "dimensions": 8})
+                {"role": "user", "content": "[1, 2]"}], "encoding_format": "float", "temperature": 0,
+                "dimensions": 8})
         );
     }
 

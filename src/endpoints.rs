@@ -182,6 +182,9 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 started: request.started,
                 generation: ctx.snapshot.generation,
                 metrics: &metrics,
+                embeddings: ext
+                    .get::<Arc<crate::embeddings::EmbeddingsRequest>>()
+                    .cloned(),
             };
             let Answer {
                 mut response,

@@ -25,11 +25,12 @@ pub struct MessagesEvents {
 }
 
 impl MessagesEvents {
-    pub fn new(inner: Body) -> Self {
+    /// `model`: the model `message_start` names.
+    pub fn new(inner: Body, model: String) -> Self {
         MessagesEvents {
             inner: Some(inner),
             parser: SseParser::new(MAX_CHUNK_BYTES),
-            translator: EventTranslator::new(),
+            translator: EventTranslator::for_model(model),
         }
     }
 
@@ -112,7 +113,7 @@ mod tests {
     }
 
     async fn collect(body: Body) -> String {
-        let bytes = MessagesEvents::new(body)
+        let bytes = MessagesEvents::new(body, "m".into())
             .collect()
             .await
             .unwrap()

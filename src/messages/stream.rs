@@ -40,6 +40,8 @@ pub struct EventTranslator {
     tools: Vec<(u64, u64)>,
     finish_reason: Option<String>,
     usage: Option<Value>,
+    /// The model named in `message_start` (the chunks' own `model` when `None`).
+    model: Option<String>,
 }
 
 /// Appends one named Anthropic event.
@@ -54,6 +56,15 @@ fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
 impl EventTranslator {
     pub fn new() -> Self {
         EventTranslator::default()
+    }
+
+    /// A translator whose `message_start` names `model` (the model that served, as the
+    /// `x-deliberate-model` header does) instead of the upstream's name for it.
+    pub fn for_model(model: String) -> Self {
+        EventTranslator {
+            model: Some(model),
+            ..EventTranslator::default()
+        }
     }
 
     /// True once the stream has ended (`message_stop` or `error` written).
@@ -141,7 +152,7 @@ impl EventTranslator {
             "id": message_id(chunk["id"].as_str().unwrap_or_default()),
             "type": "message",
             "role": "assistant",
-            "model": chunk["model"],
+            "model": self.model.as_deref().map_or_else(|| chunk["model"].clone(), Value::from),
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,

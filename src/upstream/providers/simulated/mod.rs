@@ -15,8 +15,6 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 mod answer;
-// Served by `/v1/embeddings` once the endpoint is wired in (issue 13).
-#[allow(dead_code)]
 pub mod embed;
 
 use crate::api::ChatRequest;
