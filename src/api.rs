@@ -34,8 +34,8 @@ impl ChatRequest {
         ChatRequest::from_body(body)
     }
 
-    /// A request from a body already parsed (or translated from another API's shape),
-    /// validated as a parsed one is.
+    /// A chat request from a body another endpoint's request was translated to; validated
+    /// like a client's own.
     pub fn from_body(body: Map<String, Value>) -> Result<ChatRequest, GatewayError> {
         let request = ChatRequest {
             body,

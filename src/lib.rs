@@ -100,7 +100,7 @@ async fn serve(
     // Decisions are cached by conversation: repeated prompts are scored once.
     let classifier = CachedClassifier::new(LearnedClassifier::builtin());
     let state = AppState::new(snapshot, Arc::new(classifier));
-    let api_service = app::api_service(&state);
+    let api_service = app::api_service(&state, shutdown.clone());
     let tasks = TaskTracker::new();
     let reloader = paths.map(|paths| {
         let reloader = Arc::new(Reloader::new(
