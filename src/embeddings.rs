@@ -207,6 +207,35 @@ pub fn stand_in_chat(request: &EmbeddingsRequest) -> Result<ChatRequest, Gateway
     ChatRequest::from_body(chat)
 }
 
+/// Parses an embeddings body: the stand-in chat request for the stack, with the
+/// [`EmbeddingsRequest`] (and the dropped fields, if any) put in `extensions`.
+pub fn parse_request(
+    bytes: &[u8],
+    extensions: &mut http::Extensions,
+) -> Result<ChatRequest, GatewayError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::invalid(format!("Request body is not valid JSON: {e}"), None))?;
+    let Value::Object(body) = value else {
+        return Err(GatewayError::invalid(
+            "Request body must be a JSON object.",
+            None,
+        ));
+    };
+    let request = parse(body)?;
+    let chat = stand_in_chat(&request)?;
+    if !request.dropped.is_empty() {
+        extensions.insert(crate::endpoints::DroppedFields(request.dropped.clone()));
+    }
+    extensions.insert(Arc::new(request));
+    Ok(chat)
+}
+
+/// True for a complete answer worth caching: a JSON list of embeddings.
+pub fn clean_answer(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(bytes)
+        .is_ok_and(|v| v["object"] == "list" && v["data"].is_array())
+}
+
 /// One vector as the answer carries it.
 fn encode(vector: &[f32], encoding: Encoding) -> Value {
     match encoding {

@@ -82,8 +82,7 @@ pub fn endpoint_of(path: &str) -> Option<Endpoint> {
 /// The endpoints this build serves (the others are known by path, and 404 for now).
 fn served(endpoint: Endpoint) -> bool {
     match endpoint {
-        Endpoint::Chat | Endpoint::Responses => true,
-        Endpoint::Messages | Endpoint::Embeddings => false,
+        Endpoint::Chat | Endpoint::Responses | Endpoint::Messages | Endpoint::Embeddings => true,
     }
 }
 
@@ -102,10 +101,8 @@ pub fn parse_request(
     match endpoint {
         Endpoint::Chat => ChatRequest::parse(bytes),
         Endpoint::Responses => responses::parse(bytes, extensions),
-        Endpoint::Messages | Endpoint::Embeddings => Err(GatewayError::Internal(format!(
-            "no request parser for the {} endpoint",
-            endpoint.as_str()
-        ))),
+        Endpoint::Messages => crate::messages::endpoint::parse(bytes, extensions),
+        Endpoint::Embeddings => crate::embeddings::parse_request(bytes, extensions),
     }
 }
 
@@ -115,6 +112,7 @@ pub enum ResponseAdapter {
     /// The answer is already in the endpoint's shape.
     Identity,
     Responses(Arc<responses::Echo>),
+    Messages(Arc<crate::messages::MessagesContext>),
 }
 
 impl ResponseAdapter {
@@ -128,10 +126,12 @@ impl ResponseAdapter {
                 .get::<Arc<responses::Echo>>()
                 .map(|echo| ResponseAdapter::Responses(echo.clone()))
                 .ok_or_else(|| GatewayError::Internal("responses request missing".into())),
-            Endpoint::Messages | Endpoint::Embeddings => Err(GatewayError::Internal(format!(
-                "no response adapter for the {} endpoint",
-                endpoint.as_str()
-            ))),
+            Endpoint::Messages => extensions
+                .get::<Arc<crate::messages::MessagesContext>>()
+                .map(|context| ResponseAdapter::Messages(context.clone()))
+                .ok_or_else(|| GatewayError::Internal("messages request missing".into())),
+            // The provider answers in the embeddings shape already.
+            Endpoint::Embeddings => Ok(ResponseAdapter::Identity),
         }
     }
 
@@ -141,6 +141,9 @@ impl ResponseAdapter {
         match self {
             ResponseAdapter::Identity => Ok(response),
             ResponseAdapter::Responses(echo) => responses::adapt(echo, response).await,
+            ResponseAdapter::Messages(context) => {
+                crate::messages::endpoint::adapt(context, response).await
+            }
         }
     }
 }
@@ -153,7 +156,8 @@ pub fn clean_answer(endpoint: Endpoint, stream: bool, bytes: &[u8]) -> bool {
         (Endpoint::Chat, false) => serde_json::from_slice::<serde_json::Value>(bytes)
             .is_ok_and(|v| v.get("error").is_none()),
         (Endpoint::Responses, stream) => responses::clean_answer(stream, bytes),
-        (Endpoint::Messages | Endpoint::Embeddings, _) => false,
+        (Endpoint::Messages, stream) => crate::messages::endpoint::clean_answer(stream, bytes),
+        (Endpoint::Embeddings, stream) => !stream && crate::embeddings::clean_answer(bytes),
     }
 }
 

@@ -1,21 +1,19 @@
 //! The `/v1/messages` hooks of the endpoints mechanism (`crate::endpoints`): the body parsed
 //! and translated to the chat request at parse time, the chat answer turned back into an
-//! Anthropic message (JSON whole, SSE frame by frame), when an answer may be cached, and
-//! `/v1/messages/count_tokens`.
+//! Anthropic message (JSON whole, SSE frame by frame), and when an answer may be cached.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Extensions, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use serde_json::{json, Map, Value};
+use http_body_util::BodyExt;
+use serde_json::{Map, Value};
 
 use super::body::MessagesEvents;
 use super::request::{to_chat, MessagesContext};
 use super::response::to_message;
 use crate::api::ChatRequest;
 use crate::body::{full, Body};
-use crate::cost::estimate_prompt_tokens;
 use crate::endpoints::DroppedFields;
 use crate::error::GatewayError;
 use crate::facts::Served;
@@ -24,9 +22,8 @@ use crate::facts::Served;
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 fn object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        GatewayError::invalid(format!("Request body is not valid JSON: {e}"), None)
-    })?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::invalid(format!("Request body is not valid JSON: {e}"), None))?;
     match value {
         Value::Object(body) => Ok(body),
         _ => Err(GatewayError::invalid(
@@ -47,14 +44,23 @@ pub fn parse(bytes: &[u8], extensions: &mut Extensions) -> Result<ChatRequest, G
     Ok(chat)
 }
 
-/// `/v1/messages/count_tokens`: the translated request's prompt tokens, estimated the way
-/// the rate limit and the budget reserve them (an upper estimate: there is no tokenizer).
-pub fn count_tokens(bytes: &[u8]) -> Result<Value, GatewayError> {
-    let mut body = object(bytes)?;
-    // count_tokens takes a Messages request without `max_tokens`.
-    body.entry("max_tokens").or_insert(json!(1));
-    let (chat, _) = to_chat(&body)?;
-    Ok(json!({"input_tokens": estimate_prompt_tokens(&chat)}))
+/// The whole chat answer, bounded. (Read frame by frame: rustc cannot prove the future of
+/// `Limited::collect` on the boxed body `Send` here.)
+async fn read_answer(mut body: Body) -> Result<Vec<u8>, GatewayError> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| GatewayError::Internal(format!("could not read the chat answer: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len().saturating_add(data.len()) > MAX_ANSWER_BYTES {
+                return Err(GatewayError::Internal(
+                    "the chat answer is over the size limit".into(),
+                ));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 /// The chat answer as the Messages answer: a 200 JSON completion converted whole, a 200
@@ -67,10 +73,10 @@ pub async fn adapt(
     if response.status() != StatusCode::OK {
         return Ok(response);
     }
-    let model = response
-        .extensions()
-        .get::<Served>()
-        .map_or_else(|| context.client_model.to_string(), |s| s.model.name.to_string());
+    let model = response.extensions().get::<Served>().map_or_else(
+        || context.client_model.to_string(),
+        |s| s.model.name.to_string(),
+    );
     let is_stream = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -83,11 +89,7 @@ pub async fn adapt(
             Body::new(MessagesEvents::new(body, model)),
         ));
     }
-    let bytes = Limited::new(body, MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| GatewayError::Internal(format!("could not read the chat answer: {e}")))?
-        .to_bytes();
+    let bytes = read_answer(body).await?;
     let completion: Value = serde_json::from_slice(&bytes)
         .map_err(|e| GatewayError::Internal(format!("the chat answer is not JSON: {e}")))?;
     let mut message = to_message(&completion)
@@ -117,25 +119,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn count_tokens_needs_no_max_tokens_and_grows_with_the_prompt() {
-        let short = count_tokens(br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
-        let long = count_tokens(
-            format!(
-                r#"{{"model":"auto","messages":[{{"role":"user","content":"{}"}}]}}"#,
-                "word ".repeat(300)
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        assert!(short["input_tokens"].as_u64().unwrap() > 0);
-        assert!(long["input_tokens"].as_u64() > short["input_tokens"].as_u64());
-        assert!(count_tokens(b"[]").is_err());
-    }
-
-    #[test]
     fn only_complete_answers_are_clean() {
-        assert!(clean_answer(true, b"event: message_start\ndata: {}\n\nevent: message_stop\ndata: {}\n\n"));
-        assert!(!clean_answer(true, b"event: message_start\ndata: {}\n\nevent: error\ndata: {}\n\n"));
+        assert!(clean_answer(
+            true,
+            b"event: message_start\ndata: {}\n\nevent: message_stop\ndata: {}\n\n"
+        ));
+        assert!(!clean_answer(
+            true,
+            b"event: message_start\ndata: {}\n\nevent: error\ndata: {}\n\n"
+        ));
         assert!(clean_answer(false, br#"{"type":"message","content":[]}"#));
         assert!(!clean_answer(false, br#"{"type":"error"}"#));
     }

@@ -4,6 +4,7 @@
 //! endpoint wiring uses them at parse time and in the response adapter.
 
 pub mod body;
+pub mod endpoint;
 pub mod error;
 pub mod request;
 pub mod response;
