@@ -55,6 +55,11 @@ async fn auto_routes_a_proof_to_reasoning_and_a_greeting_to_fast_in_anthropic_sh
         );
         assert_eq!(message["stop_reason"], "end_turn");
     }
+    // Fields without a chat equivalent are dropped and named.
+    let mut body = ask("fast", GREETING);
+    body["top_k"] = json!(40);
+    let response = post(&gw, "/v1/messages", body).await;
+    assert_eq!(response.headers()["x-deliberate-adjusted"], "dropped top_k");
     // The provider got a chat request.
     let sent = upstream.requests();
     assert_eq!(sent[0].path, "/v1/chat/completions");
