@@ -113,17 +113,7 @@ pub fn decide(
             ));
         }
         name => {
-            let model = tenant
-                .allowed_model(name)
-                .ok_or_else(|| GatewayError::ModelNotFound {
-                    model: name.to_string(),
-                })?;
-            if model.kind != ModelKind::Chat {
-                return Err(GatewayError::invalid(
-                    format!("`{name}` is an embedding model: it serves /v1/embeddings only."),
-                    Some("model".to_string()),
-                ));
-            }
+            let model = named_model(tenant, name, ModelKind::Chat)?;
             return Ok(Decision {
                 tier: model.tier,
                 fallbacks: fallbacks(model.tier, model),
@@ -197,6 +187,31 @@ pub fn decide(
     ))
 }
 
+/// A model the request named: one the tenant may use (404 otherwise), of the endpoint's
+/// `kind` (400 otherwise).
+fn named_model<'t>(
+    tenant: &'t Tenant,
+    name: &str,
+    kind: ModelKind,
+) -> Result<&'t Arc<Model>, GatewayError> {
+    let model = tenant
+        .allowed_model(name)
+        .ok_or_else(|| GatewayError::ModelNotFound {
+            model: name.to_string(),
+        })?;
+    match (kind, model.kind) {
+        (ModelKind::Chat, ModelKind::Embedding) => Err(GatewayError::invalid(
+            format!("`{name}` is an embedding model: it serves /v1/embeddings only."),
+            Some("model".to_string()),
+        )),
+        (ModelKind::Embedding, ModelKind::Chat) => Err(GatewayError::invalid(
+            format!("`{name}` is a chat model; /v1/embeddings needs an embedding model."),
+            Some("model".to_string()),
+        )),
+        _ => Ok(model),
+    }
+}
+
 /// The model of an embeddings request (`requested` is the `model` the client sent): the
 /// tenant's `embedding_model` for `auto` (and the tier names, which mean nothing here), or
 /// the embedding model named, if the tenant may use it.
@@ -213,20 +228,10 @@ pub fn decide_embedding(tenant: &Tenant, requested: &str) -> Result<Decision, Ga
             })?;
             (model, "tenant embedding_model")
         }
-        name => {
-            let model = tenant
-                .allowed_model(name)
-                .ok_or_else(|| GatewayError::ModelNotFound {
-                    model: name.to_string(),
-                })?;
-            if model.kind != ModelKind::Embedding {
-                return Err(GatewayError::invalid(
-                    format!("`{name}` is a chat model; /v1/embeddings needs an embedding model."),
-                    Some("model".to_string()),
-                ));
-            }
-            (model, "model named in request")
-        }
+        name => (
+            named_model(tenant, name, ModelKind::Embedding)?,
+            "model named in request",
+        ),
     };
     Ok(Decision {
         tier: model.tier,
