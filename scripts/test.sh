@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command: everything CI checks, in one place.
 #
-#   scripts/test.sh                 # fmt, clippy, rust tests, build, python SDK tests,
+#   scripts/test.sh                 # fmt, clippy, rust tests, build, python and node SDK tests,
 #                                   # docker build context, kubernetes manifests
 #   scripts/test.sh rust python     # only some steps (any of: fmt clippy rust build python
-#                                   # image k8s)
+#                                   # node image k8s)
 #
 # Environment:
 #   JOBS=2                          cargo -j (default 2: the machines have 2 cores)
@@ -17,6 +17,7 @@
 #   REBUILD_BIN=1                   always `cargo build` the binary (default: reuse the debug
 #                                   binary that `cargo test` just linked, when it is fresh)
 #   PYTEST_ARGS="-k stream -x"      extra pytest arguments (word-split)
+#   NODE_TEST_TIMEOUT=300           seconds for the Node SDK tests (tests/node, `npm ci` there)
 #   CARGO_TEST_TIMEOUT=2400         seconds; PYTEST_TIMEOUT=600 seconds
 #
 # Every step runs even if an earlier one failed (except the Python tests, which need the
@@ -32,7 +33,8 @@ PROFILE="${DELIBERATE_TEST_PROFILE:-debug}"
 PYTHON="${PYTHON:-python3}"
 CARGO_TEST_TIMEOUT="${CARGO_TEST_TIMEOUT:-2400}"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
-ALL_STEPS=(fmt clippy rust build python image k8s)
+NODE_TEST_TIMEOUT="${NODE_TEST_TIMEOUT:-300}"
+ALL_STEPS=(fmt clippy rust build python node image k8s)
 
 if [[ $# -gt 0 ]]; then
   STEPS=("$@")
@@ -197,6 +199,26 @@ run_pytest() {
   esac
 }
 
+# The pinned npm packages of tests/node (package-lock.json), installed once per lock.
+ensure_node_modules() {
+  local dir="$ROOT/tests/node"
+  need_cmd node || { echo "test.sh: node is not installed (apt-get install nodejs npm)" >&2; return 1; }
+  need_cmd npm || { echo "test.sh: npm is not installed (apt-get install npm)" >&2; return 1; }
+  local want stamp="$dir/node_modules/.deliberate-lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "node modules up to date"
+    return 0
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts) || return 1
+  echo "$want" >"$stamp"
+}
+
+run_node_tests() {
+  DELIBERATE_BIN="$BIN" timeout --kill-after=10 "$NODE_TEST_TIMEOUT" \
+    node --test "$ROOT/tests/node/"
+}
+
 # `cargo test` already links target/debug/deliberate for the integration tests (with the
 # dev-dependencies' features, e.g. tokio/test-util: nothing the gateway's behaviour depends
 # on). A plain `cargo build` would recompile tokio and everything above it without those
@@ -252,7 +274,7 @@ BUILD_OK=1
 if [[ -n "$BIN" ]]; then
   [[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
   if wants build; then SUMMARY+=("SKIP  build (DELIBERATE_BIN=$BIN)"); fi
-elif wants build || wants python || wants image || wants k8s; then
+elif wants build || wants python || wants node || wants image || wants k8s; then
   BIN="$TARGET_DIR/$PROFILE/deliberate"
   step "build ($PROFILE)" build_binary || BUILD_OK=0
 fi
@@ -267,6 +289,16 @@ if wants python; then
     step "python (openai SDK, $(basename "$(dirname "$BIN")") binary)" run_pytest
   else
     skip python "no venv"
+  fi
+fi
+
+if wants node; then
+  if [[ $BUILD_OK -ne 1 || ! -x "$BIN" ]]; then
+    skip node "no gateway binary"
+  elif step "node modules" ensure_node_modules; then
+    step "node (openai SDK)" run_node_tests
+  else
+    skip node "no node modules"
   fi
 fi
 

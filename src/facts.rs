@@ -3,6 +3,8 @@
 //!
 //! On the request, going down:
 //! - `RequestCtx` (request-id layer): the request's id and when it arrived;
+//! - `Endpoint` (router): the API the request came in through, which decides how its body
+//!   is parsed, how its answer is rendered, and its cache key's namespace;
 //! - `layers::tenant::TenantCtx` (tenant auth): the tenant and the config snapshot;
 //! - `policy::Decision` (decide): tier, model, fallbacks, reason.
 //!
@@ -35,6 +37,33 @@ use crate::record::CallRecord;
 pub struct RequestCtx {
     pub id: RequestId,
     pub started: Instant,
+}
+
+/// Request extension (router): the API a request came in through. Every endpoint goes down
+/// the same stack (limits, decide, cache, service): its request is translated to the
+/// internal chat request when the body is parsed, and the answer back by the response
+/// adapter (see `endpoints`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// OpenAI Chat Completions, the gateway's internal shape.
+    Chat,
+    /// OpenAI Responses.
+    Responses,
+    /// Anthropic Messages.
+    Messages,
+    /// OpenAI Embeddings.
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
 }
 
 /// Response extension: the authenticated tenant.

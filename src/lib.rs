@@ -18,12 +18,14 @@ pub mod classify;
 pub mod config;
 pub mod cost;
 pub mod demo;
+pub mod embeddings;
 pub mod endpoints;
 pub mod error;
 pub mod facts;
 
 pub mod layers;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod policy;
 pub mod record;
@@ -99,7 +101,7 @@ async fn serve(
     // Decisions are cached by conversation: repeated prompts are scored once.
     let classifier = CachedClassifier::new(LearnedClassifier::builtin());
     let state = AppState::new(snapshot, Arc::new(classifier));
-    let api_service = app::api_service(&state);
+    let api_service = app::api_service(&state, shutdown.clone());
     let tasks = TaskTracker::new();
     let reloader = paths.map(|paths| {
         let reloader = Arc::new(Reloader::new(

@@ -214,9 +214,30 @@ pub struct Model {
     pub provider: Arc<Provider>,
     /// Every deployment, in config order (the first is `provider`/`upstream_model`).
     pub deployments: Vec<Arc<Deployment>>,
+    /// A chat model's tier; an embedding model has none of its own and uses the fast
+    /// tier's timeouts and client.
     pub tier: Tier,
+    pub kind: ModelKind,
     pub price: Price,
     pub capabilities: Capabilities,
+}
+
+/// Which endpoints a model serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Chat completions, and the endpoints translated to them (responses, messages).
+    Chat,
+    /// `/v1/embeddings` only.
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embedding => "embedding",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -233,6 +254,8 @@ pub struct Tenant {
     pub reasoning_model: Arc<Model>,
     /// Concrete models the tenant may name, tier models included, in config order.
     pub allowed_models: Vec<Arc<Model>>,
+    /// The `embedding_model` policy key (also in `allowed_models`).
+    pub embedding_model: Option<Arc<Model>>,
     pub auto: AutoPolicy,
     pub policy: TenantPolicy,
 }
@@ -352,6 +375,11 @@ provider = "simulated-reasoning"
 tier = "reasoning"
 price = { input_per_1m = 1.10, output_per_1m = 4.40, cached_input_per_1m = 0.55 }
 capabilities = { max_tokens_param = "max_completion_tokens", system_role = "developer", reasoning_effort = true, unsupported_params = ["temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias"], on_unsupported = "drop" }
+
+[models.sim-embed]
+provider = "simulated"
+kind = "embedding"
+price = { input_per_1m = 0.02 }
 "#;
 
 const DEMO_TENANT: &str = r#"
@@ -361,6 +389,7 @@ description = "Built-in demo tenant (serve --demo): routing, the response cache,
 api_keys = [{ sha256 = "c7fa7b6662c547fa9cadb4ad755e0f63c0dd1328e4d703b96601d331245f8bf4" }]
 fast_model = "sim-fast"
 reasoning_model = "sim-reasoning"
+embedding_model = "sim-embed"
 
 # Deterministic requests (temperature 0 or a seed) are answered from the cache when repeated.
 [cache]
@@ -379,6 +408,7 @@ description = "Built-in demo tenant (serve --demo) with limits you can hit in a 
 api_keys = [{ sha256 = "e4dee862a0d2791a04103f445be08b43e006bfdd931b9dab3964a565f4bc98cb" }]
 fast_model = "sim-fast"
 reasoning_model = "sim-reasoning"
+embedding_model = "sim-embed"
 
 # The 6th request within a minute gets 429 rate_limit_exceeded.
 [rate_limits]

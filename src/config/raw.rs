@@ -147,7 +147,10 @@ pub struct RawModel {
     /// Several deployments (regions, keys) of the same model.
     #[serde(default)]
     pub deployments: Vec<Spanned<RawDeployment>>,
-    pub tier: Spanned<String>,
+    /// `fast` or `reasoning`; required for chat models, absent for embedding models.
+    pub tier: Option<Spanned<String>>,
+    /// `chat` (the default) or `embedding` (served on `/v1/embeddings` only).
+    pub kind: Option<Spanned<String>>,
     /// The model's name at the provider (deployment name on Azure); defaults to the key.
     pub upstream_model: Option<String>,
     pub price: Option<RawPrice>,
@@ -202,6 +205,8 @@ pub struct RawTenant {
     pub reasoning_model: Spanned<String>,
     #[serde(default)]
     pub allowed_models: Vec<Spanned<String>>,
+    /// The model `/v1/embeddings` uses unless the request names another allowed one.
+    pub embedding_model: Option<Spanned<String>>,
     #[serde(default)]
     pub auto: RawAuto,
     pub budget: Option<RawBudget>,

@@ -306,7 +306,32 @@ pub(super) fn model(
         ),
         (None, true) => p.at(name.span(), "model needs a `provider` or `deployments`"),
     }
-    let tier = tier_of(&raw.tier, p);
+    let kind = match raw.kind.as_ref() {
+        None => Some(ModelKind::Chat),
+        Some(v) => match v.get_ref().as_str() {
+            "chat" => Some(ModelKind::Chat),
+            "embedding" => Some(ModelKind::Embedding),
+            other => {
+                p.at(
+                    v.span(),
+                    format!("unknown model kind `{other}`; expected chat or embedding"),
+                );
+                None
+            }
+        },
+    };
+    let tier = match (kind, raw.tier.as_ref()) {
+        (Some(ModelKind::Embedding), None) => Some(Tier::Fast),
+        (Some(ModelKind::Embedding), Some(v)) => {
+            p.at(v.span(), "an embedding model has no tier");
+            None
+        }
+        (_, Some(v)) => tier_of(v, p),
+        (_, None) => {
+            p.at(name.span(), "model needs a `tier` (fast or reasoning)");
+            None
+        }
+    };
     let price = raw.price.as_ref().map(|raw| {
         let mut get = |v: &Option<Spanned<f64>>| match v {
             Some(v) if !(*v.get_ref() >= 0.0 && v.get_ref().is_finite()) => {
@@ -330,6 +355,16 @@ pub(super) fn model(
         }
     });
     let capabilities = capabilities(&raw.capabilities, p);
+    if kind == Some(ModelKind::Embedding)
+        && deployments
+            .iter()
+            .any(|d| matches!(d.provider.kind, ProviderKind::Anthropic { .. }))
+    {
+        p.at(
+            name.span(),
+            "an embedding model needs an OpenAI-compatible or simulated provider (Anthropic serves no embeddings)",
+        );
+    }
     if p.out.len() > before {
         return None;
     }
@@ -340,6 +375,7 @@ pub(super) fn model(
         provider: first.provider.clone(),
         deployments,
         tier: tier?,
+        kind: kind?,
         price: price.unwrap_or_default(),
         capabilities,
     })

@@ -18,6 +18,7 @@ use crate::body::observed::OnEnd;
 use crate::body::Body;
 use crate::classify::{Classifier, Tier};
 use crate::cost::cost;
+use crate::embeddings::EmbeddingsRequest;
 use crate::error::GatewayError;
 use crate::facts::{HeadWitness, RequestCtx, Routed, Served};
 use crate::metrics::Metrics;
@@ -92,11 +93,15 @@ where
             });
         };
         let tier_header = request.headers().get(TIER_HEADER).map(|v| v.as_bytes());
-        let decision =
-            match policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier) {
-                Ok(d) => d,
-                Err(e) => return Box::pin(async { Err(e) }),
-            };
+        // Embeddings are not classified: the tenant's embedding model, or the one named.
+        let decided = match request.extensions().get::<Arc<EmbeddingsRequest>>() {
+            Some(embeddings) => policy::decide_embedding(&ctx.tenant, &embeddings.model),
+            None => policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier),
+        };
+        let decision = match decided {
+            Ok(d) => d,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
         let estimate = match request.extensions().get::<TokenEstimate>() {
             Some(e) => *e,
             None => match TokenEstimate::of(&ctx, request.body()) {
@@ -159,7 +164,10 @@ where
         warning,
         shadow_would,
     } = admitted;
-    if decision.source != DecisionSource::Model {
+    if !matches!(
+        decision.source,
+        DecisionSource::Model | DecisionSource::Embedding
+    ) {
         metrics
             .classifier_decisions
             .with_label_values(&[decision.tier.as_str(), decision.source.as_str()])

@@ -14,4 +14,4 @@ mod decide;
 pub mod latency;
 pub mod sticky;
 
-pub use decide::{decide, fallbacks_for, Decision, DecisionSource, TIER_HEADER};
+pub use decide::{decide, decide_embedding, fallbacks_for, Decision, DecisionSource, TIER_HEADER};

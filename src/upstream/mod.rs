@@ -7,6 +7,7 @@
 //! use reqwest's total `timeout()`, which would cut long streams.
 
 pub mod deployments;
+mod embed;
 pub mod providers;
 pub mod redact;
 mod route;
@@ -71,6 +72,8 @@ pub struct CallContext {
     pub request_started: Instant,
     pub recorder: Arc<CallRecorder>,
     pub request_id: crate::layers::request_id::RequestId,
+    /// Set for a `/v1/embeddings` request: the call is `embed::call`, not a completion.
+    pub embeddings: Option<Arc<crate::embeddings::EmbeddingsRequest>>,
 }
 
 impl CallContext {
@@ -127,6 +130,10 @@ impl Upstream {
     ) -> Result<Response<Body>, GatewayError> {
         let stream = request.is_stream();
         let client = self.client(ctx.tier).clone();
+        if let Some(embeddings) = ctx.embeddings.clone() {
+            let json = embed::call(&client, &ctx, &embeddings).await?;
+            return Ok(finish_json(&ctx, json));
+        }
         match (&ctx.deployment.provider.kind, stream) {
             (ProviderKind::Simulated { .. }, false) => {
                 let json = simulated::complete(&ctx, request).await?;

@@ -30,6 +30,7 @@ use crate::body::relay::deadline_after;
 use crate::body::Body;
 use crate::classify::Tier;
 use crate::config::{Model, Resilience, TierTimeouts};
+use crate::embeddings::EmbeddingsRequest;
 use crate::error::{FailureKind, GatewayError, TimeoutKind};
 use crate::facts::Served;
 use crate::metrics::Metrics;
@@ -49,6 +50,8 @@ pub struct RouteRequest {
     pub request_id: crate::layers::request_id::RequestId,
     /// The config generation the request runs on: a newer one resets deployment health.
     pub generation: u64,
+    /// Set for a `/v1/embeddings` request: what the provider is asked instead of a chat.
+    pub embeddings: Option<Arc<EmbeddingsRequest>>,
 }
 
 /// Every attempt failed before the first byte.
@@ -151,6 +154,7 @@ impl Upstream {
                     r.started,
                 )),
                 request_id: r.request_id.clone(),
+                embeddings: r.embeddings.clone(),
             };
             // Deployments of one model may use different names for it.
             request

@@ -17,6 +17,7 @@ use crate::api::ChatRequest;
 use crate::body::relay::deadline_after;
 use crate::body::Body;
 use crate::config::{Model, Resilience, TierTimeouts};
+use crate::embeddings::EmbeddingsRequest;
 use crate::error::GatewayError;
 use crate::layers::request_id::RequestId;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct ServePlan<'a> {
     pub started: Instant,
     pub generation: u64,
     pub metrics: &'a Arc<Metrics>,
+    /// Set for a `/v1/embeddings` request (its chat request is only a stand-in).
+    pub embeddings: Option<Arc<EmbeddingsRequest>>,
 }
 
 /// A response and how it came about.
@@ -53,8 +56,12 @@ impl Upstream {
         // The client's body before adaptation, kept only when a fallback may need it (each
         // model gets parameters adapted from what the client sent).
         let original = (!plan.fallbacks.is_empty()).then(|| chat.clone());
-        let mut adjusted = translate::adapt_request(&mut chat.body, plan.model)?;
-        translate::request_stream_usage(&mut chat, plan.model);
+        // An embeddings request's stand-in is never sent: nothing to adapt.
+        let mut adjusted = Vec::new();
+        if plan.embeddings.is_none() {
+            adjusted = translate::adapt_request(&mut chat.body, plan.model)?;
+            translate::request_stream_usage(&mut chat, plan.model);
+        }
         let route = |model: &Arc<Model>| RouteRequest {
             model: model.clone(),
             tier: model.tier,
@@ -65,6 +72,7 @@ impl Upstream {
             metrics: plan.metrics.clone(),
             request_id: plan.request_id.clone(),
             generation: plan.generation,
+            embeddings: plan.embeddings.clone(),
         };
         let mut result = self.route(&route(plan.model), chat).await;
         let mut served = plan.model;

@@ -133,6 +133,7 @@ mod tests {
             }),
             deployments: Vec::new(),
             tier: Tier::Reasoning,
+            kind: crate::config::ModelKind::Chat,
             price: Price::default(),
             capabilities: Capabilities {
                 max_tokens_param: MaxTokensParam::MaxCompletionTokens,

@@ -58,7 +58,7 @@ struct UsageOnly {
 }
 
 /// OpenAI's `{"error":{"message":...}}`, or the start of the raw body.
-pub(super) fn error_message(status: u16, body: &[u8]) -> String {
+pub(in crate::upstream) fn error_message(status: u16, body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))

@@ -1,0 +1,131 @@
+//! `POST /v1/embeddings` seen from a client: the tenant's `embedding_model` or a named one,
+//! sent to the provider's `/embeddings` with the deployment's model name, never classified,
+//! metered (tokens, cost), budgeted and cached like chat. Real gateway, mock OpenAI-compatible
+//! upstream.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const EMBED_MODEL: &str = r#"
+[models.embed-model]
+provider = "mock"
+kind = "embedding"
+upstream_model = "text-embedding-3-small"
+price = { input_per_1m = 0.1 }
+"#;
+
+/// A mock answering `/embeddings` with one 3-dimensional vector per input and this usage.
+async fn mock(prompt_tokens: u64) -> MockUpstream {
+    MockUpstream::start(move |r| {
+        let n = r.body["input"].as_array().map_or(1, Vec::len);
+        let data: Vec<Value> = (0..n)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}))
+            .collect();
+        MockReply::json(
+            json!({"object": "list", "data": data, "model": r.body["model"],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}),
+        )
+    })
+    .await
+}
+
+async fn gateway(upstream: &MockUpstream, policy: &str) -> Gateway {
+    let config = openai_config(upstream.addr, EMBED_MODEL);
+    let policy = format!("embedding_model = \"embed-model\"\n{policy}");
+    Gateway::start(
+        &config,
+        &[(
+            "acme",
+            tenant_toml("acme", KEY, "chat-model", "think-model", &policy),
+        )],
+    )
+    .await
+}
+
+async fn embed(gw: &Gateway, body: Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/embeddings"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn auto_uses_the_tenants_embedding_model_at_the_providers_embeddings_path() {
+    let upstream = mock(12).await;
+    let gw = gateway(&upstream, "").await;
+    let response = embed(
+        &gw,
+        json!({"model": "auto", "input": ["Prove the Riemann hypothesis.", "hi"]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-deliberate-model"], "embed-model");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["data"].as_array().unwrap().len(), 2);
+    assert_eq!(answer["usage"]["prompt_tokens"], 12);
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].path, "/v1/embeddings");
+    assert_eq!(sent[0].body["model"], "text-embedding-3-small");
+    assert_eq!(sent[0].body["input"][1], "hi");
+    // Not classified: no classifier decision was counted.
+    let metrics = gw.metrics().await;
+    assert!(
+        !has_series(&metrics, "deliberate_classifier_decisions_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn embeddings_are_metered_and_budgeted() {
+    // Each answer costs 3000 tokens x 0.1/1M = 0.0003; the daily budget is 0.0002.
+    let upstream = mock(3000).await;
+    let gw = gateway(
+        &upstream,
+        "[budget]\ndaily_usd = 0.0002\non_limit = \"reject\"\n",
+    )
+    .await;
+    let first = embed(&gw, json!({"model": "embed-model", "input": "one"})).await;
+    assert_eq!(first.status(), 200);
+    read_text(first).await;
+    let tokens = metrics_value(
+        &gw,
+        "deliberate_tokens_total",
+        &["model=\"embed-model\"", "kind=\"input\""],
+    )
+    .await;
+    assert_eq!(tokens, 3000.0);
+    assert!(metrics_value(&gw, "deliberate_cost_usd_total", &["tenant=\"acme\""]).await > 0.0);
+    let second = embed(&gw, json!({"model": "embed-model", "input": "two"})).await;
+    expect_error_body(second, 429, "insufficient_quota", "budget_exceeded").await;
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "a refused request is never sent"
+    );
+}
+
+#[tokio::test]
+async fn a_chat_model_is_refused_on_embeddings_and_an_embedding_model_on_chat() {
+    let upstream = mock(1).await;
+    let gw = gateway(&upstream, "").await;
+    let response = embed(&gw, json!({"model": "chat-model", "input": "x"})).await;
+    let body = expect_error_body(response, 400, "invalid_request_error", "invalid_request").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("chat model"));
+    let response = gw
+        .chat(json!({"model": "embed-model", "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    expect_error_body(response, 400, "invalid_request_error", "invalid_request").await;
+    let response = embed(&gw, json!({"model": "auto", "input": []})).await;
+    let body = expect_error_body(response, 400, "invalid_request_error", "invalid_request").await;
+    assert_eq!(body["error"]["param"], "input");
+    assert!(upstream.requests().is_empty());
+}
