@@ -45,6 +45,9 @@ pub struct RouteRequest {
     pub tenant: Arc<str>,
     /// When the request arrived: every deadline counts from here.
     pub started: Instant,
+    /// When the request's first upstream attempt started (the overhead histogram's upstream
+    /// time runs from there, across retries and fallbacks).
+    pub upstream_started: Instant,
     pub metrics: Arc<Metrics>,
     pub request_id: crate::layers::request_id::RequestId,
     /// The config generation the request runs on: a newer one resets deployment health.
@@ -105,12 +108,6 @@ impl Upstream {
         }
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<GatewayError> = None;
-        let gauge = |id: &str, value: i64| {
-            r.metrics
-                .breaker_state
-                .with_label_values(&[&r.model.name, id])
-                .set(value);
-        };
         while tried.len() <= cfg.max_retries as usize {
             let attempt = match self.deployments.pick(&r.model.deployments, &tried) {
                 Pick::Ready(attempt) => attempt,
@@ -126,7 +123,6 @@ impl Upstream {
                 break;
             }
             let d = attempt.deployment.clone();
-            gauge(&d.id, attempt.breaker.gauge());
             if retry {
                 r.metrics
                     .upstream_retries
@@ -149,6 +145,7 @@ impl Upstream {
                         provider: d.provider.name.clone(),
                     },
                     r.started,
+                    r.upstream_started,
                 )),
                 request_id: r.request_id.clone(),
             };
@@ -158,7 +155,7 @@ impl Upstream {
                 .insert("model".into(), Value::String(d.upstream_model.clone()));
             match self.call(ctx.clone(), &request).await {
                 Ok(mut response) => {
-                    gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
+                    attempt.finish(Outcome::Success, &cfg);
                     response.extensions_mut().insert(Served {
                         model: r.model.clone(),
                         deployment: d.id.clone(),
@@ -181,15 +178,14 @@ impl Upstream {
                         }
                         _ => None,
                     };
-                    let breaker = attempt.finish(Outcome::Failure { retry_after }, &cfg);
-                    gauge(&d.id, breaker.gauge());
+                    attempt.finish(Outcome::Failure { retry_after }, &cfg);
                     // Ends this attempt's upstream timing without touching the outcome.
                     ctx.recorder.stream_completed();
                     tried.push(d.id.clone());
                     last = Some(error);
                 }
                 Err(error) => {
-                    gauge(&d.id, attempt.finish(Outcome::Answered, &cfg).gauge());
+                    attempt.finish(Outcome::Answered, &cfg);
                     ctx.recorder.stream_failed(&error);
                     return Err(RouteFailure {
                         summary: summary(&error),
