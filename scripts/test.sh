@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command: everything CI checks, in one place.
 #
-#   scripts/test.sh                 # fmt, clippy, rust tests, build, python SDK tests
-#   scripts/test.sh rust python     # only some steps (any of: fmt clippy rust build python)
+#   scripts/test.sh                 # fmt, clippy, rust tests, build, python SDK tests,
+#                                   # alert rule tests (promtool), dashboard queries (Prometheus)
+#   scripts/test.sh rust python     # only some steps (any of: fmt clippy rust build python
+#                                   # alerts dashboard)
 #
 # Environment:
 #   JOBS=2                          cargo -j (default 2: the machines have 2 cores)
@@ -29,7 +31,7 @@ PROFILE="${DELIBERATE_TEST_PROFILE:-debug}"
 PYTHON="${PYTHON:-python3}"
 CARGO_TEST_TIMEOUT="${CARGO_TEST_TIMEOUT:-2400}"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
-ALL_STEPS=(fmt clippy rust build python)
+ALL_STEPS=(fmt clippy rust build python alerts dashboard)
 
 if [[ $# -gt 0 ]]; then
   STEPS=("$@")
@@ -228,7 +230,7 @@ BUILD_OK=1
 if [[ -n "$BIN" ]]; then
   [[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
   if wants build; then SUMMARY+=("SKIP  build (DELIBERATE_BIN=$BIN)"); fi
-elif wants build || wants python; then
+elif wants build || wants python || wants dashboard; then
   BIN="$TARGET_DIR/$PROFILE/deliberate"
   step "build ($PROFILE)" build_binary || BUILD_OK=0
 fi
@@ -243,6 +245,17 @@ if wants python; then
     step "python (openai SDK, $(basename "$(dirname "$BIN")") binary)" run_pytest
   else
     skip python "no venv"
+  fi
+fi
+
+# Prometheus alert rules: promtool check + unit tests, every rule tested (installs promtool).
+if wants alerts; then step alerts bash "$ROOT/scripts/check-alerts.sh"; fi
+# The Grafana dashboard: every query answered by a real Prometheus scraping the gateway.
+if wants dashboard; then
+  if [[ $BUILD_OK -ne 1 || ! -x "$BIN" ]]; then
+    skip dashboard "no gateway binary"
+  else
+    step dashboard bash "$ROOT/scripts/check-dashboard.sh" "$BIN"
   fi
 fi
 
