@@ -9,6 +9,18 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// A chat request with a wrong key: a 401 that reaches no tenant and no upstream.
+async fn send_with_wrong_key(gw: &Gateway) {
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("wrong")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
 #[tokio::test]
 async fn a_finished_request_shows_up_with_its_labels() {
     let upstream = MockUpstream::start(|r| {
@@ -38,14 +50,7 @@ async fn a_finished_request_shows_up_with_its_labels() {
         .await;
     let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     read_text(r).await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("wrong")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    send_with_wrong_key(&gw).await;
 
     let m = gw.metrics().await;
     let fast = ["tenant=\"acme\"", "tier=\"fast\"", "model=\"chat-model\""];
@@ -301,14 +306,7 @@ async fn the_gateways_overhead_is_recorded_without_the_upstreams_time() {
     assert_eq!(r.status(), 200);
     read_text(r).await;
     // A 401 reaches no upstream: no overhead sample.
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("wrong")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    send_with_wrong_key(&gw).await;
 
     let m = gw.metrics().await;
     for stage in ["before_upstream", "after_upstream", "total"] {
