@@ -2,9 +2,10 @@
 # The project's test command: everything CI checks, in one place.
 #
 #   scripts/test.sh                 # fmt, clippy, rust tests, build, python SDK tests,
-#                                   # alert rule tests (promtool), dashboard queries (Prometheus)
+#                                   # docker build context, kubernetes manifests, alert rule tests
+#                                   # (promtool), dashboard queries (Prometheus)
 #   scripts/test.sh rust python     # only some steps (any of: fmt clippy rust build python
-#                                   # alerts dashboard)
+#                                   # image k8s alerts dashboard)
 #
 # Environment:
 #   JOBS=2                          cargo -j (default 2: the machines have 2 cores)
@@ -12,6 +13,7 @@
 #   DELIBERATE_BIN=path             run the Python tests against this binary (skips the build)
 #   VENV_DIR=target/pytest-venv     where the Python venv lives (re-used while
 #                                   tests/python/requirements.txt is unchanged)
+#   DEPLOY_VENV_DIR=target/deploy-venv   the same for deploy/requirements.txt (step k8s)
 #   PYTHON=python3                  interpreter that creates the venv
 #   REBUILD_BIN=1                   always `cargo build` the binary (default: reuse the debug
 #                                   binary that `cargo test` just linked, when it is fresh)
@@ -31,7 +33,7 @@ PROFILE="${DELIBERATE_TEST_PROFILE:-debug}"
 PYTHON="${PYTHON:-python3}"
 CARGO_TEST_TIMEOUT="${CARGO_TEST_TIMEOUT:-2400}"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
-ALL_STEPS=(fmt clippy rust build python alerts dashboard)
+ALL_STEPS=(fmt clippy rust build python image k8s alerts dashboard)
 
 if [[ $# -gt 0 ]]; then
   STEPS=("$@")
@@ -143,11 +145,14 @@ if [[ -z "$TARGET_DIR" ]]; then
   TARGET_DIR="${TARGET_DIR:-$ROOT/target}"
 fi
 VENV_DIR="${VENV_DIR:-$TARGET_DIR/pytest-venv}"
+DEPLOY_VENV_DIR="${DEPLOY_VENV_DIR:-$TARGET_DIR/deploy-venv}"
 
-# Creates (or re-uses) the venv with tests/python/requirements.txt installed. The stamp
-# holds a hash of the requirements and the interpreter version: unchanged => no pip at all.
+# ensure_venv [REQUIREMENTS VENV]: creates (or re-uses) a venv with the requirements
+# installed (default: tests/python/requirements.txt in VENV_DIR). The stamp holds a hash of
+# the requirements and the interpreter version: unchanged => no pip at all.
 ensure_venv() {
-  local req="$ROOT/tests/python/requirements.txt"
+  local req="${1:-$ROOT/tests/python/requirements.txt}"
+  local VENV_DIR="${2:-$VENV_DIR}"
   local want
   want="$( { cat "$req"; "$PYTHON" --version 2>&1; } | sha256sum | cut -d' ' -f1)"
   local stamp="$VENV_DIR/.deliberate-requirements.sha256"
@@ -174,7 +179,7 @@ ensure_venv() {
   "$VENV_DIR/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$req" || return 1
   echo "$want" >"$stamp" || return 1
   echo "venv ready: $VENV_DIR ($("$VENV_DIR/bin/python" -m pip --disable-pip-version-check list 2>/dev/null |
-    grep -Ei '^(openai|pytest) ' | tr -s ' ' | paste -sd, -))"
+    grep -Ei '^(openai|pytest|kubernetes-validate) ' | tr -s ' ' | paste -sd, -))"
 }
 
 run_pytest() {
@@ -215,6 +220,24 @@ build_binary() {
   fi
 }
 
+# The Dockerfile's build context holds every file rustc read for the binary (its dep-info),
+# and nothing more; see the script's header. Docker is not needed: no image is built.
+check_image_context() {
+  "$PYTHON" "$ROOT/scripts/check_docker_context.py" --bin "$BIN"
+}
+
+# deploy/k8s rendered by kubectl's kustomize and validated (kubernetes-validate, schemas
+# bundled: no network), the PrometheusRule against deploy/prometheus/alerts.yml, the
+# rendered config through `deliberate check`.
+check_k8s() {
+  if ! need_cmd kubectl; then
+    echo "test.sh: kubectl is needed (its built-in kustomize renders deploy/k8s)" >&2
+    return 1
+  fi
+  ensure_venv "$ROOT/deploy/requirements.txt" "$DEPLOY_VENV_DIR" &&
+    "$DEPLOY_VENV_DIR/bin/python" "$ROOT/scripts/check_k8s.py" --bin "$BIN"
+}
+
 # ---- the steps --------------------------------------------------------------------------
 trap 'print_summary' EXIT
 # Errors are counted by `step`; don't let `set -e` cut the run (and the summary) short.
@@ -230,7 +253,7 @@ BUILD_OK=1
 if [[ -n "$BIN" ]]; then
   [[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
   if wants build; then SUMMARY+=("SKIP  build (DELIBERATE_BIN=$BIN)"); fi
-elif wants build || wants python || wants dashboard; then
+elif wants build || wants python || wants image || wants k8s || wants dashboard; then
   BIN="$TARGET_DIR/$PROFILE/deliberate"
   step "build ($PROFILE)" build_binary || BUILD_OK=0
 fi
@@ -248,6 +271,16 @@ if wants python; then
   fi
 fi
 
+if wants image; then
+  if [[ $BUILD_OK -ne 1 ]]; then skip image "the gateway did not build"; else
+    step "image (docker build context)" check_image_context
+  fi
+fi
+if wants k8s; then
+  if [[ $BUILD_OK -ne 1 || ! -x "$BIN" ]]; then skip k8s "no gateway binary"; else
+    step "k8s (kustomize + kubernetes-validate)" check_k8s
+  fi
+fi
 # Prometheus alert rules: promtool check + unit tests, every rule tested (installs promtool).
 if wants alerts; then step alerts bash "$ROOT/scripts/check-alerts.sh"; fi
 # The Grafana dashboard: every query answered by a real Prometheus scraping the gateway.

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod cost;
+pub mod demo;
 pub mod endpoints;
 pub mod error;
 pub mod facts;

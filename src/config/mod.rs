@@ -306,20 +306,30 @@ pub fn load_texts(config: &str, policies: &[(&str, &str)]) -> Result<Loaded, Pro
     )
 }
 
-/// The built-in demo: simulated provider behind both tiers, tenant `demo` with key
-/// `deliberate-demo`. Same loader as real files, so the demo cannot drift from the format.
+/// The built-in demo: simulated provider behind both tiers and two tenants: `demo` (key
+/// `deliberate-demo`: the response cache, a generous rate limit) and `trial` (key
+/// `deliberate-trial`: a rate limit and a budget small enough to hit in a minute). Same
+/// loader as real files, so the demo cannot drift from the format. `crate::demo` holds
+/// the guide `serve --demo` prints.
 pub fn demo() -> Loaded {
     validate::load_sources(
         (Path::new("<demo>/deliberate.toml"), DEMO_CONFIG),
-        vec![(
-            PathBuf::from("<demo>/policies/demo.toml"),
-            DEMO_TENANT.to_string(),
-        )],
+        vec![
+            (
+                PathBuf::from("<demo>/policies/demo.toml"),
+                DEMO_TENANT.to_string(),
+            ),
+            (
+                PathBuf::from("<demo>/policies/trial.toml"),
+                DEMO_TRIAL_TENANT.to_string(),
+            ),
+        ],
     )
     .expect("the built-in demo config is valid")
 }
 
 pub const DEMO_API_KEY: &str = "deliberate-demo";
+pub const DEMO_TRIAL_API_KEY: &str = "deliberate-trial";
 
 const DEMO_CONFIG: &str = r#"
 [providers.simulated]
@@ -346,9 +356,38 @@ capabilities = { max_tokens_param = "max_completion_tokens", system_role = "deve
 
 const DEMO_TENANT: &str = r#"
 name = "demo"
-description = "Built-in demo tenant (serve --demo)."
+description = "Built-in demo tenant (serve --demo): routing, the response cache, a generous rate limit."
 # sha256("deliberate-demo")
 api_keys = [{ sha256 = "c7fa7b6662c547fa9cadb4ad755e0f63c0dd1328e4d703b96601d331245f8bf4" }]
 fast_model = "sim-fast"
 reasoning_model = "sim-reasoning"
+
+# Deterministic requests (temperature 0 or a seed) are answered from the cache when repeated.
+[cache]
+enabled = true
+ttl_seconds = 600
+
+# High enough never to get in the way; every answer shows the x-ratelimit-* headers.
+[rate_limits]
+requests_per_minute = 600
+"#;
+
+const DEMO_TRIAL_TENANT: &str = r#"
+name = "trial"
+description = "Built-in demo tenant (serve --demo) with limits you can hit in a minute."
+# sha256("deliberate-trial")
+api_keys = [{ sha256 = "e4dee862a0d2791a04103f445be08b43e006bfdd931b9dab3964a565f4bc98cb" }]
+fast_model = "sim-fast"
+reasoning_model = "sim-reasoning"
+
+# The 6th request within a minute gets 429 rate_limit_exceeded.
+[rate_limits]
+requests_per_minute = 5
+
+# A reasoning answer's worst case (4096 output tokens at $4.40/1M, about $0.018) does not
+# fit: it is refused with 429 budget_exceeded. Fast answers (about $0.0025 reserved, a few
+# hundredths of a cent spent) fit.
+[budget]
+daily_usd = 0.01
+on_limit = "reject"
 "#;
