@@ -9,7 +9,8 @@ bounded load (non-streaming and streaming, both tiers, cache hits, fallbacks, wr
 then checks:
   - every panel target and every template variable of the dashboard parses and returns data
     (a finite value) through Prometheus' HTTP API;
-  - every alerting and recording rule evaluates without error on the live data;
+  - every alerting and recording rule evaluates without error on the live data, and the
+    error-ratio alerts are not even pending although 1 request in 7 is a 401;
   - `promtool check metrics` is clean on the gateway's exposition.
 Everything it started is stopped by pid at the end. Standard library only.
 
@@ -326,6 +327,15 @@ scrape_configs:
             checked += 1
             if r.get("health") != "ok":
                 problems.append(f"rule {r['name']}: health {r.get('health')}: {r.get('lastError')}")
+
+        # The load's wrong keys (1 request in 7) are the clients' errors: the error-ratio
+        # alerts must not even be pending (their expression false), on real data.
+        checked += 1
+        status, body = http("GET", f"{prom}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": 'ALERTS{alertname=~"DeliberateErrorRatio.*"}'}))
+        pending = json.loads(body)["data"]["result"]
+        if status != 200 or pending:
+            problems.append(f"error-ratio alerts pending on a load of 200s and 401s: {pending}")
 
         _, exposition = http("GET", f"http://127.0.0.1:{admin}/metrics")
         lint = subprocess.run(["promtool", "check", "metrics"], input=exposition,
