@@ -85,22 +85,26 @@ pub struct CallRecorder {
 }
 
 impl CallRecorder {
-    /// `first_attempt`: when the request's first upstream attempt started (`now` for it).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        labels: CallLabels,
-        request_started: Instant,
-        first_attempt: Instant,
-    ) -> Self {
+    /// A recorder for an attempt starting now (the request's first, unless
+    /// `after_earlier_attempts` says otherwise).
+    pub fn new(metrics: Arc<Metrics>, labels: CallLabels, request_started: Instant) -> Self {
+        let now = Instant::now();
         CallRecorder {
             metrics,
             labels,
             record: Arc::default(),
             request_started,
-            first_attempt,
-            upstream_started: Instant::now(),
+            first_attempt: now,
+            upstream_started: now,
             upstream_done: AtomicBool::new(false),
         }
+    }
+
+    /// The request's first upstream attempt started at `first_attempt` (a retry or a
+    /// fallback): the overhead histogram counts the time since as upstream time.
+    pub fn after_earlier_attempts(mut self, first_attempt: Instant) -> Self {
+        self.first_attempt = first_attempt.min(self.upstream_started);
+        self
     }
 
     pub fn record(&self) -> &Arc<CallRecord> {
@@ -219,7 +223,7 @@ mod tests {
             model: "m".into(),
             provider: "p".into(),
         };
-        CallRecorder::new(Metrics::new(), labels, Instant::now(), Instant::now())
+        CallRecorder::new(Metrics::new(), labels, Instant::now())
     }
 
     #[test]
@@ -244,5 +248,17 @@ mod tests {
         );
         assert_eq!(r.record().data_events(), 1);
         assert!(r.record().first_token_after().is_some());
+    }
+
+    #[test]
+    fn the_upstream_span_starts_at_the_first_attempt_and_ends_once() {
+        let first = Instant::now();
+        let r = recorder().after_earlier_attempts(first);
+        assert_eq!(r.record().upstream_span(), None, "not ended yet");
+        r.stream_completed();
+        let (started, ended) = r.record().upstream_span().unwrap();
+        assert_eq!(started, first);
+        r.stream_completed();
+        assert_eq!(r.record().upstream_span(), Some((started, ended)));
     }
 }

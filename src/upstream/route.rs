@@ -136,17 +136,19 @@ impl Upstream {
                 tier: r.tier,
                 timeouts: r.timeouts,
                 request_started: r.started,
-                recorder: Arc::new(CallRecorder::new(
-                    r.metrics.clone(),
-                    CallLabels {
-                        tenant: r.tenant.clone(),
-                        tier: r.tier,
-                        model: r.model.name.clone(),
-                        provider: d.provider.name.clone(),
-                    },
-                    r.started,
-                    r.upstream_started,
-                )),
+                recorder: Arc::new(
+                    CallRecorder::new(
+                        r.metrics.clone(),
+                        CallLabels {
+                            tenant: r.tenant.clone(),
+                            tier: r.tier,
+                            model: r.model.name.clone(),
+                            provider: d.provider.name.clone(),
+                        },
+                        r.started,
+                    )
+                    .after_earlier_attempts(r.upstream_started),
+                ),
                 request_id: r.request_id.clone(),
             };
             // Deployments of one model may use different names for it.
