@@ -2,9 +2,10 @@
 # The project's test command: everything CI checks, in one place.
 #
 #   scripts/test.sh                 # fmt, clippy, rust tests, build, python and node SDK tests,
-#                                   # docker build context, kubernetes manifests
+#                                   # docker build context, kubernetes manifests, alert rule tests
+#                                   # (promtool), dashboard queries (Prometheus)
 #   scripts/test.sh rust python     # only some steps (any of: fmt clippy rust build python
-#                                   # node image k8s)
+#                                   # node image k8s alerts dashboard)
 #
 # Environment:
 #   JOBS=2                          cargo -j (default 2: the machines have 2 cores)
@@ -34,7 +35,7 @@ PYTHON="${PYTHON:-python3}"
 CARGO_TEST_TIMEOUT="${CARGO_TEST_TIMEOUT:-2400}"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
 NODE_TEST_TIMEOUT="${NODE_TEST_TIMEOUT:-300}"
-ALL_STEPS=(fmt clippy rust build python node image k8s)
+ALL_STEPS=(fmt clippy rust build python node image k8s alerts dashboard)
 
 if [[ $# -gt 0 ]]; then
   STEPS=("$@")
@@ -274,7 +275,7 @@ BUILD_OK=1
 if [[ -n "$BIN" ]]; then
   [[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
   if wants build; then SUMMARY+=("SKIP  build (DELIBERATE_BIN=$BIN)"); fi
-elif wants build || wants python || wants node || wants image || wants k8s; then
+elif wants build || wants python || wants node || wants image || wants k8s || wants dashboard; then
   BIN="$TARGET_DIR/$PROFILE/deliberate"
   step "build ($PROFILE)" build_binary || BUILD_OK=0
 fi
@@ -310,6 +311,16 @@ fi
 if wants k8s; then
   if [[ $BUILD_OK -ne 1 || ! -x "$BIN" ]]; then skip k8s "no gateway binary"; else
     step "k8s (kustomize + kubernetes-validate)" check_k8s
+  fi
+fi
+# Prometheus alert rules: promtool check + unit tests, every rule tested (installs promtool).
+if wants alerts; then step alerts bash "$ROOT/scripts/check-alerts.sh"; fi
+# The Grafana dashboard: every query answered by a real Prometheus scraping the gateway.
+if wants dashboard; then
+  if [[ $BUILD_OK -ne 1 || ! -x "$BIN" ]]; then
+    skip dashboard "no gateway binary"
+  else
+    step dashboard bash "$ROOT/scripts/check-dashboard.sh" "$BIN"
   fi
 fi
 

@@ -46,6 +46,7 @@ impl AppState {
             shared,
             ..PolicyState::default()
         };
+        crate::metrics::declare_config(&metrics, &snapshot);
         AppState {
             live: Arc::new(ArcSwap::from_pointee(snapshot)),
             metrics,

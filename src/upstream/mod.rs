@@ -116,6 +116,16 @@ impl Upstream {
         }
     }
 
+    /// Deployment `id`'s breaker as a request under config `generation` would find it, and
+    /// the times it opened (`None`: never used); read by the metrics scrape.
+    pub fn deployment_health(
+        &self,
+        id: &str,
+        generation: u64,
+    ) -> Option<(deployments::Breaker, u64)> {
+        self.deployments.health(id, generation)
+    }
+
     fn client(&self, tier: Tier) -> &reqwest::Client {
         match tier {
             Tier::Fast => &self.fast,

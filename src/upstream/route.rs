@@ -46,6 +46,9 @@ pub struct RouteRequest {
     pub tenant: Arc<str>,
     /// When the request arrived: every deadline counts from here.
     pub started: Instant,
+    /// When the request's first upstream attempt started (the overhead histogram's upstream
+    /// time runs from there, across retries and fallbacks).
+    pub upstream_started: Instant,
     pub metrics: Arc<Metrics>,
     pub request_id: crate::layers::request_id::RequestId,
     /// The config generation the request runs on: a newer one resets deployment health.
@@ -108,12 +111,6 @@ impl Upstream {
         }
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<GatewayError> = None;
-        let gauge = |id: &str, value: i64| {
-            r.metrics
-                .breaker_state
-                .with_label_values(&[&r.model.name, id])
-                .set(value);
-        };
         while tried.len() <= cfg.max_retries as usize {
             let attempt = match self.deployments.pick(&r.model.deployments, &tried) {
                 Pick::Ready(attempt) => attempt,
@@ -129,7 +126,6 @@ impl Upstream {
                 break;
             }
             let d = attempt.deployment.clone();
-            gauge(&d.id, attempt.breaker.gauge());
             if retry {
                 r.metrics
                     .upstream_retries
@@ -143,16 +139,19 @@ impl Upstream {
                 tier: r.tier,
                 timeouts: r.timeouts,
                 request_started: r.started,
-                recorder: Arc::new(CallRecorder::new(
-                    r.metrics.clone(),
-                    CallLabels {
-                        tenant: r.tenant.clone(),
-                        tier: r.tier,
-                        model: r.model.name.clone(),
-                        provider: d.provider.name.clone(),
-                    },
-                    r.started,
-                )),
+                recorder: Arc::new(
+                    CallRecorder::new(
+                        r.metrics.clone(),
+                        CallLabels {
+                            tenant: r.tenant.clone(),
+                            tier: r.tier,
+                            model: r.model.name.clone(),
+                            provider: d.provider.name.clone(),
+                        },
+                        r.started,
+                    )
+                    .after_earlier_attempts(r.upstream_started),
+                ),
                 request_id: r.request_id.clone(),
                 embeddings: r.embeddings.clone(),
             };
@@ -162,7 +161,7 @@ impl Upstream {
                 .insert("model".into(), Value::String(d.upstream_model.clone()));
             match self.call(ctx.clone(), &request).await {
                 Ok(mut response) => {
-                    gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
+                    attempt.finish(Outcome::Success, &cfg);
                     response.extensions_mut().insert(Served {
                         model: r.model.clone(),
                         deployment: d.id.clone(),
@@ -185,15 +184,14 @@ impl Upstream {
                         }
                         _ => None,
                     };
-                    let breaker = attempt.finish(Outcome::Failure { retry_after }, &cfg);
-                    gauge(&d.id, breaker.gauge());
+                    attempt.finish(Outcome::Failure { retry_after }, &cfg);
                     // Ends this attempt's upstream timing without touching the outcome.
                     ctx.recorder.stream_completed();
                     tried.push(d.id.clone());
                     last = Some(error);
                 }
                 Err(error) => {
-                    gauge(&d.id, attempt.finish(Outcome::Answered, &cfg).gauge());
+                    attempt.finish(Outcome::Answered, &cfg);
                     ctx.recorder.stream_failed(&error);
                     return Err(RouteFailure {
                         summary: summary(&error),

@@ -62,6 +62,7 @@ impl Upstream {
             adjusted = translate::adapt_request(&mut chat.body, plan.model)?;
             translate::request_stream_usage(&mut chat, plan.model);
         }
+        let upstream_started = Instant::now();
         let route = |model: &Arc<Model>| RouteRequest {
             model: model.clone(),
             tier: model.tier,
@@ -69,6 +70,7 @@ impl Upstream {
             resilience: plan.resilience,
             tenant: plan.tenant.clone(),
             started: plan.started,
+            upstream_started,
             metrics: plan.metrics.clone(),
             request_id: plan.request_id.clone(),
             generation: plan.generation,
