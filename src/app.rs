@@ -10,6 +10,8 @@
 //!    work the layers below left (`OnEnd`) and then counts the request by the facts on its
 //!    response (`TenantName`, `Routed`, `Served`, `ErrorKind`); records when the body ends
 //!    (end of stream or client gone).
+//! 4b. access log: right below metrics, so it sees every response and its end-of-body hook
+//!    runs after the settlement's; one line per request when its body ends.
 //! 5. tenant auth: 401 before reading the body; pins the config snapshot; puts the tenant on
 //!    every response of an authenticated request, errors included.
 //! 6. error response: below it everything fails with `GatewayError`; above it nothing fails.
@@ -39,10 +41,10 @@ use tower::ServiceBuilder;
 use crate::body::Body;
 use crate::endpoints::{ChatCompletions, Router};
 use crate::layers::{
-    body::ParseBodyLayer, cache::CacheLayer, decide::DecideLayer, error::ErrorResponseLayer,
-    in_flight::InFlightLimitLayer, metrics::MetricsLayer, panic::CatchPanicLayer,
-    rate_limit::RateLimitLayer, request_id::RequestIdLayer, span::RequestSpanLayer,
-    tenant::TenantAuthLayer,
+    access_log::AccessLogLayer, body::ParseBodyLayer, cache::CacheLayer, decide::DecideLayer,
+    error::ErrorResponseLayer, in_flight::InFlightLimitLayer, metrics::MetricsLayer,
+    panic::CatchPanicLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
+    span::RequestSpanLayer, tenant::TenantAuthLayer,
 };
 use crate::state::AppState;
 
@@ -83,6 +85,7 @@ pub fn api_service(state: &AppState) -> ApiService {
         .layer(RequestIdLayer)
         .layer(RequestSpanLayer)
         .layer(MetricsLayer::new(state.metrics.clone()))
+        .layer(AccessLogLayer)
         .layer(TenantAuthLayer::new(state.live.clone()))
         .layer(ErrorResponseLayer)
         .service(Router::new(chat));

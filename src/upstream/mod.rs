@@ -71,6 +71,8 @@ pub struct CallContext {
     pub request_started: Instant,
     pub recorder: Arc<CallRecorder>,
     pub request_id: crate::layers::request_id::RequestId,
+    /// The client's W3C trace context (`telemetry::upstream_headers`).
+    pub trace: Option<crate::telemetry::ClientTrace>,
 }
 
 impl CallContext {

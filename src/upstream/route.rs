@@ -34,6 +34,8 @@ use crate::error::{FailureKind, GatewayError, TimeoutKind};
 use crate::facts::Served;
 use crate::metrics::Metrics;
 use crate::record::{CallLabels, CallRecorder};
+use crate::telemetry::ClientTrace;
+use tracing::Instrument;
 
 /// What routing one request to one model needs.
 #[derive(Clone)]
@@ -47,6 +49,8 @@ pub struct RouteRequest {
     pub started: Instant,
     pub metrics: Arc<Metrics>,
     pub request_id: crate::layers::request_id::RequestId,
+    /// The client's W3C trace context, for the upstream's trace headers.
+    pub trace: Option<ClientTrace>,
     /// The config generation the request runs on: a newer one resets deployment health.
     pub generation: u64,
 }
@@ -151,12 +155,29 @@ impl Upstream {
                     r.started,
                 )),
                 request_id: r.request_id.clone(),
+                trace: r.trace.clone(),
             };
             // Deployments of one model may use different names for it.
             request
                 .body
                 .insert("model".into(), Value::String(d.upstream_model.clone()));
-            match self.call(ctx.clone(), &request).await {
+            let span = tracing::debug_span!(
+                "upstream_attempt",
+                model = &*r.model.name,
+                deployment = &*d.id,
+                attempt = tried.len().saturating_add(1),
+                outcome = tracing::field::Empty
+            );
+            let called = self
+                .call(ctx.clone(), &request)
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "outcome",
+                called.as_ref().map_or_else(GatewayError::kind, |_| "ok"),
+            );
+            drop(span);
+            match called {
                 Ok(mut response) => {
                     gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
                     response.extensions_mut().insert(Served {
