@@ -11,6 +11,8 @@
 //!    work the layers below left (`OnEnd`) and then counts the request by the facts on its
 //!    response (`TenantName`, `Routed`, `Served`, `ErrorKind`); records when the body ends
 //!    (end of stream or client gone).
+//! 5b. access log: right below metrics, so it sees every response and its end-of-body hook
+//!    runs after the settlement's; one line per request when its body ends.
 //! 6. error shape: re-renders error bodies in the shape of the path's endpoint (Anthropic's
 //!    on `/v1/messages`); above tenant auth so a 401 is converted too.
 //! 7. tenant auth: 401 before reading the body; pins the config snapshot; puts the tenant on
@@ -50,11 +52,11 @@ use crate::body::Body;
 use crate::endpoints::{ChatCompletions, Router};
 use crate::error::GatewayError;
 use crate::layers::{
-    adapt::AdaptResponseLayer, body::ParseBodyLayer, cache::CacheLayer, decide::DecideLayer,
-    error::ErrorResponseLayer, error_shape::ErrorShapeLayer, health::HealthLayer,
-    in_flight::InFlightLimitLayer, metrics::MetricsLayer, panic::CatchPanicLayer,
-    rate_limit::RateLimitLayer, request_id::RequestIdLayer, span::RequestSpanLayer,
-    tenant::TenantAuthLayer,
+    access_log::AccessLogLayer, adapt::AdaptResponseLayer, body::ParseBodyLayer, cache::CacheLayer,
+    decide::DecideLayer, error::ErrorResponseLayer, error_shape::ErrorShapeLayer,
+    health::HealthLayer, in_flight::InFlightLimitLayer, metrics::MetricsLayer,
+    panic::CatchPanicLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
+    span::RequestSpanLayer, tenant::TenantAuthLayer,
 };
 use crate::state::AppState;
 
@@ -112,6 +114,7 @@ pub fn api_service(state: &AppState, shutdown: CancellationToken) -> ApiService 
         .layer(HealthLayer::new(shutdown))
         .layer(RequestSpanLayer)
         .layer(MetricsLayer::new(state.metrics.clone()))
+        .layer(AccessLogLayer)
         .layer(ErrorShapeLayer)
         .service(routed);
     BoxCloneSyncService::new(service)

@@ -34,6 +34,7 @@ pub mod reload;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod telemetry;
 
 pub mod upstream;
 

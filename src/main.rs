@@ -18,6 +18,7 @@ use deliberate::config::{self, Loaded};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use deliberate::reload::ConfigPaths;
+use deliberate::telemetry::{self, LogFormat, TraceExport};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,10 @@ enum Command {
         /// Admin listen address for /metrics, /healthz, /readyz (overrides the config).
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// Log lines as `text` or `json` (overrides `DELIBERATE_LOG_FORMAT` and `[logging]
+        /// format`; default: text at a terminal, json elsewhere).
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Score prompts (JSON lines from --jsonl or stdin) or evaluate, train and calibrate the
     /// classifier.
@@ -141,8 +146,8 @@ fn main() -> ExitCode {
             policies,
             listen,
             admin_listen,
+            log_format,
         } => {
-            init_tracing();
             let loaded = if demo {
                 config::demo()
             } else {
@@ -155,13 +160,25 @@ fn main() -> ExitCode {
                     }
                 }
             };
+            let telemetry =
+                match init_telemetry(log_format.as_deref(), &loaded.snapshot.server.telemetry) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("deliberate: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");
             // The demo has no files, so nothing to reload.
             let paths = (!demo).then_some(ConfigPaths { config, policies });
-            runtime.block_on(serve(loaded, paths, listen, admin_listen))
+            let code = runtime.block_on(serve(loaded, paths, listen, admin_listen));
+            // Off the runtime: the exporter's last batch is sent by its own thread.
+            drop(runtime);
+            telemetry.shutdown();
+            code
         }
     }
 }
@@ -239,18 +256,35 @@ fn classify(
     }
 }
 
-fn init_tracing() {
-    // `DELIBERATE_LOG`, else the conventional `RUST_LOG`, else info.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DELIBERATE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal, never in log files or collectors.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+/// Logs (format: flag, else `DELIBERATE_LOG_FORMAT`, else `[logging] format`, else text at a
+/// terminal and json elsewhere, judged on stderr, where logs go) and, if `[tracing]` or the
+/// standard OTEL environment names a receiver, trace export.
+fn init_telemetry(
+    flag: Option<&str>,
+    settings: &config::TelemetrySettings,
+) -> Result<telemetry::Telemetry, String> {
+    let env = std::env::var("DELIBERATE_LOG_FORMAT").ok();
+    let format =
+        match flag.or(env.as_deref()) {
+            Some(text) => LogFormat::parse(text)
+                .ok_or_else(|| format!("log format `{text}`: expected `text` or `json`"))?,
+            None => settings.log_format.unwrap_or(
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    LogFormat::Text
+                } else {
+                    LogFormat::Json
+                },
+            ),
+        };
+    let from_env = telemetry::OTLP_ENDPOINT_VARS
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let traces = (settings.otlp_endpoint.is_some() || from_env).then(|| TraceExport {
+        endpoint: settings.otlp_endpoint.clone(),
+        service_name: settings.service_name.clone(),
+        sample_ratio: settings.sample_ratio,
+    });
+    telemetry::init(format, traces.as_ref())
 }
 
 fn check(config_path: &std::path::Path, policies: &std::path::Path) -> ExitCode {

@@ -11,6 +11,7 @@ mod tenant_policy;
 mod validate;
 mod validate_models;
 mod validate_server;
+mod validate_telemetry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +50,19 @@ pub struct ServerSettings {
     pub connections: ConnectionSettings,
     /// Shape limits on a request body, checked before it is parsed.
     pub body_limits: BodyLimits,
+    /// `[logging]` and `[tracing]` (startup only).
+    pub telemetry: TelemetrySettings,
+}
+
+/// How the process logs and exports traces.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TelemetrySettings {
+    /// `None`: text at a terminal, json elsewhere (the command line and env may override).
+    pub log_format: Option<crate::telemetry::LogFormat>,
+    /// The OTLP/HTTP traces URL; `None`: only the standard OTEL environment turns export on.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    pub sample_ratio: f64,
 }
 
 /// How long a client may take, and how many connections may be open (see `server.rs`).
@@ -142,6 +156,8 @@ pub struct Provider {
     pub api_key_env: Option<String>,
     /// Whether `x-request-id` goes upstream (OpenAI-compatible providers only).
     pub send_request_id: bool,
+    /// Whether W3C `traceparent`/`tracestate` go upstream (not to simulated providers).
+    pub send_trace_context: bool,
 }
 
 impl std::fmt::Debug for Provider {

@@ -27,6 +27,30 @@ pub struct RawConfig {
     pub cache: RawCache,
     /// Shared state for many replicas; absent: everything stays in this process.
     pub redis: Option<RawRedis>,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub tracing: RawTracing,
+}
+
+/// `[logging]`: how log lines are written (startup only).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `text` or `json`; default: text at a terminal, json elsewhere.
+    pub format: Option<Spanned<String>>,
+}
+
+/// `[tracing]`: OpenTelemetry export over OTLP/HTTP (startup only).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// Base URL of an OTLP/HTTP receiver (`/v1/traces` is appended); absent: traces are
+    /// exported only if `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub service_name: Option<Spanned<String>>,
+    /// Share of new traces kept (a client's sampled flag is followed).
+    pub sample_ratio: Option<Spanned<f64>>,
 }
 
 /// `[redis]` in `deliberate.toml`: the shared cache, budget and rate-limit tier.
@@ -133,6 +157,9 @@ pub struct RawProvider {
     /// OpenAI-compatible provider: send the request id upstream as `x-request-id` (default
     /// true; only ever a UUID, which every server accepts).
     pub send_request_id: Option<Spanned<bool>>,
+    /// OpenAI-compatible or Anthropic provider: send W3C `traceparent`/`tracestate` upstream
+    /// (default true).
+    pub send_trace_context: Option<Spanned<bool>>,
     /// Simulated provider: milliseconds before the first token.
     pub time_to_first_token_ms: Option<Spanned<u64>>,
     /// Simulated provider: generation speed.

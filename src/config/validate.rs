@@ -101,7 +101,13 @@ pub(super) fn load_sources(
         .redis
         .as_ref()
         .and_then(|r| super::redis::settings(r, &mut p));
-    let server = server.map(|s| ServerSettings { redis, ..s });
+    let telemetry =
+        super::validate_telemetry::telemetry_settings(&raw.logging, &raw.tracing, &mut p);
+    let server = server.map(|s| ServerSettings {
+        redis,
+        telemetry,
+        ..s
+    });
     let fast_timeouts = tier_timeouts(raw.tiers.fast.as_ref(), FAST_DEFAULTS, &mut p);
     let reasoning_timeouts =
         tier_timeouts(raw.tiers.reasoning.as_ref(), REASONING_DEFAULTS, &mut p);

@@ -76,6 +76,11 @@ pub(super) fn provider(
                 raw.send_request_id.as_ref().map(|v| v.span()),
                 p,
             );
+            not_for(
+                "send_trace_context",
+                raw.send_trace_context.as_ref().map(|v| v.span()),
+                p,
+            );
             let tps = raw.tokens_per_second.as_ref();
             if let Some(v) = tps.filter(|v| !(*v.get_ref() > 0.0 && v.get_ref().is_finite())) {
                 p.at(v.span(), "tokens_per_second must be a positive number");
@@ -196,6 +201,7 @@ pub(super) fn provider(
         api_key,
         api_key_env: raw.api_key_env.as_ref().map(|e| e.get_ref().clone()),
         send_request_id: raw.send_request_id.as_ref().is_none_or(|v| *v.get_ref()),
+        send_trace_context: raw.send_trace_context.as_ref().is_none_or(|v| *v.get_ref()),
     })
 }
 

@@ -74,6 +74,7 @@ pub(super) fn server_settings(
         shutdown_grace: Duration::from_millis(grace),
         connections,
         body_limits,
+        telemetry: Default::default(),
     })
 }
 

@@ -9,14 +9,16 @@ use tower::Service;
 
 use super::DroppedFields;
 use crate::api::ChatRequest;
+use crate::body::observed::{BodyEnd, OnEnd};
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::facts::{RequestCtx, Served};
+use crate::facts::{FellBack, RequestCtx, Served};
 use crate::layers::tenant::TenantCtx;
 use crate::layers::BoxFuture;
 use crate::metrics::Metrics;
 use crate::policy::admission::RequestDeadline;
 use crate::policy::Decision;
+use crate::telemetry::ClientTrace;
 use crate::upstream::{Answer, ProviderAdjustments, ServePlan, Upstream};
 
 /// The innermost service: adapt the request to the chosen model, call it, label the answer.
@@ -73,6 +75,7 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 resilience: ctx.snapshot.resilience,
                 tenant: &ctx.tenant.name,
                 request_id: &request.id,
+                trace: ext.get::<ClientTrace>(),
                 started: request.started,
                 generation: ctx.snapshot.generation,
                 metrics: &metrics,
@@ -80,10 +83,12 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                     .get::<Arc<crate::embeddings::EmbeddingsRequest>>()
                     .cloned(),
             };
+            let is_stream = chat.is_stream();
             let Answer {
                 mut response,
                 mut adjusted,
                 fallback_reason,
+                fallbacks,
             } = upstream.serve(plan, chat).await?;
             if let Some(provider) = response.extensions_mut().remove::<ProviderAdjustments>() {
                 adjusted.extend(provider.0);
@@ -94,8 +99,18 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
             let served = response
                 .extensions()
                 .get::<Served>()
-                .map(|s| s.model.clone())
+                .cloned()
                 .ok_or_else(|| missing("served model"))?;
+            if let (Some(reason), true) = (&fallback_reason, fallbacks > 0) {
+                response.extensions_mut().insert(FellBack {
+                    count: fallbacks,
+                    reason: reason.as_str().into(),
+                });
+            }
+            if is_stream {
+                stream_span(&mut response, &served);
+            }
+            let served = served.model;
 
             let headers = response.headers_mut();
             let mut set = |name: &'static str, value: Option<HeaderValue>| {
@@ -122,4 +137,28 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
             Ok(response)
         })
     }
+}
+
+/// A span from a stream's head to its end (traces only: nothing is done when it is off).
+fn stream_span(response: &mut Response<Body>, served: &Served) {
+    let span = tracing::debug_span!(
+        "stream",
+        model = &*served.model.name,
+        data_events = tracing::field::Empty,
+        end = tracing::field::Empty
+    );
+    if span.is_disabled() {
+        return;
+    }
+    let call = served.call.clone();
+    OnEnd::of(response).push(move |ended| {
+        span.record("data_events", call.data_events());
+        let end = match (call.failure(), ended.end) {
+            (Some(kind), _) => kind.0,
+            (None, BodyEnd::Complete) => "complete",
+            (None, BodyEnd::Error) => "body_error",
+            (None, BodyEnd::Dropped) => "client_disconnected",
+        };
+        span.record("end", end);
+    });
 }

@@ -48,7 +48,7 @@ use crate::config::CachePolicy;
 use crate::cost::Usage;
 use crate::endpoints::{self, Endpoint};
 use crate::error::GatewayError;
-use crate::facts::Served;
+use crate::facts::{CacheResult, Served};
 use crate::metrics::Metrics;
 use crate::policy::Decision;
 use crate::redis::Shared;
@@ -175,6 +175,8 @@ where
         let Some(endpoint) = request.extensions().get::<Endpoint>().copied() else {
             return Box::pin(async { Err(GatewayError::Internal("endpoint missing".into())) });
         };
+        // Open from the lookup to its result (a miss closes it before the upstream call).
+        let span = tracing::debug_span!("cache", result = tracing::field::Empty);
         let metrics = self.metrics.clone();
         let tenant = ctx.tenant.name.clone();
         let count = move |result: &str| {
@@ -188,6 +190,7 @@ where
             || !(policy.nondeterministic || cache::deterministic(&request.body().body))
         {
             count("bypass");
+            span.record("result", "bypass");
             let future = inner.call(request);
             return Box::pin(async move {
                 let mut response = future.await?;
@@ -217,6 +220,7 @@ where
             });
             if let Some(entry) = stored {
                 record_hit(&self.metrics, &ctx.tenant.name, &entry);
+                span.record("result", "hit");
                 let response = hit_response(&entry, endpoint, include_usage, &ctx, &decision);
                 return Box::pin(async move { Ok(response) });
             }
@@ -237,6 +241,7 @@ where
                         let got = tokio::time::timeout(wait_limit, cache::wait(flight)).await;
                         if let Ok(Some(entry)) = got {
                             record_hit(&hit_metrics, &ctx.tenant.name, &entry);
+                            span.record("result", "hit");
                             return Ok(hit_response(
                                 &entry,
                                 endpoint,
@@ -267,12 +272,15 @@ where
                         .cache_shared_hits
                         .with_label_values(&[&ctx.tenant.name])
                         .inc();
+                    span.record("result", "hit");
                     let response = hit_response(&entry, endpoint, include_usage, &ctx, &decision);
                     store.finish_local(Some(entry));
                     return Ok(response);
                 }
             }
             count("miss");
+            span.record("result", "miss");
+            drop(span);
             let estimate = request.extensions().get::<TokenEstimate>().copied();
             let mut response = inner.call(request).await?;
             mark(&mut response, "miss");
@@ -400,6 +408,7 @@ fn convert(entry: &Entry, include_usage: bool) -> Option<Entry> {
 }
 
 fn mark(response: &mut Response<Body>, result: &'static str) {
+    response.extensions_mut().insert(CacheResult(result));
     response.headers_mut().insert(
         HeaderName::from_static(CACHE_HEADER),
         HeaderValue::from_static(result),

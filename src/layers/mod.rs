@@ -1,5 +1,6 @@
 //! The gateway's middleware, one concern per file. `app.rs` decides their order.
 
+pub mod access_log;
 pub mod adapt;
 pub mod body;
 pub mod cache;

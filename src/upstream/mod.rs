@@ -74,6 +74,8 @@ pub struct CallContext {
     pub request_id: crate::layers::request_id::RequestId,
     /// Set for a `/v1/embeddings` request: the call is `embed::call`, not a completion.
     pub embeddings: Option<Arc<crate::embeddings::EmbeddingsRequest>>,
+    /// The client's W3C trace context (`telemetry::upstream_headers`).
+    pub trace: Option<crate::telemetry::ClientTrace>,
 }
 
 impl CallContext {

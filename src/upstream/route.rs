@@ -35,6 +35,8 @@ use crate::error::{FailureKind, GatewayError, TimeoutKind};
 use crate::facts::Served;
 use crate::metrics::Metrics;
 use crate::record::{CallLabels, CallRecorder};
+use crate::telemetry::ClientTrace;
+use tracing::Instrument;
 
 /// What routing one request to one model needs.
 #[derive(Clone)]
@@ -51,6 +53,8 @@ pub struct RouteRequest {
     pub upstream_started: Instant,
     pub metrics: Arc<Metrics>,
     pub request_id: crate::layers::request_id::RequestId,
+    /// The client's W3C trace context, for the upstream's trace headers.
+    pub trace: Option<ClientTrace>,
     /// The config generation the request runs on: a newer one resets deployment health.
     pub generation: u64,
     /// Set for a `/v1/embeddings` request: what the provider is asked instead of a chat.
@@ -154,12 +158,29 @@ impl Upstream {
                 ),
                 request_id: r.request_id.clone(),
                 embeddings: r.embeddings.clone(),
+                trace: r.trace.clone(),
             };
             // Deployments of one model may use different names for it.
             request
                 .body
                 .insert("model".into(), Value::String(d.upstream_model.clone()));
-            match self.call(ctx.clone(), &request).await {
+            let span = tracing::debug_span!(
+                "upstream_attempt",
+                model = &*r.model.name,
+                deployment = &*d.id,
+                attempt = tried.len().saturating_add(1),
+                outcome = tracing::field::Empty
+            );
+            let called = self
+                .call(ctx.clone(), &request)
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "outcome",
+                called.as_ref().map_or_else(GatewayError::kind, |_| "ok"),
+            );
+            drop(span);
+            match called {
                 Ok(mut response) => {
                     attempt.finish(Outcome::Success, &cfg);
                     response.extensions_mut().insert(Served {

@@ -21,6 +21,8 @@ use crate::embeddings::EmbeddingsRequest;
 use crate::error::GatewayError;
 use crate::layers::request_id::RequestId;
 use crate::metrics::Metrics;
+use crate::telemetry::ClientTrace;
+use tracing::Instrument;
 
 /// What serving one request needs besides the request itself.
 pub struct ServePlan<'a> {
@@ -31,6 +33,7 @@ pub struct ServePlan<'a> {
     pub resilience: Resilience,
     pub tenant: &'a Arc<str>,
     pub request_id: &'a RequestId,
+    pub trace: Option<&'a ClientTrace>,
     pub started: Instant,
     pub generation: u64,
     pub metrics: &'a Arc<Metrics>,
@@ -45,6 +48,8 @@ pub struct Answer {
     pub adjusted: Vec<String>,
     /// Set when a fallback served: which model failed, and how.
     pub fallback_reason: Option<String>,
+    /// Fallback models tried (skipped ones not counted).
+    pub fallbacks: u32,
 }
 
 impl Upstream {
@@ -73,12 +78,20 @@ impl Upstream {
             upstream_started,
             metrics: plan.metrics.clone(),
             request_id: plan.request_id.clone(),
+            trace: plan.trace.cloned(),
             generation: plan.generation,
             embeddings: plan.embeddings.clone(),
         };
-        let mut result = self.route(&route(plan.model), chat).await;
+        let span = |model: &Arc<Model>, fallback: bool| {
+            tracing::debug_span!("upstream", model = &*model.name, fallback)
+        };
+        let mut result = self
+            .route(&route(plan.model), chat)
+            .instrument(span(plan.model, false))
+            .await;
         let mut served = plan.model;
         let mut fallback_reason = None;
+        let mut fallbacks = 0u32;
         let deadline = deadline_after(plan.started, plan.timeouts.total);
         for next in plan.fallbacks {
             let first = match &result {
@@ -103,13 +116,18 @@ impl Upstream {
             tracing::info!(from = &*served.name, to = &*next.name, "falling back");
             served = next;
             adjusted = next_adjusted;
-            result = self.route(&route(next), body).await;
+            fallbacks = fallbacks.saturating_add(1);
+            result = self
+                .route(&route(next), body)
+                .instrument(span(next, true))
+                .await;
         }
         let response = result.map_err(|failure| failure.error)?;
         Ok(Answer {
             response,
             adjusted,
             fallback_reason,
+            fallbacks,
         })
     }
 }

@@ -130,6 +130,7 @@ mod tests {
                 api_key: None,
                 api_key_env: None,
                 send_request_id: true,
+                send_trace_context: true,
             }),
             deployments: Vec::new(),
             tier: Tier::Reasoning,

@@ -17,10 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 mod files;
 mod mock;
+mod process;
 mod redis_server;
 #[allow(unused_imports)] // only the reload tests use it
 pub use files::admin_token;
 pub use mock::*;
+#[allow(unused_imports)] // only the tests of the binary's logs and traces use it
+pub use process::GatewayProcess;
 #[allow(unused_imports)] // only the Redis tests and the cache-hit bench use it
 pub use redis_server::RedisServer;
 

@@ -45,6 +45,11 @@ fn build(
     if let (true, Some(id)) = (provider.send_request_id, ctx.request_id.upstream()) {
         builder = builder.header("x-request-id", id.clone());
     }
+    if provider.send_trace_context {
+        for (name, value) in crate::telemetry::upstream_headers(ctx.trace.as_ref()) {
+            builder = builder.header(name, value);
+        }
+    }
     if let Some((name, value)) = auth(provider)? {
         builder = builder.header(name, value);
     }

@@ -67,6 +67,11 @@ fn build(
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", version)
         .body(body);
+    if ctx.deployment.provider.send_trace_context {
+        for (name, value) in crate::telemetry::upstream_headers(ctx.trace.as_ref()) {
+            builder = builder.header(name, value);
+        }
+    }
     if let Some((name, value)) = auth(&ctx.deployment.provider)? {
         builder = builder.header(name, value);
     }
