@@ -11,33 +11,33 @@
 //!    work the layers below left (`OnEnd`) and then counts the request by the facts on its
 //!    response (`TenantName`, `Routed`, `Served`, `ErrorKind`); records when the body ends
 //!    (end of stream or client gone).
-//! 5b. access log: right below metrics, so it sees every response and its end-of-body hook
+//! 6. access log: right below metrics, so it sees every response and its end-of-body hook
 //!    runs after the settlement's; one line per request when its body ends.
-//! 6. error shape: re-renders error bodies in the shape of the path's endpoint (Anthropic's
+//! 7. error shape: re-renders error bodies in the shape of the path's endpoint (Anthropic's
 //!    on `/v1/messages`); above tenant auth so a 401 is converted too.
-//! 7. tenant auth: 401 before reading the body; pins the config snapshot; puts the tenant on
+//! 8. tenant auth: 401 before reading the body; pins the config snapshot; puts the tenant on
 //!    every response of an authenticated request, errors included.
-//! 8. error response: below it everything fails with `GatewayError`; above it nothing fails.
+//! 9. error response: below it everything fails with `GatewayError`; above it nothing fails.
 //!    (`decide` turns the failures of routed requests into responses itself, so that they
 //!    keep the tier and model they were routed to.)
-//! 9. router: `/v1/models` is answered here; every model endpoint (chat completions,
-//!    responses, ...) goes on down the same stack with its `Endpoint` fact:
-//! 10. parse body: bounded read (413), body deadline (408), shape limits and one JSON parse
+//! 10. router: `/v1/models` is answered here; every model endpoint (chat completions,
+//!     responses, ...) goes on down the same stack with its `Endpoint` fact:
+//! 11. parse body: bounded read (413), body deadline (408), shape limits and one JSON parse
 //!     (400) for the whole path; the endpoint's request is translated to a chat request here.
-//! 11. in-flight limit: sheds load (503) before any work; the permit lives until the response
+//! 12. in-flight limit: sheds load (503) before any work; the permit lives until the response
 //!     body ends. Below the body read, so clients that are slow to send (or stall on purpose)
 //!     cannot take every permit: they are bounded by the connection cap and body timeout.
-//! 12. rate limit: requests/tokens per minute (429) before any routing work; reconciles
+//! 13. rate limit: requests/tokens per minute (429) before any routing work; reconciles
 //!     the token reservation when the body ends.
-//! 13. decide: tier and model from explicit signals and the classifier, then the tenant's
+//! 14. decide: tier and model from explicit signals and the classifier, then the tenant's
 //!     policies (stickiness, budget, deadline, shadow) and the budget reservation; settles
 //!     the cost when the body ends.
-//! 14. cache: below decide because the key needs the resolved model (and the tenant and
+//! 15. cache: below decide because the key needs the resolved model (and the tenant and
 //!     endpoint); a hit answers here and `decide` bills it nothing; misses are stored when
 //!     their body ends.
-//! 15. response adapter: the chat answer back into the endpoint's shape (JSON or typed SSE
+//! 16. response adapter: the chat answer back into the endpoint's shape (JSON or typed SSE
 //!     events, frame by frame); below the cache so a hit replays the endpoint's own bytes.
-//! 16. chat service: parameter translation, provider call, streaming relay, headers.
+//! 17. chat service: parameter translation, provider call, streaming relay, headers.
 
 use std::convert::Infallible;
 

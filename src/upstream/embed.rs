@@ -102,6 +102,7 @@ mod tests {
             api_key: None,
             api_key_env: None,
             send_request_id: false,
+            send_trace_context: false,
         };
         let url = embeddings_url(&provider("https://api.example.com/v1/chat/completions")).unwrap();
         assert_eq!(url.as_str(), "https://api.example.com/v1/embeddings");
