@@ -80,6 +80,22 @@ enum ClassifyAction {
         /// Also cross-validate and run leave-one-source-out (trains many models).
         #[arg(long)]
         loso: bool,
+        /// Also cross-validate and run leave-one-language-out (the rows' "lang", default en).
+        #[arg(long)]
+        lolo: bool,
+        /// A directory of held-out JSONL files to report on (never trained on).
+        #[arg(long)]
+        heldout: Option<PathBuf>,
+        /// Train a model with these feature blocks on --data and evaluate it instead of the
+        /// shipped one (comma-separated: prose,context,rules,shape,dialog,script,turn,style,paste).
+        #[arg(long)]
+        features: Option<String>,
+        /// With --features: the default threshold's out-of-fold false-positive rate.
+        #[arg(long, default_value_t = 0.05)]
+        max_fpr: f64,
+        /// Print only the summary table.
+        #[arg(long)]
+        summary: bool,
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -94,6 +110,9 @@ enum ClassifyAction {
         /// Default threshold: the lowest whose out-of-fold false-positive rate is at most this.
         #[arg(long, default_value_t = 0.05)]
         max_fpr: f64,
+        /// Feature blocks (default: the shipped set, see `features::DEFAULT_BLOCKS`).
+        #[arg(long)]
+        features: Option<String>,
     },
     /// Print the threshold that sends a target share of a traffic sample to reasoning.
     Calibrate {
@@ -151,7 +170,9 @@ fn classify(
     tenant: &str,
     jsonl: Option<PathBuf>,
 ) -> ExitCode {
-    use deliberate::classify::{cli, learned::LearnedClassifier, train::TrainOptions, Classifier};
+    use deliberate::classify::{
+        cli, features, learned::LearnedClassifier, train::TrainOptions, Classifier,
+    };
     let result = match action {
         None => {
             let classifier = LearnedClassifier::builtin();
@@ -175,30 +196,56 @@ fn classify(
             data,
             threshold,
             loso,
+            lolo,
+            heldout,
+            features,
+            max_fpr,
+            summary,
             seed,
-        }) => cli::eval_command(
-            &data,
-            threshold,
-            loso,
-            &TrainOptions {
-                seed,
-                ..TrainOptions::default()
-            },
-        ),
+        }) => features
+            .as_deref()
+            .map(features::parse_blocks)
+            .transpose()
+            .and_then(|features| {
+                cli::eval_command(&cli::EvalOptions {
+                    data,
+                    threshold,
+                    loso,
+                    lolo,
+                    heldout,
+                    features,
+                    max_fpr,
+                    summary,
+                    train: TrainOptions {
+                        seed,
+                        ..TrainOptions::default()
+                    },
+                })
+            }),
         Some(ClassifyAction::Train {
             data,
             out,
             seed,
             max_fpr,
-        }) => cli::train_command(
-            &data,
-            &out,
-            &TrainOptions {
-                seed,
-                ..TrainOptions::default()
-            },
-            max_fpr,
-        ),
+            features,
+        }) => features
+            .as_deref()
+            .map_or(
+                Ok(features::DEFAULT_BLOCKS.to_vec()),
+                features::parse_blocks,
+            )
+            .and_then(|blocks| {
+                cli::train_command(
+                    &data,
+                    &out,
+                    &blocks,
+                    &TrainOptions {
+                        seed,
+                        ..TrainOptions::default()
+                    },
+                    max_fpr,
+                )
+            }),
         Some(ClassifyAction::Calibrate {
             jsonl,
             target_share,

@@ -175,9 +175,14 @@ fn reasons_are_short_signed_and_header_safe() {
 #[test]
 fn the_shipped_model_loads_and_rejects_a_mismatched_file() {
     assert!((0.0..1.0).contains(&model().default_threshold()));
-    let bad = r#"{"version":1,"provenance":"x","mean":[0.0],"std":[1.0],"weights":[0.0],"bias":0,"platt_a":1,"platt_b":0,"default_threshold":0.5}"#;
+    let bad = r#"{"version":2,"provenance":"x","features":["shape"],"mean":[0.0],"std":[1.0],"weights":[0.0],"bias":0,"platt_a":1,"platt_b":0,"default_threshold":0.5}"#;
     assert!(matches!(
         LearnedClassifier::from_json(bad, StaticEmbedder::builtin()),
-        Err(ModelError::Features(1))
+        Err(ModelError::Features(1, _))
+    ));
+    let bad = bad.replace("shape", "nope");
+    assert!(matches!(
+        LearnedClassifier::from_json(&bad, StaticEmbedder::builtin()),
+        Err(ModelError::Blocks(_))
     ));
 }

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod features;
 pub mod learned;
 pub mod rules;
+pub mod segment;
 pub mod train;
 pub mod wordpiece;
 

@@ -1,7 +1,8 @@
 //! Training data and training for the learned classifier (`deliberate classify train`).
 //!
 //! Data: JSON Lines, one example per line: `{"id", "prompt" | "messages", "label": 0|1,
-//! "category", "source"?}` (source defaults to the file name). Training: class-balanced,
+//! "category", "source"?, "lang"?, "shape"?, "family"?}` (source defaults to the file name,
+//! lang to "en"; shape and family are reporting groups of held-out files). Training: class-balanced,
 //! L2-regularised logistic regression on standardised features, full-batch Adam for a fixed
 //! number of epochs: deterministic, the only randomness is the seeded fold assignment used
 //! to fit the Platt calibration on out-of-fold scores.
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::features::{FeatureExtractor, NUM_FEATURES};
+use super::features::FeatureExtractor;
 use super::learned::{sigmoid, ModelFile, MODEL_VERSION};
 use crate::api::conversation_of;
 
@@ -21,6 +22,12 @@ pub struct Example {
     pub label: Option<bool>,
     pub source: String,
     pub category: String,
+    /// ISO 639-1 code of the prompt's language ("en" when the row says none).
+    pub lang: String,
+    /// The prompt's shape (held-out and new written files), empty if none.
+    pub shape: String,
+    /// Puzzle family (held-out puzzles), empty if none.
+    pub family: String,
 }
 
 /// Reads one JSONL line into an example; `prompt` becomes a single user message.
@@ -50,6 +57,9 @@ pub fn parse_example(line: &str, default_source: &str) -> Result<Example, String
         label,
         source: text("source").unwrap_or_else(|| default_source.to_string()),
         category: text("category").unwrap_or_default(),
+        lang: text("lang").unwrap_or_else(|| "en".to_string()),
+        shape: text("shape").unwrap_or_default(),
+        family: text("family").unwrap_or_default(),
     })
 }
 
@@ -142,7 +152,7 @@ impl Linear {
 
 pub fn fit_linear(features: &[&[f32]], labels: &[bool], opts: &TrainOptions) -> Linear {
     let n = features.len().max(1);
-    let d = NUM_FEATURES;
+    let d = features.first().map_or(0, |x| x.len());
     let mut mean = vec![0f32; d];
     for x in features {
         for (m, v) in mean.iter_mut().zip(x.iter()) {
@@ -287,6 +297,7 @@ pub fn out_of_fold_logits(features: &[Vec<f32>], labels: &[bool], opts: &TrainOp
 
 /// Trains on everything, calibrates on out-of-fold scores.
 pub fn train(
+    blocks: Vec<String>,
     features: &[Vec<f32>],
     labels: &[bool],
     opts: &TrainOptions,
@@ -300,6 +311,7 @@ pub fn train(
     ModelFile {
         version: MODEL_VERSION,
         provenance,
+        features: blocks,
         mean: model.mean,
         std: model.std,
         weights: model.weights,
