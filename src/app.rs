@@ -4,12 +4,17 @@
 //!
 //! 1. catch panic: a bug in any layer becomes a 500 with an OpenAI-shaped body, and the
 //!    connection survives.
-//! 2. request id: first, so every later layer, log line and error has it.
-//! 3. trace span: one span per request, carrying the request id.
-//! 4. metrics: above the error layer so synthesized errors (401/413/...) are counted;
-//!    records when the body ends (end of stream or client gone).
-//! 5. error response: below it everything fails with `GatewayError`; above it nothing fails.
-//! 6. tenant auth: 401 before reading the body; pins the config snapshot.
+//! 2. request id: first, so every later layer, log line and error has it (`RequestCtx`).
+//! 3. trace span: one span per request, carrying the request id, entered while it is handled.
+//! 4. metrics: wraps every response body once (`ObservedBody`), which runs the end-of-body
+//!    work the layers below left (`OnEnd`) and then counts the request by the facts on its
+//!    response (`TenantName`, `Routed`, `Served`, `ErrorKind`); records when the body ends
+//!    (end of stream or client gone).
+//! 5. tenant auth: 401 before reading the body; pins the config snapshot; puts the tenant on
+//!    every response of an authenticated request, errors included.
+//! 6. error response: below it everything fails with `GatewayError`; above it nothing fails.
+//!    (`decide` turns the failures of routed requests into responses itself, so that they
+//!    keep the tier and model they were routed to.)
 //! 7. router: `/v1/models` is answered here; chat goes on down:
 //! 8. parse body: bounded read (413), body deadline (408), shape limits and one JSON parse
 //!    (400) for the whole path.
@@ -28,19 +33,16 @@
 use std::convert::Infallible;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower::ServiceBuilder;
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::endpoints::{ChatCompletions, Router};
-use crate::error::GatewayError;
 use crate::layers::{
     body::ParseBodyLayer, cache::CacheLayer, decide::DecideLayer, error::ErrorResponseLayer,
-    in_flight::InFlightLimitLayer, metrics::MetricsLayer, rate_limit::RateLimitLayer,
-    request_id::RequestId, request_id::RequestIdLayer, tenant::TenantAuthLayer,
+    in_flight::InFlightLimitLayer, metrics::MetricsLayer, panic::CatchPanicLayer,
+    rate_limit::RateLimitLayer, request_id::RequestIdLayer, span::RequestSpanLayer,
+    tenant::TenantAuthLayer,
 };
 use crate::state::AppState;
 
@@ -77,25 +79,12 @@ pub fn api_service(state: &AppState) -> ApiService {
         ));
 
     let service = ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CatchPanicLayer)
         .layer(RequestIdLayer)
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let id = request
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id: &RequestId| id.0.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
-        }))
+        .layer(RequestSpanLayer)
         .layer(MetricsLayer::new(state.metrics.clone()))
-        .layer(ErrorResponseLayer)
         .layer(TenantAuthLayer::new(state.live.clone()))
-        .service(Router::new(chat))
-        .map_response(|response: Response<_>| response.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+        .layer(ErrorResponseLayer)
+        .service(Router::new(chat));
     BoxCloneSyncService::new(service)
-}
-
-fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
-    tracing::error!("a request handler panicked");
-    GatewayError::Internal("the gateway hit a bug handling this request".into()).into_response()
 }

@@ -61,6 +61,17 @@ impl Usage {
     pub fn total(&self) -> u64 {
         self.prompt.saturating_add(self.completion)
     }
+
+    /// OpenAI's `usage` object for these counts.
+    pub fn to_openai(&self) -> Value {
+        serde_json::json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.total(),
+            "prompt_tokens_details": {"cached_tokens": self.cached_prompt},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
+        })
+    }
 }
 
 /// A token count as JSON may carry it: a non-negative integer, or a float with no fraction

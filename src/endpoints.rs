@@ -7,20 +7,18 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 use serde_json::json;
-use tokio::time::Instant;
 use tower::Service;
 
-use crate::admission::RequestDeadline;
 use crate::api::ChatRequest;
 use crate::body::{full, Body};
-use crate::config::Model;
 use crate::error::GatewayError;
-use crate::layers::request_id::RequestId;
+use crate::facts::{RequestCtx, Served};
 use crate::layers::tenant::TenantCtx;
 use crate::layers::BoxFuture;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
+use crate::policy::admission::RequestDeadline;
 use crate::policy::Decision;
-use crate::upstream::{translate, ProviderAdjustments, RouteRequest, Upstream};
+use crate::upstream::{Answer, ProviderAdjustments, ServePlan, Upstream};
 
 /// Dispatches by method and path; `chat` is the chat completions stack.
 #[derive(Clone)]
@@ -157,82 +155,47 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
         let upstream = self.upstream.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let (parts, mut chat) = request.into_parts();
+            let (parts, chat) = request.into_parts();
             let missing = |what: &str| GatewayError::Internal(format!("{what} missing"));
-            let ctx = parts
-                .extensions
+            let ext = &parts.extensions;
+            let ctx = ext
                 .get::<TenantCtx>()
                 .ok_or_else(|| missing("tenant context"))?;
-            let decision = parts
-                .extensions
-                .get::<Decision>()
-                .ok_or_else(|| missing("decision"))?;
-            let labels = parts
-                .extensions
-                .get::<Arc<RequestLabels>>()
-                .ok_or_else(|| missing("labels"))?;
-            let request_id = parts
-                .extensions
-                .get::<RequestId>()
-                .ok_or_else(|| missing("request id"))?;
+            let decision = ext.get::<Decision>().ok_or_else(|| missing("decision"))?;
+            let request = ext
+                .get::<RequestCtx>()
+                .ok_or_else(|| missing("request context"))?;
 
-            // The client's body before adaptation, kept only when a fallback may need it
-            // (each model gets parameters adapted from what the client sent).
-            let original = (!decision.fallbacks.is_empty()).then(|| chat.clone());
-            let adjusted = translate::adapt_request(&mut chat.body, &decision.model)?;
-            translate::request_stream_usage(&mut chat, &decision.model);
             let mut timeouts = *ctx.snapshot.timeouts(decision.tier);
-            if let Some(RequestDeadline(d)) = parts.extensions.get::<RequestDeadline>() {
+            if let Some(RequestDeadline(d)) = ext.get::<RequestDeadline>() {
                 // The client's deadline is this request's own total timeout.
                 timeouts.total = timeouts.total.min(*d);
                 timeouts.first_token = timeouts.first_token.min(timeouts.total);
             }
-            let route = |model: &Arc<Model>| RouteRequest {
-                model: model.clone(),
-                tier: model.tier,
-                // One deadline for the whole request, fallbacks included.
+            let plan = ServePlan {
+                model: &decision.model,
+                fallbacks: &decision.fallbacks,
                 timeouts,
                 resilience: ctx.snapshot.resilience,
-                labels: labels.clone(),
-                metrics: metrics.clone(),
-                request_id: request_id.0.clone(),
+                tenant: &ctx.tenant.name,
+                request_id: &request.id,
+                started: request.started,
                 generation: ctx.snapshot.generation,
+                metrics: &metrics,
             };
-            let mut result = upstream.route(&route(&decision.model), chat).await;
-            let (mut served, mut adjusted, mut fallback_reason) = (&decision.model, adjusted, None);
-            let deadline = crate::body::relay::deadline_after(labels.started, timeouts.total);
-            for next in &decision.fallbacks {
-                let first = match &result {
-                    Err(failure) if failure.fallback && Instant::now() < deadline => failure,
-                    _ => break,
-                };
-                let Some(mut body) = original.clone() else {
-                    break;
-                };
-                // A fallback that cannot take this request's parameters is skipped.
-                let Ok(next_adjusted) = translate::adapt_request(&mut body.body, next) else {
-                    continue;
-                };
-                translate::request_stream_usage(&mut body, next);
-                metrics
-                    .fallbacks
-                    .with_label_values(&[&ctx.tenant.name, &decision.model.name, &next.name])
-                    .inc();
-                fallback_reason.get_or_insert_with(|| {
-                    format!(
-                        "fallback: {} failed ({})",
-                        decision.model.name, first.summary
-                    )
-                });
-                tracing::info!(from = &*served.name, to = &*next.name, "falling back");
-                served = next;
-                adjusted = next_adjusted;
-                result = upstream.route(&route(next), body).await;
-            }
-            let mut response = result.map_err(|failure| failure.error)?;
+            let Answer {
+                mut response,
+                mut adjusted,
+                fallback_reason,
+            } = upstream.serve(plan, chat).await?;
             if let Some(provider) = response.extensions_mut().remove::<ProviderAdjustments>() {
                 adjusted.extend(provider.0);
             }
+            let served = response
+                .extensions()
+                .get::<Served>()
+                .map(|s| s.model.clone())
+                .ok_or_else(|| missing("served model"))?;
 
             let headers = response.headers_mut();
             let mut set = |name: &'static str, value: Option<HeaderValue>| {

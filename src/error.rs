@@ -11,6 +11,48 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{full, Body};
 
+/// Which of a call's deadlines passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    Connect,
+    FirstToken,
+    /// The gap between two stream chunks.
+    Idle,
+    Total,
+}
+
+impl TimeoutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::FirstToken => "first-token",
+            TimeoutKind::Idle => "idle",
+            TimeoutKind::Total => "total",
+        }
+    }
+}
+
+impl std::fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a provider call failed without a usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection could be made.
+    Connect,
+    /// The request failed before any answer came.
+    NoAnswer,
+    /// The answer's body failed after its head.
+    Body,
+    /// A stream broke or ended before its end marker.
+    Stream,
+    /// No deployment of the model may be called now (breakers open, Retry-After pending).
+    NoDeployment,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The request is malformed or asks for something the target model cannot do.
@@ -54,14 +96,19 @@ pub enum GatewayError {
     },
     /// The provider could not be reached or broke the connection before answering.
     #[error("Upstream provider `{provider}` is unreachable: {message}")]
-    UpstreamUnavailable { provider: String, message: String },
+    UpstreamUnavailable {
+        provider: String,
+        /// What failed: decides whether the call may be retried.
+        kind: FailureKind,
+        message: String,
+    },
     /// The provider answered, but with something we cannot understand.
     #[error("Upstream provider `{provider}` sent an invalid response: {message}")]
     UpstreamInvalid { provider: String, message: String },
     #[error("Upstream provider `{provider}` timed out ({which} timeout of {after_ms} ms).")]
     UpstreamTimeout {
         provider: String,
-        which: &'static str,
+        which: TimeoutKind,
         after_ms: u64,
     },
     #[error("Provider `{provider}` has no API key: environment variable `{env}` is not set.")]
@@ -188,6 +235,17 @@ impl GatewayError {
                 "code": self.kind(),
             }
         })
+    }
+
+    /// The response for this error, logged as the request's failure: at WARN when it is
+    /// the gateway's or the provider's fault (5xx), at DEBUG when the request was refused.
+    pub fn respond(self) -> Response<Body> {
+        if self.status().is_server_error() {
+            tracing::warn!(error = %self, kind = self.kind(), "request failed");
+        } else {
+            tracing::debug!(error = %self, kind = self.kind(), "request rejected");
+        }
+        self.into_response()
     }
 
     pub fn into_response(self) -> Response<Body> {

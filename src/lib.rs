@@ -8,10 +8,10 @@
 //! The request path itself is assembled in `app.rs`.
 
 pub mod admin;
-pub mod admin_api;
-pub mod admission;
+
 pub mod api;
 pub mod app;
+
 pub mod body;
 pub mod cache;
 pub mod classify;
@@ -19,17 +19,19 @@ pub mod config;
 pub mod cost;
 pub mod endpoints;
 pub mod error;
-pub mod latency;
+pub mod facts;
+
 pub mod layers;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod record;
+pub mod redis;
 pub mod reload;
 pub mod server;
-pub mod shared;
 pub mod sse;
 pub mod state;
-pub mod sticky;
+
 pub mod upstream;
 
 use std::sync::Arc;

@@ -266,7 +266,9 @@ fn classify(
 }
 
 fn init_tracing() {
+    // `DELIBERATE_LOG`, else the conventional `RUST_LOG`, else info.
     let filter = tracing_subscriber::EnvFilter::try_from_env("DELIBERATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal, never in log files or collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

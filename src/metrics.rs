@@ -4,24 +4,16 @@
 //! small enums (tier, outcome = error kind, token kind, decision source): never request ids,
 //! prompts, keys or raw error strings, so cardinality stays bounded by the config.
 //!
-//! `RequestLabels` is the per-request slot the metrics layer creates and the inner layers fill
-//! once each (tenant, tier, model, outcome), read when the response body ends.
-//! `RequestRecorder` records what happens upstream (time to first token, tokens, upstream
-//! duration, how a stream ended) and marks a client that went away.
+//! Who records what: the metrics layer counts requests from the typed facts on each response
+//! (`facts.rs`); `record::CallRecorder` counts what happens upstream (time to first token,
+//! tokens, upstream duration) for the model that served.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use prometheus::{
     exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::time::Instant;
-
-use crate::classify::Tier;
-use crate::cost::Usage;
-use crate::error::GatewayError;
 
 pub struct Metrics {
     registry: Registry,
@@ -357,178 +349,5 @@ impl Metrics {
     }
 }
 
-/// Label value for a field no layer filled (e.g. a 401 has no tenant).
+/// Label value for a fact a request does not have (e.g. a 401 has no tenant).
 pub const UNKNOWN: &str = "none";
-
-/// Per-request label slot; each field is set once by the layer that owns that fact.
-#[derive(Debug)]
-pub struct RequestLabels {
-    /// When the request arrived (the metrics layer creates the slot).
-    pub started: Instant,
-    pub tenant: OnceLock<Arc<str>>,
-    pub tier: OnceLock<Tier>,
-    pub model: OnceLock<Arc<str>>,
-    /// Set when the outcome is not visible in the response head (a stream that failed).
-    pub outcome: OnceLock<&'static str>,
-    /// The provider's last reported usage, for cost and token-limit settlement.
-    pub usage: Mutex<Option<Usage>>,
-    /// Data events relayed so far: the output-token estimate when no usage comes.
-    pub data_events: AtomicU64,
-    pub first_token_after: OnceLock<Duration>,
-}
-
-impl RequestLabels {
-    pub fn usage(&self) -> Option<Usage> {
-        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Default for RequestLabels {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RequestLabels {
-    pub fn new() -> Self {
-        RequestLabels {
-            started: Instant::now(),
-            tenant: OnceLock::new(),
-            tier: OnceLock::new(),
-            model: OnceLock::new(),
-            outcome: OnceLock::new(),
-            usage: Mutex::new(None),
-            data_events: AtomicU64::new(0),
-            first_token_after: OnceLock::new(),
-        }
-    }
-
-    pub fn tenant(&self) -> &str {
-        self.tenant.get().map(|t| &**t).unwrap_or(UNKNOWN)
-    }
-    pub fn tier(&self) -> &str {
-        self.tier.get().map(|t| t.as_str()).unwrap_or(UNKNOWN)
-    }
-    pub fn model(&self) -> &str {
-        self.model.get().map(|m| &**m).unwrap_or(UNKNOWN)
-    }
-}
-
-/// Records one upstream call; shared by the response body and the provider's stream.
-pub struct RequestRecorder {
-    metrics: Arc<Metrics>,
-    labels: Arc<RequestLabels>,
-    provider: Arc<str>,
-    request_started: Instant,
-    upstream_started: Instant,
-    upstream_done: AtomicBool,
-    first_token_seen: AtomicBool,
-}
-
-impl RequestRecorder {
-    pub fn new(metrics: Arc<Metrics>, labels: Arc<RequestLabels>, provider: Arc<str>) -> Self {
-        RequestRecorder {
-            metrics,
-            request_started: labels.started,
-            labels,
-            provider,
-            upstream_started: Instant::now(),
-            upstream_done: AtomicBool::new(false),
-            first_token_seen: AtomicBool::new(false),
-        }
-    }
-
-    pub fn provider(&self) -> &str {
-        &self.provider
-    }
-
-    pub fn started(&self) -> Instant {
-        self.request_started
-    }
-
-    pub fn first_token(&self) {
-        if !self.first_token_seen.swap(true, Ordering::Relaxed) {
-            let l = &self.labels;
-            let after = self.request_started.elapsed();
-            let _ = l.first_token_after.set(after);
-            self.metrics
-                .time_to_first_token
-                .with_label_values(&[l.tenant(), l.tier(), l.model()])
-                .observe(after.as_secs_f64());
-        }
-    }
-
-    /// One relayed chunk carrying data (about one output token for most providers).
-    pub fn data_event(&self) {
-        self.labels.data_events.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts tokens from an OpenAI-shaped `usage` object.
-    pub fn usage(&self, usage: &serde_json::Value) {
-        let parsed = Usage::from_openai(usage);
-        let previous = self
-            .labels
-            .usage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(parsed);
-        // Count each token once even if a provider repeats its usage (Anthropic reports
-        // input at the start and output at the end of a stream).
-        let before = previous.unwrap_or_default();
-        let (prompt, cached, completion, reasoning) = (
-            parsed.prompt.saturating_sub(before.prompt),
-            parsed.cached_prompt.saturating_sub(before.cached_prompt),
-            parsed.completion.saturating_sub(before.completion),
-            parsed.reasoning.saturating_sub(before.reasoning),
-        );
-        let cached = cached.min(prompt);
-        let reasoning = reasoning.min(completion);
-        let l = &self.labels;
-        for (kind, n) in [
-            ("input", prompt - cached),
-            ("cached_input", cached),
-            ("output", completion - reasoning),
-            ("reasoning", reasoning),
-        ] {
-            if n > 0 {
-                self.metrics
-                    .tokens
-                    .with_label_values(&[l.tenant(), l.tier(), l.model(), kind])
-                    .inc_by(n);
-            }
-        }
-    }
-
-    fn finish_upstream(&self) -> bool {
-        if self.upstream_done.swap(true, Ordering::Relaxed) {
-            return false;
-        }
-        self.metrics
-            .upstream_duration
-            .with_label_values(&[&self.provider, self.labels.model()])
-            .observe(self.upstream_started.elapsed().as_secs_f64());
-        true
-    }
-
-    /// A non-streaming call or a stream ended cleanly.
-    pub fn stream_completed(&self) {
-        self.finish_upstream();
-    }
-
-    /// A call or stream failed; the error kind becomes the request's outcome.
-    pub fn stream_failed(&self, error: &GatewayError) {
-        if self.finish_upstream() {
-            let _ = self.labels.outcome.set(error.kind());
-        }
-    }
-}
-
-impl Drop for RequestRecorder {
-    fn drop(&mut self) {
-        // Dropped before the upstream finished: the client went away and took the stream.
-        if !self.upstream_done.load(Ordering::Relaxed) {
-            let _ = self.labels.outcome.set("client_disconnected");
-            self.finish_upstream();
-        }
-    }
-}

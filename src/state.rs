@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::admission::PolicyState;
 use crate::classify::Classifier;
 use crate::config::Snapshot;
 use crate::limits::LimitState;
 use crate::metrics::Metrics;
-use crate::shared::Shared;
+use crate::policy::admission::PolicyState;
+use crate::redis::Shared;
 use crate::upstream::Upstream;
 
 #[derive(Clone)]

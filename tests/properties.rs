@@ -13,8 +13,8 @@ use deliberate::cost::{
 };
 use deliberate::limits::{Bucket, Clock, Ledger, Period, Refusal};
 use deliberate::sse::{SseError, SseEvent, SseParser};
-use deliberate::upstream::anthropic::to_anthropic_request;
-use deliberate::upstream::anthropic_response::StreamTranslator;
+use deliberate::upstream::providers::anthropic::to_anthropic_request;
+use deliberate::upstream::providers::anthropic::StreamTranslator;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

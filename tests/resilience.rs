@@ -404,3 +404,89 @@ async fn a_503_before_a_stream_starts_is_retried_on_the_other_deployment() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_fallback_is_counted_for_the_model_that_served_it() {
+    bounded(async {
+        let a = MockUpstream::always(503).await;
+        // A stream with usage, so tokens, time to first token and cost are all recorded.
+        let b = MockUpstream::start(|r| {
+            let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+                json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                    "model": r.body["model"], "choices": [{"index": 0, "delta": delta,
+                    "finish_reason": finish}]})
+            };
+            MockReply::sse(
+                vec![
+                    chunk(json!({"role": "assistant", "content": "hi"}), json!(null)),
+                    chunk(json!({}), json!("stop")),
+                    json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                        "model": r.body["model"], "choices": [],
+                        "usage": {"prompt_tokens": 40, "completion_tokens": 2, "total_tokens": 42}}),
+                ],
+                Duration::ZERO,
+            )
+        })
+        .await;
+        let config = two_deployments(a.addr, b.addr, "[resilience]\nmax_retries = 0\n")
+            .replace("{ provider = \"a\" }, ", "")
+            .replace(
+                "tier = \"fast\"\n",
+                "tier = \"fast\"\nprice = { input_per_1m = 1.0, output_per_1m = 2.0 }\n",
+            );
+        let tenant = tenant_toml(
+            "acme",
+            KEY,
+            "chat-model",
+            "think-model",
+            "[fallbacks]\nreasoning = [\"chat-model\"]\n",
+        );
+        let gw = Gateway::start(&config, &[("acme", tenant)]).await;
+        let mut body = hi("reasoning");
+        body["stream"] = json!(true);
+        let response = gw.chat(body).await;
+        assert_eq!(header(&response, "x-deliberate-model").await, "chat-model");
+        assert!(read_text(response).await.ends_with("data: [DONE]\n\n"));
+
+        let m = gw.metrics().await;
+        let served = ["tenant=\"acme\"", "tier=\"fast\"", "model=\"chat-model\""];
+        let with = |extra: &'static str| [&served[..], &[extra]].concat();
+        assert_eq!(
+            metric_value(&m, "deliberate_requests_total", &with("outcome=\"ok\"")),
+            1.0,
+            "{m}"
+        );
+        assert_eq!(
+            metric_value(&m, "deliberate_tokens_total", &with("kind=\"input\"")),
+            40.0
+        );
+        assert_eq!(
+            metric_value(&m, "deliberate_time_to_first_token_seconds_count", &served),
+            1.0
+        );
+        assert!(metric_value(&m, "deliberate_cost_usd_total", &served) > 0.0);
+        assert_eq!(
+            metric_value(
+                &m,
+                "deliberate_upstream_duration_seconds_count",
+                &["provider=\"b\"", "model=\"chat-model\""]
+            ),
+            1.0
+        );
+        // Nothing of the answer is counted for the model that failed.
+        for family in [
+            "deliberate_tokens_total",
+            "deliberate_time_to_first_token_seconds_count",
+            "deliberate_cost_usd_total",
+        ] {
+            assert!(
+                !m.lines()
+                    .any(|l| l.starts_with(family) && l.contains("model=\"think-model\"")),
+                "{family} has think-model: {m}"
+            );
+        }
+        assert!(!m.lines().any(|l| l.starts_with("deliberate_requests_total")
+            && l.contains("model=\"think-model\"")));
+    })
+    .await;
+}

@@ -78,7 +78,14 @@ async fn auto_sends_a_proof_to_reasoning_and_a_greeting_to_fast() {
     let score: f64 = header(&r, "x-deliberate-score").parse().unwrap();
     assert!(score >= 0.5, "score {score}");
     assert!(!header(&r, "x-deliberate-reason").is_empty());
-    assert!(header(&r, "x-request-id").starts_with("req_"));
+    // A minted id is a UUID, and the same id went upstream (servers accept only UUIDs).
+    let id = header(&r, "x-request-id");
+    assert_eq!(
+        uuid::Uuid::try_parse(id).unwrap().get_version_num(),
+        4,
+        "{id}"
+    );
+    assert_eq!(upstream.requests()[0].headers["x-request-id"], id);
 
     let r = gw
         .chat(json!({"model": "auto", "messages": user("hi there! how are you today?")}))
@@ -208,9 +215,21 @@ async fn unknown_fields_tools_and_formats_are_forwarded_untouched() {
 }
 
 #[tokio::test]
-async fn request_id_is_kept_and_forwarded() {
+async fn request_id_is_kept_and_forwarded_when_a_server_accepts_it() {
     let upstream = echo_upstream().await;
     let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    // A caller's UUID goes upstream as it is.
+    let uuid = "5f0c2b8e-9d1a-4e57-8a63-0c1d2e3f4a5b";
+    let r = gw
+        .chat_with(
+            json!({"model": "fast", "messages": user("hi")}),
+            &[("x-request-id", uuid)],
+        )
+        .await;
+    assert_eq!(header(&r, "x-request-id"), uuid);
+    assert_eq!(upstream.requests()[0].headers["x-request-id"], uuid);
+    // Any other sane id is kept for the caller and the logs, but real servers refuse
+    // non-UUID ids (llama.cpp answers 400), so it is not forwarded.
     let r = gw
         .chat_with(
             json!({"model": "fast", "messages": user("hi")}),
@@ -218,7 +237,7 @@ async fn request_id_is_kept_and_forwarded() {
         )
         .await;
     assert_eq!(header(&r, "x-request-id"), "trace-123");
-    assert_eq!(upstream.requests()[0].headers["x-request-id"], "trace-123");
+    assert!(upstream.requests()[1].headers.get("x-request-id").is_none());
 }
 
 #[tokio::test]

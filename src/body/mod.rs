@@ -2,14 +2,14 @@
 //!
 //! Every response body is a `Body` (a boxed `http_body::Body` of `Bytes`). Bodies are wrapped,
 //! never buffered: each wrapper passes frames straight through and observes them on the way.
-//! - `guard::GuardedBody` fires a callback exactly once: at end of stream, on error, or on drop.
 //! - `relay::SseRelay` turns an upstream event stream into the client's SSE stream with
 //!   first-token / idle / total deadlines, keep-alive comments and one final error event.
-//! - `tee::TeeBody` keeps a capped copy of what it relays, for the response cache.
+//! - `observed::ObservedBody` is the one wrapper around every response: it runs the
+//!   end-of-body work the layers left in `OnEnd` exactly once (end of stream, error or drop)
+//!   and keeps a capped copy when one was asked for (the response cache).
 
-pub mod guard;
+pub mod observed;
 pub mod relay;
-pub mod tee;
 
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};

@@ -28,8 +28,8 @@ use http_body::{Body as HttpBody, Frame};
 use tokio::time::{Instant, Sleep};
 
 use super::{sse_data, BoxError, SSE_KEEPALIVE};
-use crate::error::GatewayError;
-use crate::metrics::RequestRecorder;
+use crate::error::{GatewayError, TimeoutKind};
+use crate::record::CallRecorder;
 
 /// About thirty years: what "never" means for a deadline (as tokio's own far future).
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
@@ -89,14 +89,24 @@ pub struct SseRelay {
     state: State,
     timing: StreamTiming,
     saw_data: bool,
-    /// Fires at the earliest of: first-token (or idle) deadline and the total deadline.
+    /// When the last data event went out (or the relay started): the idle timeout counts
+    /// from here.
+    last_data: Instant,
+    /// When the last data event or keep-alive went out: the next keep-alive is due an
+    /// interval later.
+    last_sent: Instant,
+    /// Fires at the earliest of: first-token (or idle) deadline and the total deadline. Set
+    /// at the first data event, then not moved on every data event (a timer-wheel update per
+    /// chunk): when it fires, the deadline is checked against `last_data` and re-armed if
+    /// data moved it later.
     deadline: Pin<Box<Sleep>>,
+    /// Likewise checked against `last_sent` when it fires.
     keepalive: Pin<Box<Sleep>>,
-    recorder: Arc<RequestRecorder>,
+    recorder: Arc<CallRecorder>,
 }
 
 impl SseRelay {
-    pub fn new(source: RelaySource, timing: StreamTiming, recorder: Arc<RequestRecorder>) -> Self {
+    pub fn new(source: RelaySource, timing: StreamTiming, recorder: Arc<CallRecorder>) -> Self {
         let state = match source {
             RelaySource::Pending(pending) => State::Waiting(pending),
             RelaySource::Streaming(stream) => State::Streaming(stream),
@@ -106,10 +116,23 @@ impl SseRelay {
             state,
             timing,
             saw_data: false,
+            last_data: Instant::now(),
+            last_sent: Instant::now(),
             deadline: Box::pin(tokio::time::sleep_until(first)),
             keepalive: Box::pin(tokio::time::sleep(timing.keepalive_interval)),
             recorder,
         }
+    }
+
+    /// The deadline in force now: first token (until the first data event), then idle since
+    /// the last one; never past the total deadline.
+    fn current_deadline(&self) -> Instant {
+        let by_data = if self.saw_data {
+            deadline_after(self.last_data, self.timing.idle_timeout)
+        } else {
+            self.timing.first_token_deadline
+        };
+        by_data.min(self.timing.total_deadline)
     }
 
     /// Ends the stream with one error event.
@@ -123,14 +146,14 @@ impl SseRelay {
     fn timeout_error(&self) -> GatewayError {
         let now = Instant::now();
         let (which, after) = if now >= self.timing.total_deadline {
-            ("total", self.timing.total_deadline)
+            (TimeoutKind::Total, self.timing.total_deadline)
         } else if !self.saw_data {
-            ("first-token", self.timing.first_token_deadline)
+            (TimeoutKind::FirstToken, self.timing.first_token_deadline)
         } else {
-            ("idle", now)
+            (TimeoutKind::Idle, now)
         };
         let after_ms = match which {
-            "idle" => millis(self.timing.idle_timeout),
+            TimeoutKind::Idle => millis(self.timing.idle_timeout),
             _ => millis(after.saturating_duration_since(self.recorder.started())),
         };
         GatewayError::UpstreamTimeout {
@@ -174,18 +197,17 @@ impl HttpBody for SseRelay {
                         if !has_data {
                             return Poll::Ready(Some(Ok(Frame::data(bytes))));
                         }
-                        let now = Instant::now();
+                        this.last_data = Instant::now();
+                        this.last_sent = this.last_data;
                         this.recorder.data_event();
                         if !this.saw_data {
                             this.saw_data = true;
                             this.recorder.first_token();
+                            // The idle deadline may be earlier than the first-token one: set it
+                            // once; later data only moves it later, which is checked lazily.
+                            let due = this.current_deadline();
+                            this.deadline.as_mut().reset(due);
                         }
-                        let next = deadline_after(now, this.timing.idle_timeout)
-                            .min(this.timing.total_deadline);
-                        this.deadline.as_mut().reset(next);
-                        this.keepalive
-                            .as_mut()
-                            .reset(deadline_after(now, this.timing.keepalive_interval));
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));
                     }
                     Poll::Ready(Some(Err(error))) => return this.fail(error),
@@ -199,13 +221,27 @@ impl HttpBody for SseRelay {
             }
         }
         // Nothing from upstream yet: check the clocks.
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            let error = this.timeout_error();
-            return this.fail(error);
+        while this.deadline.as_mut().poll(cx).is_ready() {
+            let due = this.current_deadline();
+            if Instant::now() >= due {
+                let error = this.timeout_error();
+                return this.fail(error);
+            }
+            // Data came since the timer was set: wait for the deadline it moved to.
+            this.deadline.as_mut().reset(due);
         }
-        if this.keepalive.as_mut().poll(cx).is_ready() {
-            let next = deadline_after(Instant::now(), this.timing.keepalive_interval);
-            this.keepalive.as_mut().reset(next);
+        while this.keepalive.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let due = deadline_after(this.last_sent, this.timing.keepalive_interval);
+            if now < due {
+                this.keepalive.as_mut().reset(due);
+                continue;
+            }
+            // Counted from now: the next comment is an interval away, unless data comes.
+            this.last_sent = now;
+            this.keepalive
+                .as_mut()
+                .reset(deadline_after(now, this.timing.keepalive_interval));
             // Register the new timer with the waker before returning.
             let _ = this.keepalive.as_mut().poll(cx);
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(SSE_KEEPALIVE)))));

@@ -13,6 +13,7 @@
 //! for the leader's entry (or for its failure, after which each goes upstream itself).
 
 pub mod convert;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,8 @@ pub struct Entry {
     pub stream: bool,
     /// Response headers replayed on a hit (content type, served model and tier).
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// The model that produced the answer: a hit is counted as served by it.
+    pub model: std::sync::Arc<str>,
     pub stored_at: Instant,
     /// What the original answer cost (nano-USD): what each hit saves.
     pub cost: crate::cost::Nanos,
@@ -357,6 +360,7 @@ mod tests {
             body: Bytes::from_static(b"{}"),
             stream: false,
             headers: vec![],
+            model: "m".into(),
             stored_at: Instant::now(),
             cost: 0,
             ttl: Duration::from_secs(60),

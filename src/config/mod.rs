@@ -140,6 +140,8 @@ pub struct Provider {
     /// The ready-to-send auth header value, marked sensitive; `None` if the env var is unset.
     pub api_key: Option<HeaderValue>,
     pub api_key_env: Option<String>,
+    /// Whether `x-request-id` goes upstream (OpenAI-compatible providers only).
+    pub send_request_id: bool,
 }
 
 impl std::fmt::Debug for Provider {

@@ -130,6 +130,9 @@ pub struct RawProvider {
     pub query: BTreeMap<String, String>,
     /// Anthropic: value of the `anthropic-version` header.
     pub anthropic_version: Option<Spanned<String>>,
+    /// OpenAI-compatible provider: send the request id upstream as `x-request-id` (default
+    /// true; only ever a UUID, which every server accepts).
+    pub send_request_id: Option<Spanned<bool>>,
     /// Simulated provider: milliseconds before the first token.
     pub time_to_first_token_ms: Option<Spanned<u64>>,
     /// Simulated provider: generation speed.

@@ -44,6 +44,13 @@ pub(super) fn provider(
                 raw.tokens_per_second.as_ref().map(|v| v.span()),
                 p,
             );
+            if kind_name == "anthropic" {
+                not_for(
+                    "send_request_id",
+                    raw.send_request_id.as_ref().map(|v| v.span()),
+                    p,
+                );
+            }
             if kind_name == "openai" {
                 not_for(
                     "anthropic_version",
@@ -64,6 +71,11 @@ pub(super) fn provider(
         "simulated" => {
             not_for("base_url", raw.base_url.as_ref().map(|v| v.span()), p);
             not_for("api_key_env", raw.api_key_env.as_ref().map(|v| v.span()), p);
+            not_for(
+                "send_request_id",
+                raw.send_request_id.as_ref().map(|v| v.span()),
+                p,
+            );
             let tps = raw.tokens_per_second.as_ref();
             if let Some(v) = tps.filter(|v| !(*v.get_ref() > 0.0 && v.get_ref().is_finite())) {
                 p.at(v.span(), "tokens_per_second must be a positive number");
@@ -183,6 +195,7 @@ pub(super) fn provider(
         auth_header,
         api_key,
         api_key_env: raw.api_key_env.as_ref().map(|e| e.get_ref().clone()),
+        send_request_id: raw.send_request_id.as_ref().is_none_or(|v| *v.get_ref()),
     })
 }
 

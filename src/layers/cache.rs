@@ -2,10 +2,12 @@
 //!
 //! Sits below `decide` (the key needs the resolved model) and above the chat service:
 //! - a hit is answered here with the stored bytes, `x-deliberate-cache: hit` and `age`,
-//!   and a `CacheHit` response extension that tells `decide` to bill nothing;
-//! - a miss goes on down; a 200 answer is relayed at full speed through a `TeeBody` and
-//!   stored once the client got all of it (a stream only if it ended with `[DONE]` and
-//!   carries no error event; a broken or cancelled stream is never stored);
+//!   a `Served` fact naming the model that produced the stored answer, and a `CacheHit`
+//!   response extension that tells `decide` to bill nothing;
+//! - a miss goes on down; a 200 answer is relayed at full speed while the `ObservedBody`
+//!   keeps a capped copy (`OnEnd::copy_up_to`), and stored once the client got all of it (a
+//!   stream only if it ended with `[DONE]` and carries no error event; a broken or
+//!   cancelled stream is never stored);
 //! - identical concurrent non-streaming misses send one upstream call: the others wait for
 //!   the first one's entry (or, if it stored none, go upstream themselves);
 //! - `Cache-Control: no-cache` skips the lookup but stores the answer; `no-store` and
@@ -29,17 +31,20 @@ use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::rate_limit::TokenEstimate;
 use super::tenant::TenantCtx;
 use super::BoxFuture;
 use crate::api::ChatRequest;
-use crate::body::tee::TeeBody;
+use crate::body::observed::OnEnd;
 use crate::body::{full, Body};
 use crate::cache::{self, Entry, Key, Leader, ResponseCache};
-use crate::config::{CachePolicy, Model};
+use crate::config::CachePolicy;
+use crate::cost::Usage;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::facts::Served;
+use crate::metrics::Metrics;
 use crate::policy::Decision;
-use crate::shared::Shared;
+use crate::redis::Shared;
 
 pub const CACHE_HEADER: &str = "x-deliberate-cache";
 
@@ -49,6 +54,9 @@ pub struct CacheHit;
 
 /// Response headers stored with an entry and replayed on its hits.
 const REPLAYED: [&str; 3] = ["content-type", "x-deliberate-model", "x-deliberate-tier"];
+
+/// Deployment named in the `Served` fact of an answer from the cache.
+const FROM_CACHE: &str = "cache";
 
 #[derive(Clone)]
 pub struct CacheLayer {
@@ -120,9 +128,9 @@ struct Pending {
     shared: Option<Arc<Shared>>,
     policy: CachePolicy,
     stream: bool,
-    labels: Option<Arc<RequestLabels>>,
-    snapshot: Arc<crate::config::Snapshot>,
-    decided: Arc<Model>,
+    /// Who produced the answer being stored.
+    served: Served,
+    estimate: Option<TokenEstimate>,
 }
 
 impl<S> Service<Request<ChatRequest>> for CacheService<S>
@@ -197,7 +205,8 @@ where
             });
             if let Some(entry) = stored {
                 record_hit(&self.metrics, &ctx.tenant.name, &entry);
-                return Box::pin(async move { Ok(hit_response(&entry)) });
+                let response = hit_response(&entry, include_usage, &ctx, &decision);
+                return Box::pin(async move { Ok(response) });
             }
         }
         let cache = self.cache.clone();
@@ -216,14 +225,14 @@ where
                         let got = tokio::time::timeout(wait_limit, cache::wait(flight)).await;
                         if let Ok(Some(entry)) = got {
                             record_hit(&hit_metrics, &ctx.tenant.name, &entry);
-                            return Ok(hit_response(&entry));
+                            return Ok(hit_response(&entry, include_usage, &ctx, &decision));
                         }
                         Store::Direct(cache.clone(), key)
                     }
                 }
             };
             if let (Some(shared), false) = (&shared, directives.no_cache) {
-                let found = crate::shared::cache::get(shared, [&key, &other], policy.ttl).await;
+                let found = crate::cache::redis::get(shared, [&key, &other], policy.ttl).await;
                 let found = found.and_then(|(i, entry)| {
                     // Kept here too: the next hits on this replica are local.
                     cache.insert(if i == 0 { key } else { other }, entry.clone());
@@ -238,27 +247,24 @@ where
                         .cache_shared_hits
                         .with_label_values(&[&ctx.tenant.name])
                         .inc();
-                    let response = hit_response(&entry);
+                    let response = hit_response(&entry, include_usage, &ctx, &decision);
                     store.finish_local(Some(entry));
                     return Ok(response);
                 }
             }
             count("miss");
-            let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
-            let response = inner.call(request).await?;
-            let (mut parts, body) = response.into_parts();
-            parts.headers.insert(
-                HeaderName::from_static(CACHE_HEADER),
-                HeaderValue::from_static("miss"),
-            );
-            if parts.status != StatusCode::OK {
+            let estimate = request.extensions().get::<TokenEstimate>().copied();
+            let mut response = inner.call(request).await?;
+            mark(&mut response, "miss");
+            let served = response.extensions().get::<Served>().cloned();
+            let (true, Some(served)) = (response.status() == StatusCode::OK, served) else {
                 // `store` drops here: waiters go upstream themselves.
-                return Ok(Response::from_parts(parts, body));
-            }
+                return Ok(response);
+            };
             let headers: Vec<_> = REPLAYED
                 .iter()
                 .filter_map(|name| {
-                    let v = parts.headers.get(*name)?;
+                    let v = response.headers().get(*name)?;
                     Some((HeaderName::from_static(name), v.clone()))
                 })
                 .collect();
@@ -268,14 +274,18 @@ where
                 shared,
                 policy,
                 stream,
-                labels,
-                snapshot: ctx.snapshot.clone(),
-                decided: decision.model.clone(),
+                served,
+                estimate,
             };
-            let body = TeeBody::new(body, policy.max_entry_bytes, move |bytes| {
-                pending.complete(bytes, headers)
+            let on_end = OnEnd::of(&mut response);
+            on_end.copy_up_to(policy.max_entry_bytes);
+            on_end.push(move |ended| {
+                // Dropping `pending` without storing wakes the waiters empty-handed.
+                if let Some(copy) = ended.copy.clone() {
+                    pending.complete(copy, headers);
+                }
             });
-            Ok(Response::from_parts(parts, Body::new(body)))
+            Ok(response)
         })
     }
 }
@@ -295,10 +305,8 @@ fn record_hit(metrics: &Metrics, tenant: &str, entry: &Entry) {
 
 impl Pending {
     fn complete(self, bytes: Bytes, headers: Vec<(HeaderName, HeaderValue)>) {
-        let failed = self
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.outcome.get().is_some());
+        let call = &self.served.call;
+        let failed = call.failure().is_some();
         let valid = if self.stream {
             cache::clean_stream(&bytes)
         } else {
@@ -308,27 +316,37 @@ impl Pending {
         if failed || !valid {
             return self.store.finish_local(None);
         }
-        let served = headers
-            .iter()
-            .find(|(n, _)| n == "x-deliberate-model")
-            .and_then(|(_, v)| v.to_str().ok())
-            .and_then(|m| self.snapshot.models.get(m).cloned())
-            .unwrap_or(self.decided);
-        let cost = self
-            .labels
-            .as_ref()
-            .and_then(|l| l.usage())
-            .map_or(0, |u| crate::cost::cost(&served.price, &u));
+        let usage = call.usage();
+        let bytes = if self.stream {
+            // Stored with its usage whether or not this client asked: a later hit may ask.
+            // A server that reports none gets the gateway's estimate, marked as such.
+            let usage = usage.map(|u| u.to_openai()).or_else(|| {
+                let mut u = Usage {
+                    prompt: self.estimate?.prompt,
+                    completion: call.data_events(),
+                    ..Usage::default()
+                }
+                .to_openai();
+                u["estimated"] = true.into();
+                Some(u)
+            });
+            cache::convert::stream_for_storage(bytes, usage)
+        } else {
+            bytes
+        };
+        let model = &self.served.model;
+        let cost = usage.map_or(0, |u| crate::cost::cost(&model.price, &u));
         let entry = Entry {
             body: bytes,
             stream: self.stream,
             headers,
+            model: model.name.clone(),
             stored_at: Instant::now(),
             cost,
             ttl: self.policy.ttl,
         };
         if let Some(shared) = &self.shared {
-            crate::shared::cache::put(shared, &self.key, &entry);
+            crate::cache::redis::put(shared, &self.key, &entry);
         }
         self.store.finish_local(Some(Arc::new(entry)));
     }
@@ -358,6 +376,7 @@ fn convert(entry: &Entry, include_usage: bool) -> Option<Entry> {
         body,
         stream: !entry.stream,
         headers,
+        model: entry.model.clone(),
         stored_at: entry.stored_at,
         cost: entry.cost,
         ttl: entry.ttl,
@@ -371,8 +390,20 @@ fn mark(response: &mut Response<Body>, result: &'static str) {
     );
 }
 
-fn hit_response(entry: &Entry) -> Response<Body> {
-    let mut response = Response::new(full(entry.body.clone()));
+/// The stored answer; a stream's usage chunk only if this request asked for usage. Served
+/// by the model that produced it (the decided one if a reload removed that model).
+fn hit_response(
+    entry: &Entry,
+    include_usage: bool,
+    ctx: &TenantCtx,
+    decision: &Decision,
+) -> Response<Body> {
+    let body = if entry.stream {
+        cache::convert::stream_for_client(&entry.body, include_usage)
+    } else {
+        entry.body.clone()
+    };
+    let mut response = Response::new(full(body));
     let headers = response.headers_mut();
     for (name, value) in &entry.headers {
         headers.insert(name.clone(), value.clone());
@@ -385,6 +416,12 @@ fn hit_response(entry: &Entry) -> Response<Body> {
         HeaderValue::from(entry.stored_at.elapsed().as_secs()),
     );
     mark(&mut response, "hit");
+    let model = ctx.snapshot.models.get(&*entry.model);
+    response.extensions_mut().insert(Served {
+        model: model.unwrap_or(&decision.model).clone(),
+        deployment: FROM_CACHE.into(),
+        call: Arc::default(),
+    });
     response.extensions_mut().insert(CacheHit);
     response
 }

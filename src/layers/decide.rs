@@ -1,7 +1,8 @@
 //! Routing decision under the tenant's policies: runs `policy::decide` (explicit signals,
 //! classifier) and `admission::admit` (stickiness, budget, deadline, shadow, reservation)
-//! once per chat request, hands the `Decision` on as a request extension, and settles the
-//! request's cost when its response body ends (stream end or client gone).
+//! once per chat request, hands the `Decision` on as a request extension, puts `Routed` on
+//! the response, and leaves the `billing::Settlement` for the end of the response body
+//! (stream end or client gone).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,14 +13,16 @@ use tower::{Layer, Service};
 use super::rate_limit::TokenEstimate;
 use super::tenant::TenantCtx;
 use super::BoxFuture;
-use crate::admission::{self, cost_header, Admitted, PolicyState, RequestDeadline};
 use crate::api::ChatRequest;
-use crate::body::guard::{BodyEnd, GuardedBody};
+use crate::body::observed::OnEnd;
 use crate::body::Body;
 use crate::classify::{Classifier, Tier};
-use crate::cost::{cost, Usage};
+use crate::cost::cost;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::facts::{HeadWitness, RequestCtx, Routed, Served};
+use crate::metrics::Metrics;
+use crate::policy::admission::{self, Admitted, PolicyState, RequestDeadline};
+use crate::policy::billing::{cost_header, Settlement};
 use crate::policy::{self, DecisionSource, TIER_HEADER};
 
 #[derive(Clone)]
@@ -112,7 +115,19 @@ where
                 estimate,
                 hold_ttl: longest.max(ctx.snapshot.timeouts(Tier::Fast).total) + HOLD_SLACK,
             };
-            let admitted = admission::admit(&policy, &metrics, input, decision).await?;
+            // A refusal (budget, deadline header) is counted for where it was headed.
+            let routed = Routed {
+                tier: decision.tier,
+                model: decision.model.name.clone(),
+            };
+            let admitted = match admission::admit(&policy, &metrics, input, decision).await {
+                Ok(admitted) => admitted,
+                Err(error) => {
+                    let mut response = error.respond();
+                    response.extensions_mut().insert(routed);
+                    return Ok(response);
+                }
+            };
             route(inner, request, ctx, admitted, estimate, metrics, policy).await
         })
     }
@@ -121,7 +136,9 @@ where
 /// A budget hold outlives its request's longest timeout by this much before Redis drops it.
 const HOLD_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Sends the admitted request on and settles its cost when the response body ends.
+/// Sends the admitted request on and leaves its settlement for the end of the response body.
+/// Every response from here on carries `Routed`, failures included (they become responses
+/// here, so the request is counted for the tier it was routed to).
 async fn route<S>(
     mut inner: S,
     mut request: Request<ChatRequest>,
@@ -148,11 +165,6 @@ where
             .with_label_values(&[decision.tier.as_str(), decision.source.as_str()])
             .inc();
     }
-    let labels = request.extensions().get::<Arc<RequestLabels>>().cloned();
-    if let Some(labels) = &labels {
-        let _ = labels.tier.set(decision.tier);
-        let _ = labels.model.set(decision.model.name.clone());
-    }
     tracing::debug!(
         tier = decision.tier.as_str(),
         model = &*decision.model.name,
@@ -160,13 +172,20 @@ where
         reason = %decision.reason,
         "routing decision"
     );
-    let snapshot = ctx.snapshot.clone();
-    let tenant = ctx.tenant.name.clone();
+    let routed = Routed {
+        tier: decision.tier,
+        model: decision.model.name.clone(),
+    };
+    HeadWitness::routed(&request, &routed);
+    let started = request
+        .extensions()
+        .get::<RequestCtx>()
+        .map_or_else(tokio::time::Instant::now, |r| r.started);
     let is_stream = request.body().is_stream();
     if let Some(d) = deadline {
         request.extensions_mut().insert(RequestDeadline(d));
     }
-    request.extensions_mut().insert(decision.clone());
+    request.extensions_mut().insert(decision);
     // A reservation only bounds spend if the model cannot write past it: a request with no
     // output limit of its own gets the one its hold was sized for.
     if reservation.is_some() {
@@ -179,38 +198,42 @@ where
                 .insert("max_tokens".into(), estimate.max_output.into());
         }
     }
-    let latency = policy.latency.clone();
-    let response = inner.call(request).await?;
-    let (mut parts, body) = response.into_parts();
-    let served = parts
-        .headers
-        .get("x-deliberate-model")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|m| snapshot.models.get(m).cloned())
-        .unwrap_or_else(|| decision.model.clone());
-    let succeeded = parts.status.is_success();
+    let mut response = match inner.call(request).await {
+        Ok(response) => response,
+        // The reservation is dropped unused: released.
+        Err(error) => error.respond(),
+    };
+    response.extensions_mut().insert(routed);
+    let served = response.extensions().get::<Served>().cloned();
+    let succeeded = response.status().is_success();
     // An answer from the response cache costs nothing and says nothing about latency.
-    let cache_hit = parts.extensions.get::<super::cache::CacheHit>().is_some();
-    if let (false, Some(usage)) = (is_stream, labels.as_ref().and_then(|l| l.usage())) {
-        let c = cost(&served.price, &usage);
-        if let Ok(v) = http::HeaderValue::from_str(&cost_header(c)) {
-            parts.headers.insert("x-deliberate-cost-usd", v);
+    let cache_hit = response
+        .extensions()
+        .get::<super::cache::CacheHit>()
+        .is_some();
+    let headers = response.headers_mut();
+    if let (false, Some(served)) = (is_stream, &served) {
+        if let Some(usage) = served.call.usage() {
+            let c = cost(&served.model.price, &usage);
+            if let Ok(v) = http::HeaderValue::from_str(&cost_header(c)) {
+                headers.insert("x-deliberate-cost-usd", v);
+            }
         }
     }
     if let Some(w) = warning.and_then(|w| http::HeaderValue::from_str(&w).ok()) {
-        parts.headers.insert("x-deliberate-warning", w);
+        headers.insert("x-deliberate-warning", w);
     }
     if let Some(would) = shadow_would {
-        parts.headers.insert(
+        headers.insert(
             "x-deliberate-shadow-tier",
             http::HeaderValue::from_static(would.as_str()),
         );
     }
     let settle = Settlement {
         metrics,
-        latency,
-        labels,
-        tenant,
+        latency: policy.latency.clone(),
+        tenant: ctx.tenant.name.clone(),
+        started,
         served,
         estimate,
         succeeded,
@@ -219,79 +242,6 @@ where
         reservation,
         limits,
     };
-    let body = Body::new(GuardedBody::new(body, move |end| settle.run(end)));
-    Ok(Response::from_parts(parts, body))
-}
-
-/// What a finished request owes: run once when its response body ends.
-struct Settlement {
-    metrics: Arc<Metrics>,
-    latency: Arc<crate::latency::LatencyBook>,
-    labels: Option<Arc<RequestLabels>>,
-    tenant: Arc<str>,
-    served: Arc<crate::config::Model>,
-    estimate: TokenEstimate,
-    succeeded: bool,
-    /// A stream's 200 says nothing about output: only relayed data events do.
-    is_stream: bool,
-    cache_hit: bool,
-    reservation: Option<crate::limits::Reservation>,
-    limits: Arc<crate::limits::TenantLimits>,
-}
-
-impl Settlement {
-    fn run(self, end: BodyEnd) {
-        let Some(labels) = self.labels else {
-            return;
-        };
-        let usage = labels.usage();
-        let streamed = labels
-            .data_events
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let billed = match usage {
-            _ if self.cache_hit => None,
-            Some(u) => Some(u),
-            // No usage from the provider: bill an estimate if anything was produced. A stream
-            // that failed before its first data event (a first-token timeout after the 200)
-            // produced nothing: it owes only what the provider reported, here nothing.
-            None if (self.succeeded && !self.is_stream) || streamed > 0 => {
-                self.metrics
-                    .cost_estimated
-                    .with_label_values(&[&self.tenant, &self.served.name])
-                    .inc();
-                Some(Usage {
-                    prompt: self.estimate.prompt,
-                    completion: streamed,
-                    ..Usage::default()
-                })
-            }
-            None => None,
-        };
-        let amount = billed.map_or(0, |u| cost(&self.served.price, &u));
-        let now = self.limits.ledger.now();
-        match self.reservation {
-            Some(r) => {
-                r.settle_at(amount, now);
-                self.limits.publish();
-            }
-            None => self.limits.record(amount, now),
-        }
-        if amount > 0 {
-            self.metrics
-                .cost_usd
-                .with_label_values(&[&self.tenant, self.served.tier.as_str(), &self.served.name])
-                .inc_by(crate::cost::usd(amount));
-        }
-        let clean = end == BodyEnd::Complete
-            && self.succeeded
-            && !self.cache_hit
-            && labels.outcome.get().is_none();
-        if clean {
-            self.latency.record(
-                &self.served.name,
-                labels.first_token_after.get().copied(),
-                labels.started.elapsed(),
-            );
-        }
-    }
+    OnEnd::of(&mut response).push(move |ended| settle.run(ended));
+    Ok(response)
 }

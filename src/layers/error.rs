@@ -48,15 +48,6 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let future = self.inner.call(request);
-        Box::pin(async move {
-            Ok(future.await.unwrap_or_else(|error| {
-                if error.status().is_server_error() {
-                    tracing::warn!(error = %error, kind = error.kind(), "request failed");
-                } else {
-                    tracing::debug!(error = %error, kind = error.kind(), "request rejected");
-                }
-                error.into_response()
-            }))
-        })
+        Box::pin(async move { Ok(future.await.unwrap_or_else(GatewayError::respond)) })
     }
 }

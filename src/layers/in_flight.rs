@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::body::guard::GuardedBody;
+use crate::body::observed::OnEnd;
 use crate::body::Body;
 use crate::error::GatewayError;
 
@@ -62,10 +62,9 @@ where
         };
         let future = self.inner.call(request);
         Box::pin(async move {
-            let response = future.await?;
-            let (parts, body) = response.into_parts();
-            let body = GuardedBody::new(body, move |_| drop(permit));
-            Ok(Response::from_parts(parts, Body::new(body)))
+            let mut response = future.await?;
+            OnEnd::of(&mut response).push(move |_| drop(permit));
+            Ok(response)
         })
     }
 }

@@ -1,8 +1,15 @@
-//! Request metrics: counts and duration by tenant, tier, model and outcome, and the
-//! in-flight gauge. Sits above the error layer so synthesized errors (401, 413, ...) count
-//! too, and records when the response *body* ends (end of stream, or the client leaving),
-//! not when the headers go out. A request whose client leaves before the response head
-//! (the request future is dropped) is recorded too, with the outcome `cancelled`.
+//! Request metrics, and the one `ObservedBody` every response passes through.
+//!
+//! Counts and duration by tenant, tier, model and outcome, and the in-flight gauge. Sits above
+//! the error layer so synthesized errors (401, 413, ...) count too, and records when the
+//! response *body* ends (end of stream, or the client leaving), not when the headers go out:
+//! it wraps the body in the `ObservedBody` that also runs the end-of-body hooks the layers
+//! below left in `OnEnd`. A request whose client leaves before the response head (the
+//! request future is dropped) is recorded too, with the outcome `cancelled`, under the
+//! tenant and route its `HeadWitness` noted on the way down.
+//!
+//! Labels come from typed facts on the response (`TenantName`, `Routed`, `Served`,
+//! `ErrorKind`): a request served by a fallback is counted for the model that served it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,10 +20,12 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::body::guard::{BodyEnd, GuardedBody};
+use crate::body::observed::{BodyEnd, ObservedBody, OnEnd};
 use crate::body::Body;
 use crate::error::ErrorKind;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::facts::{HeadWitness, RequestCtx, Routed, Served, TenantName};
+use crate::metrics::{Metrics, UNKNOWN};
+use crate::record::CallRecord;
 
 #[derive(Clone)]
 pub struct MetricsLayer {
@@ -61,11 +70,60 @@ impl Drop for InFlight {
     }
 }
 
+/// A request's metric labels, from the facts its response carries.
+struct Labels {
+    tenant: Option<Arc<str>>,
+    tier: &'static str,
+    model: Option<Arc<str>>,
+}
+
+impl Labels {
+    const NONE: Labels = Labels {
+        tenant: None,
+        tier: UNKNOWN,
+        model: None,
+    };
+
+    fn of<B>(response: &Response<B>) -> Labels {
+        let ext = response.extensions();
+        let tenant = ext.get::<TenantName>().map(|t| t.0.clone());
+        match (ext.get::<Served>(), ext.get::<Routed>()) {
+            (Some(s), _) => Labels {
+                tenant,
+                tier: s.tier().as_str(),
+                model: Some(s.model.name.clone()),
+            },
+            (None, Some(r)) => Labels {
+                tenant,
+                tier: r.tier.as_str(),
+                model: Some(r.model.clone()),
+            },
+            (None, None) => Labels {
+                tenant,
+                ..Labels::NONE
+            },
+        }
+    }
+
+    fn record(&self, metrics: &Metrics, outcome: &str, started: Instant) {
+        let tenant = self.tenant.as_deref().unwrap_or(UNKNOWN);
+        let model = self.model.as_deref().unwrap_or(UNKNOWN);
+        metrics
+            .requests
+            .with_label_values(&[tenant, self.tier, model, outcome])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[tenant, self.tier, model])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
 /// Records a request whose future was dropped before it had a response head.
 struct UntilHead {
     armed: bool,
     metrics: Arc<Metrics>,
-    labels: Arc<RequestLabels>,
+    witness: Arc<HeadWitness>,
     started: Instant,
 }
 
@@ -78,21 +136,15 @@ impl Drop for UntilHead {
             } else {
                 "cancelled"
             };
-            record(&self.metrics, &self.labels, outcome, self.started);
+            let routed = self.witness.routed.get();
+            let labels = Labels {
+                tenant: self.witness.tenant.get().cloned(),
+                tier: routed.map_or(UNKNOWN, |r| r.tier.as_str()),
+                model: routed.map(|r| r.model.clone()),
+            };
+            labels.record(&self.metrics, outcome, self.started);
         }
     }
-}
-
-fn record(metrics: &Metrics, labels: &RequestLabels, outcome: &str, started: Instant) {
-    let (tenant, tier, model) = (labels.tenant(), labels.tier(), labels.model());
-    metrics
-        .requests
-        .with_label_values(&[tenant, tier, model, outcome])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[tenant, tier, model])
-        .observe(started.elapsed().as_secs_f64());
 }
 
 impl<S, B> Service<Request<B>> for RecordMetrics<S>
@@ -109,32 +161,45 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let started = Instant::now();
+        let witness = Arc::new(HeadWitness::default());
+        request.extensions_mut().insert(witness.clone());
+        let started = request
+            .extensions()
+            .get::<RequestCtx>()
+            .map_or_else(Instant::now, |ctx| ctx.started);
         let in_flight = InFlight::enter(&self.metrics);
-        let labels = Arc::new(RequestLabels::new());
-        request.extensions_mut().insert(labels.clone());
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
         let until_head = UntilHead {
             armed: true,
             metrics: metrics.clone(),
-            labels: labels.clone(),
+            witness,
             started,
         };
         Box::pin(async move {
             // Moved in whole, so dropping the future drops (and fires) it.
             let mut until_head = until_head;
-            let response = future.await?;
+            let mut response = future.await?;
             until_head.armed = false;
+            let labels = Labels::of(&response);
+            let head_outcome = response
+                .extensions()
+                .get::<ErrorKind>()
+                .map_or("ok", |k| k.0);
+            let call: Option<Arc<CallRecord>> = response
+                .extensions()
+                .get::<Served>()
+                .map(|s| s.call.clone());
+            let on_end = response.extensions_mut().remove::<OnEnd>();
             let (parts, body) = response.into_parts();
-            let head_outcome = parts.extensions.get::<ErrorKind>().map_or("ok", |k| k.0);
-            let body = GuardedBody::new(body, move |end| {
-                let outcome = labels.outcome.get().copied().unwrap_or(match end {
+            let body = ObservedBody::new(body, on_end, move |ended| {
+                let failed = call.as_ref().and_then(|c| c.failure());
+                let outcome = failed.unwrap_or(match ended.end {
                     BodyEnd::Complete => head_outcome,
                     BodyEnd::Error => "body_error",
                     BodyEnd::Dropped => "client_disconnected",
                 });
-                record(&metrics, &labels, outcome, started);
+                labels.record(&metrics, outcome, started);
                 drop(in_flight);
             });
             Ok(Response::from_parts(parts, Body::new(body)))

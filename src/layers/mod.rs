@@ -7,8 +7,10 @@ pub mod error;
 pub mod in_flight;
 pub mod json_shape;
 pub mod metrics;
+pub mod panic;
 pub mod rate_limit;
 pub mod request_id;
+pub mod span;
 pub mod tenant;
 
 use std::future::Future;

@@ -1,7 +1,12 @@
 //! Tenant authentication: maps the caller's API key to its tenant and pins the config
 //! snapshot for the rest of the request (loaded once, so a reload mid-request cannot mix
 //! two configs). Keys are looked up by their SHA-256, never stored or logged in clear.
+//!
+//! Infallible: a caller without a valid key gets the 401 response here, and every response
+//! of an authenticated request (errors from below included, which the error layer under this
+//! one has turned into responses) carries the `TenantName` fact for the metrics above.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -13,7 +18,7 @@ use super::BoxFuture;
 use crate::body::Body;
 use crate::config::{Snapshot, Tenant};
 use crate::error::GatewayError;
-use crate::metrics::RequestLabels;
+use crate::facts::{HeadWitness, TenantName};
 
 /// The authenticated caller and the config it is served under.
 #[derive(Clone)]
@@ -65,14 +70,14 @@ fn api_key(headers: &HeaderMap) -> Option<&str> {
 
 impl<S, B> Service<Request<B>> for TenantAuth<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError> + Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = GatewayError;
-    type Future = BoxFuture<Result<Response<Body>, GatewayError>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
@@ -83,15 +88,19 @@ where
             .and_then(|key| snapshot.tenant_for_key(key))
             .cloned();
         let Some(tenant) = tenant else {
-            return Box::pin(async { Err(GatewayError::InvalidApiKey) });
+            return Box::pin(async { Ok(GatewayError::InvalidApiKey.respond()) });
         };
-        if let Some(labels) = request.extensions().get::<Arc<RequestLabels>>() {
-            let _ = labels.tenant.set(tenant.name.clone());
-        }
+        HeadWitness::tenant(&request, &tenant.name);
+        let name = TenantName(tenant.name.clone());
         request
             .extensions_mut()
             .insert(TenantCtx { snapshot, tenant });
-        Box::pin(self.inner.call(request))
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            response.extensions_mut().insert(name);
+            Ok(response)
+        })
     }
 }
 

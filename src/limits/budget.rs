@@ -281,7 +281,7 @@ impl Ledger {
     /// Takes Redis's view of the tenant's spend (every replica's) as the local one: it is
     /// what the soft limit and the metrics read, and where local enforcement starts from if
     /// Redis goes away. Local spend not yet in Redis stays on top.
-    pub fn mirror(&self, view: crate::shared::budget::SharedView, now: Period) {
+    pub fn mirror(&self, view: crate::limits::redis_budget::SharedView, now: Period) {
         let mut s = self.lock(now);
         s.spent_day = view.day.saturating_add(s.unsynced);
         s.spent_month = view.month.saturating_add(s.unsynced);
@@ -304,7 +304,7 @@ pub struct Reservation {
 
 /// A hold in the shared ledger: which tenant and which hold id to settle.
 pub struct SharedHold {
-    pub shared: Arc<crate::shared::Shared>,
+    pub shared: Arc<crate::redis::Shared>,
     pub tenant: Arc<str>,
     pub id: String,
     /// Publishes the tenant's spend metrics after Redis answered.
@@ -362,7 +362,7 @@ impl Reservation {
             let ledger = self.ledger.clone();
             let spawner = hold.shared.clone();
             spawner.spawn(async move {
-                let settled = crate::shared::budget::settle(
+                let settled = crate::limits::redis_budget::settle(
                     &hold.shared,
                     &hold.tenant,
                     Some(&hold.id),
@@ -544,7 +544,7 @@ mod tests {
         assert_eq!(ledger.take_unsynced(tomorrow), (0, nanos(0.25)));
         // Redis's view replaces the local one (plus what Redis has not seen).
         ledger.record_unsynced(nanos(0.1), today);
-        let view = crate::shared::budget::SharedView {
+        let view = crate::limits::redis_budget::SharedView {
             day: nanos(0.5),
             month: nanos(0.7),
             reserved: nanos(0.3),

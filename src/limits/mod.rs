@@ -5,13 +5,18 @@
 //! a tenant's buckets are rebuilt only when its rate limits change. Lookups take a read
 //! lock on a small map; the first request of a new tenant takes the write lock once.
 //!
-//! With `[redis]`, reservations, settlements and rate-limit takes go to Redis first (shared
-//! by every replica); the local ledger mirrors Redis's answers and the local buckets are
-//! the fallback while Redis does not answer.
+//! One entry point per concept, Redis or local decided behind it: `TenantLimits::reserve`
+//! (budget hold) with `Reservation::settle_at`, `TenantLimits::record` (spend without a hold),
+//! `TenantLimits::take` (rate limits) with `TokenHold::reconcile`. With `[redis]`, they go to
+//! Redis first (shared by every replica; `redis_budget`, `redis_rate`); the local ledger
+//! mirrors Redis's answers and the local buckets are the fallback while Redis does not answer.
 
 pub mod budget;
 pub mod rate;
+mod redis_budget;
+mod redis_rate;
 pub mod report;
+mod take;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,9 +26,10 @@ use tokio::time::Instant;
 use crate::config::{Budget, RateLimits, Tenant};
 use crate::cost::{nanos, Nanos};
 use crate::metrics::Metrics;
-use crate::shared::Shared;
+use crate::redis::Shared;
 pub use budget::{Clock, Ledger, Period, Refusal, Reservation, SharedHold};
 pub use rate::{Bucket, RateLimiter, TokenHold};
+pub use take::{Granted, Refused};
 
 pub struct TenantLimits {
     pub name: Arc<str>,
@@ -147,7 +153,7 @@ impl TenantLimits {
         if let Some(shared) = &self.shared {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let carry = self.ledger.take_unsynced(now);
-            let hold = crate::shared::budget::Hold {
+            let hold = crate::limits::redis_budget::Hold {
                 tenant: &self.name,
                 id: &id,
                 worst,
@@ -156,7 +162,7 @@ impl TenantLimits {
                 ttl: hold_ttl,
                 carry,
             };
-            match crate::shared::budget::reserve(shared, hold, now).await {
+            match crate::limits::redis_budget::reserve(shared, hold, now).await {
                 Some(Ok(view)) => {
                     self.ledger.mirror(view, now);
                     let metrics = self.metrics.clone();
@@ -200,7 +206,8 @@ impl TenantLimits {
         let limits = self.clone();
         shared.spawn(async move {
             let shared = limits.shared.as_ref().expect("checked above");
-            match crate::shared::budget::settle(shared, &limits.name, None, actual, now).await {
+            match crate::limits::redis_budget::settle(shared, &limits.name, None, actual, now).await
+            {
                 Some(view) => limits.ledger.mirror(view, now),
                 None => limits.ledger.record_unsynced(actual, now),
             }

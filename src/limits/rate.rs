@@ -163,8 +163,14 @@ impl TokenHold {
             // After the response; if Redis does not answer, the difference is lost to the
             // shared bucket (it refills within the minute anyway).
             shared.clone().spawn(async move {
-                crate::shared::rate::give_back(&shared, &limits.name, per_minute, reserved, actual)
-                    .await;
+                crate::limits::redis_rate::give_back(
+                    &shared,
+                    &limits.name,
+                    per_minute,
+                    reserved,
+                    actual,
+                )
+                .await;
             });
             return;
         }

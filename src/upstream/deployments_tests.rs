@@ -30,6 +30,7 @@ fn deployment(provider: &str, weight: u32) -> Arc<Deployment> {
             auth_header: http::header::AUTHORIZATION,
             api_key: None,
             api_key_env: None,
+            send_request_id: true,
         }),
         upstream_model: "m".into(),
         weight,

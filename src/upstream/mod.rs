@@ -6,17 +6,17 @@
 //! The reqwest client is built once per tier (the connect timeout is per client); we never
 //! use reqwest's total `timeout()`, which would cut long streams.
 
-pub mod anthropic;
-mod anthropic_call;
 pub mod deployments;
-mod route;
-pub use route::{RouteFailure, RouteRequest};
-pub mod anthropic_response;
-pub use anthropic_call::ProviderAdjustments;
-mod openai;
+pub mod providers;
 pub mod redact;
-mod simulated;
+mod route;
+mod serve;
 pub mod translate;
+
+pub use providers::anthropic::ProviderAdjustments;
+use providers::{anthropic, openai, simulated};
+pub use route::{RouteFailure, RouteRequest};
+pub use serve::{Answer, ServePlan};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +32,8 @@ use crate::body::relay::{
 use crate::body::{full, Body};
 use crate::classify::Tier;
 use crate::config::{Deployment, Model, Provider, ProviderKind, Snapshot, TierTimeouts};
-use crate::error::GatewayError;
-use crate::metrics::RequestRecorder;
+use crate::error::{FailureKind, GatewayError, TimeoutKind};
+use crate::record::CallRecorder;
 
 /// Largest non-streaming upstream response we accept (a bound, not a typical size).
 const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -69,8 +69,8 @@ pub struct CallContext {
     pub tier: Tier,
     pub timeouts: TierTimeouts,
     pub request_started: Instant,
-    pub recorder: Arc<RequestRecorder>,
-    pub request_id: HeaderValue,
+    pub recorder: Arc<CallRecorder>,
+    pub request_id: crate::layers::request_id::RequestId,
 }
 
 impl CallContext {
@@ -86,7 +86,7 @@ impl CallContext {
         self.deployment.provider.name.to_string()
     }
 
-    fn timeout(&self, which: &'static str, after: Duration) -> GatewayError {
+    fn timeout(&self, which: TimeoutKind, after: Duration) -> GatewayError {
         GatewayError::UpstreamTimeout {
             provider: self.provider(),
             which,
@@ -145,13 +145,13 @@ impl Upstream {
                 start_stream(&ctx, pending).await
             }
             (ProviderKind::Anthropic { .. }, false) => {
-                let (json, dropped) = anthropic_call::complete(&client, &ctx, request).await?;
+                let (json, dropped) = anthropic::complete(&client, &ctx, request).await?;
                 let mut response = finish_json(&ctx, json);
                 response.extensions_mut().insert(dropped);
                 Ok(response)
             }
             (ProviderKind::Anthropic { .. }, true) => {
-                let (pending, dropped) = anthropic_call::stream(client, &ctx, request)?;
+                let (pending, dropped) = anthropic::stream(client, &ctx, request)?;
                 let mut response = start_stream(&ctx, pending).await?;
                 response.extensions_mut().insert(dropped);
                 Ok(response)
@@ -189,7 +189,7 @@ async fn start_stream(
         _ = tokio::time::sleep_until(keepalive_at.min(first_token_at)) => {
             if Instant::now() >= first_token_at {
                 let after = first_token_at.saturating_duration_since(ctx.request_started);
-                return Err(ctx.timeout("first-token", after));
+                return Err(ctx.timeout(TimeoutKind::FirstToken, after));
             }
             Ok(stream_response(ctx, RelaySource::Pending(pending)))
         }
@@ -239,27 +239,34 @@ fn url(provider: &Provider) -> Result<reqwest::Url, GatewayError> {
 /// Maps a reqwest failure before the response head.
 fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
     if e.is_timeout() {
-        return ctx.timeout("connect", ctx.timeouts.connect);
+        return ctx.timeout(TimeoutKind::Connect, ctx.timeouts.connect);
     }
     GatewayError::UpstreamUnavailable {
         provider: ctx.provider(),
+        kind: failure_kind(&e),
         message: error_chain(&e),
     }
 }
 
-/// Message prefixes of failures without an answer: `route::is_retryable` retries them.
-pub(crate) const CONNECTION_FAILED: &str = "connection failed";
-pub(crate) const REQUEST_FAILED: &str = "request failed";
+/// What a reqwest error says failed.
+fn failure_kind(e: &reqwest::Error) -> FailureKind {
+    if e.is_connect() {
+        FailureKind::Connect
+    } else if e.is_body() || e.is_decode() {
+        FailureKind::Body
+    } else {
+        FailureKind::NoAnswer
+    }
+}
 
 /// A readable, secret-free description of a reqwest error (the URL is left out).
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut message = if e.is_connect() {
-        CONNECTION_FAILED.to_string()
-    } else if e.is_body() || e.is_decode() {
-        "response body failed".to_string()
-    } else {
-        REQUEST_FAILED.to_string()
-    };
+    let mut message = match failure_kind(e) {
+        FailureKind::Connect => "connection failed",
+        FailureKind::Body => "response body failed",
+        _ => "request failed",
+    }
+    .to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         message.push_str(": ");
@@ -279,6 +286,7 @@ async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Byt
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| GatewayError::UpstreamUnavailable {
                 provider: ctx.provider(),
+                kind: FailureKind::Body,
                 message: error_chain(&e),
             })?;
             if out.len().saturating_add(chunk.len()) > MAX_UPSTREAM_BODY_BYTES {
@@ -293,7 +301,7 @@ async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Byt
     };
     tokio::time::timeout_at(deadline, read)
         .await
-        .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
+        .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
 }
 
 /// A streaming request must be answered with `text/event-stream`: anything else (a JSON

@@ -7,8 +7,10 @@
 //! response (a head, or for a slow stream the 200 with keep-alives) nothing is retried:
 //! bytes may have reached the client.
 //!
-//! Each attempt has its own `RequestRecorder`; only the final error is recorded as the
-//! request's outcome, so a request that succeeded on its second attempt counts as `ok`.
+//! Each attempt has its own `CallRecorder`; only the final error is recorded as the
+//! request's outcome, so a request that succeeded on its second attempt counts as `ok`. The
+//! answer carries the `Served` fact: this model, the deployment that answered, and its
+//! call's record.
 
 // Numbers here come from providers and config: no unchecked arithmetic (issue 10).
 #![deny(clippy::arithmetic_side_effects)]
@@ -16,20 +18,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Response};
+use http::Response;
 use serde_json::Value;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::deployments::{hold, Outcome, Pick};
-use super::{CallContext, Upstream, CONNECTION_FAILED, REQUEST_FAILED};
+use super::{CallContext, Upstream};
 use crate::api::ChatRequest;
 use crate::body::relay::deadline_after;
 use crate::body::Body;
 use crate::classify::Tier;
 use crate::config::{Model, Resilience, TierTimeouts};
-use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels, RequestRecorder};
+use crate::error::{FailureKind, GatewayError, TimeoutKind};
+use crate::facts::Served;
+use crate::metrics::Metrics;
+use crate::record::{CallLabels, CallRecorder};
 
 /// What routing one request to one model needs.
 #[derive(Clone)]
@@ -38,9 +42,11 @@ pub struct RouteRequest {
     pub tier: Tier,
     pub timeouts: TierTimeouts,
     pub resilience: Resilience,
-    pub labels: Arc<RequestLabels>,
+    pub tenant: Arc<str>,
+    /// When the request arrived: every deadline counts from here.
+    pub started: Instant,
     pub metrics: Arc<Metrics>,
-    pub request_id: HeaderValue,
+    pub request_id: crate::layers::request_id::RequestId,
     /// The config generation the request runs on: a newer one resets deployment health.
     pub generation: u64,
 }
@@ -61,11 +67,12 @@ pub fn is_retryable(e: &GatewayError) -> bool {
         GatewayError::UpstreamStatus { status, .. } => {
             matches!(status, 429 | 500 | 502 | 503 | 504)
         }
-        GatewayError::UpstreamTimeout { which, .. } => matches!(*which, "connect" | "first-token"),
-        // The request got no answer (a body read failure after the head says "response
-        // body failed" and is not retried).
-        GatewayError::UpstreamUnavailable { message, .. } => {
-            message.starts_with(CONNECTION_FAILED) || message.starts_with(REQUEST_FAILED)
+        GatewayError::UpstreamTimeout { which, .. } => {
+            matches!(which, TimeoutKind::Connect | TimeoutKind::FirstToken)
+        }
+        // The request got no answer (a body that failed after its head is not retried).
+        GatewayError::UpstreamUnavailable { kind, .. } => {
+            matches!(kind, FailureKind::Connect | FailureKind::NoAnswer)
         }
         _ => false,
     }
@@ -91,10 +98,10 @@ impl Upstream {
         self.deployments.observe_generation(r.generation);
         let budget = self.deployments.budget(cfg.retry_budget_ratio);
         budget.deposit();
-        let mut deadline = deadline_after(r.labels.started, r.timeouts.total);
+        let mut deadline = deadline_after(r.started, r.timeouts.total);
         if request.is_stream() {
             // A retry after the first-token deadline could only time out again.
-            deadline = deadline.min(deadline_after(r.labels.started, r.timeouts.first_token));
+            deadline = deadline.min(deadline_after(r.started, r.timeouts.first_token));
         }
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<GatewayError> = None;
@@ -132,11 +139,16 @@ impl Upstream {
                 deployment: d.clone(),
                 tier: r.tier,
                 timeouts: r.timeouts,
-                request_started: r.labels.started,
-                recorder: Arc::new(RequestRecorder::new(
+                request_started: r.started,
+                recorder: Arc::new(CallRecorder::new(
                     r.metrics.clone(),
-                    r.labels.clone(),
-                    d.provider.name.clone(),
+                    CallLabels {
+                        tenant: r.tenant.clone(),
+                        tier: r.tier,
+                        model: r.model.name.clone(),
+                        provider: d.provider.name.clone(),
+                    },
+                    r.started,
                 )),
                 request_id: r.request_id.clone(),
             };
@@ -145,8 +157,13 @@ impl Upstream {
                 .body
                 .insert("model".into(), Value::String(d.upstream_model.clone()));
             match self.call(ctx.clone(), &request).await {
-                Ok(response) => {
+                Ok(mut response) => {
                     gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
+                    response.extensions_mut().insert(Served {
+                        model: r.model.clone(),
+                        deployment: d.id.clone(),
+                        call: ctx.recorder.record().clone(),
+                    });
                     return Ok(response);
                 }
                 Err(mut error) if is_retryable(&error) => {
@@ -191,6 +208,7 @@ impl Upstream {
             None => RouteFailure {
                 error: GatewayError::UpstreamUnavailable {
                     provider: r.model.provider.name.to_string(),
+                    kind: FailureKind::NoDeployment,
                     message: format!(
                         "every deployment of model `{}` is unavailable (circuit breaker open or Retry-After pending)",
                         r.model.name
@@ -200,5 +218,47 @@ impl Upstream {
                 summary: "circuit open".into(),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable(kind: FailureKind) -> GatewayError {
+        GatewayError::UpstreamUnavailable {
+            provider: "p".into(),
+            kind,
+            message: "m".into(),
+        }
+    }
+
+    fn timeout(which: TimeoutKind) -> GatewayError {
+        GatewayError::UpstreamTimeout {
+            provider: "p".into(),
+            which,
+            after_ms: 1,
+        }
+    }
+
+    #[test]
+    fn only_failures_without_an_answer_are_retried() {
+        for kind in [FailureKind::Connect, FailureKind::NoAnswer] {
+            assert!(is_retryable(&unavailable(kind)), "{kind:?}");
+        }
+        for kind in [
+            FailureKind::Body,
+            FailureKind::Stream,
+            FailureKind::NoDeployment,
+        ] {
+            assert!(!is_retryable(&unavailable(kind)), "{kind:?}");
+        }
+        for which in [TimeoutKind::Connect, TimeoutKind::FirstToken] {
+            assert!(is_retryable(&timeout(which)), "{which}");
+        }
+        for which in [TimeoutKind::Idle, TimeoutKind::Total] {
+            assert!(!is_retryable(&timeout(which)), "{which}");
+        }
+        assert!(!is_retryable(&GatewayError::Overloaded));
     }
 }

@@ -129,6 +129,7 @@ mod tests {
                 auth_header: http::header::AUTHORIZATION,
                 api_key: None,
                 api_key_env: None,
+                send_request_id: true,
             }),
             deployments: Vec::new(),
             tier: Tier::Reasoning,

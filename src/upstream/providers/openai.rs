@@ -3,6 +3,15 @@
 //! The request body is forwarded as adapted; a whole response is passed through byte for
 //! byte. Streams are parsed on the way (usage for metrics, `[DONE]` to tell a clean end from
 //! a provider that hung up) and relayed event by event, within the event size limit.
+//!
+//! Real servers differ from OpenAI in small ways that break real clients; the stream is
+//! brought back to OpenAI's shape where they do:
+//! - the stream ends at `[DONE]`, not when the server closes its body a moment later (an SDK
+//!   stops reading at `[DONE]`: its answer was complete, not cancelled);
+//! - tool-call deltas carry `id`, `type` and `function.name` once per tool call (llama.cpp
+//!   repeats them in every chunk, and SDK stream helpers concatenate the repeats);
+//! - a client that asked for `stream_options.include_usage` from a server that ignores it
+//!   gets a usage chunk built from the gateway's estimate, marked `"estimated": true`.
 
 // Numbers here come from providers and config: no unchecked arithmetic (issue 10).
 #![deny(clippy::arithmetic_side_effects)]
@@ -14,29 +23,38 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::{
+use crate::api::ChatRequest;
+use crate::body::relay::{PendingStream, StreamChunk};
+use crate::error::{FailureKind, GatewayError, TimeoutKind};
+use crate::sse::{SseEvent, SseParser};
+use crate::upstream::{
     auth, error_chain, expect_event_stream, read_body, send_error, status_error, url, CallContext,
     Events, MAX_UPSTREAM_EVENT_BYTES,
 };
-use crate::api::ChatRequest;
-use crate::body::relay::{PendingStream, StreamChunk};
-use crate::error::GatewayError;
-use crate::sse::{SseEvent, SseParser};
 
 fn build(
     client: &reqwest::Client,
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
+    let provider = &ctx.deployment.provider;
     let mut builder = client
-        .post(url(&ctx.deployment.provider)?)
+        .post(url(provider)?)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header("x-request-id", ctx.request_id.clone())
         .body(request.to_bytes());
-    if let Some((name, value)) = auth(&ctx.deployment.provider)? {
+    if let (true, Some(id)) = (provider.send_request_id, ctx.request_id.upstream()) {
+        builder = builder.header("x-request-id", id.clone());
+    }
+    if let Some((name, value)) = auth(provider)? {
         builder = builder.header(name, value);
     }
     Ok(builder)
+}
+
+/// The one field of a completion the gateway reads.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    usage: Option<Value>,
 }
 
 /// OpenAI's `{"error":{"message":...}}`, or the start of the raw body.
@@ -55,7 +73,7 @@ pub(super) fn error_message(status: u16, body: &[u8]) -> String {
         })
 }
 
-pub(super) async fn complete(
+pub(in crate::upstream) async fn complete(
     client: &reqwest::Client,
     ctx: &CallContext,
     request: &ChatRequest,
@@ -64,19 +82,21 @@ pub(super) async fn complete(
     let result = async {
         let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
             .await
-            .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
+            .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
             .map_err(|e| send_error(ctx, e))?;
         if !response.status().is_success() {
             return Err(status_error(ctx, response, error_message).await);
         }
         let bytes = read_body(ctx, response).await?;
-        let json: Value =
+        // Checked as JSON, but only `usage` is built as a value: the answer itself passes
+        // through as the provider's bytes.
+        let parsed: UsageOnly =
             serde_json::from_slice(&bytes).map_err(|e| GatewayError::UpstreamInvalid {
                 provider: ctx.provider(),
                 message: format!("response is not JSON: {e}"),
             })?;
-        if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
-            ctx.recorder.usage(usage);
+        if let Some(usage) = parsed.usage.filter(Value::is_object) {
+            ctx.recorder.usage(&usage);
         }
         Ok(bytes)
     }
@@ -85,7 +105,7 @@ pub(super) async fn complete(
     result
 }
 
-pub(super) fn stream(
+pub(in crate::upstream) fn stream(
     client: reqwest::Client,
     ctx: &CallContext,
     request: &ChatRequest,
@@ -93,6 +113,10 @@ pub(super) fn stream(
     let builder = build(&client, ctx, request);
     let ctx = ctx.clone();
     let strip_usage = request.usage_added;
+    // The client's own request for usage: the gateway must deliver it even if the server
+    // sends none (the prompt estimate is only needed then).
+    let estimate_usage = (request.include_usage() && !request.usage_added)
+        .then(|| crate::cost::estimate_prompt_tokens(request));
     Box::pin(async move {
         let response = builder?.send().await.map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
@@ -105,6 +129,11 @@ pub(super) fn stream(
             saw_done: false,
             ended: false,
             strip_usage,
+            estimate_usage,
+            saw_usage: false,
+            content_events: 0,
+            first_chunk: None,
+            tool_calls_seen: Vec::new(),
             ctx,
         });
         Ok(events)
@@ -128,6 +157,15 @@ struct InspectedStream {
     ended: bool,
     /// Whether the usage-only chunk must be hidden (the gateway asked for it, not the client).
     strip_usage: bool,
+    /// The prompt-token estimate, when the client asked for usage itself.
+    estimate_usage: Option<u64>,
+    saw_usage: bool,
+    /// Data events other than `[DONE]`: the output estimate when the server reports none.
+    content_events: u64,
+    /// `id`, `created` and `model` of the first chunk, for a usage chunk the gateway adds.
+    first_chunk: Option<Value>,
+    /// (choice index, tool-call index) pairs whose `id`/`type`/`name` went out already.
+    tool_calls_seen: Vec<(u64, u64)>,
     ctx: CallContext,
 }
 
@@ -156,12 +194,64 @@ fn frame(event: &SseEvent, out: &mut Vec<u8>) {
 }
 
 impl InspectedStream {
+    /// Reads one event on its way (usage, the first chunk's identity) and normalises its
+    /// tool-call deltas; false if it must not reach the client. Parses JSON only for the
+    /// first event and events that mention usage or tool calls.
+    fn inspect_event(&mut self, event: &mut SseEvent) -> bool {
+        self.content_events = self.content_events.saturating_add(1);
+        let has_usage = event.data.contains("\"usage\"");
+        let has_tools = event.data.contains("\"tool_calls\"");
+        let wants_first = self.estimate_usage.is_some() && self.first_chunk.is_none();
+        if !(has_usage || has_tools || wants_first) {
+            return true;
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
+            return true;
+        };
+        if wants_first {
+            let field = |k: &str| chunk.get(k).cloned().unwrap_or(Value::Null);
+            self.first_chunk = Some(serde_json::json!({
+                "id": field("id"), "created": field("created"), "model": field("model"),
+            }));
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.saw_usage = true;
+            self.ctx.recorder.usage(usage);
+            if self.strip_usage && is_usage_only(&chunk) {
+                return false;
+            }
+        }
+        if has_tools && dedupe_tool_call_fields(&mut chunk, &mut self.tool_calls_seen) {
+            event.data = chunk.to_string();
+        }
+        true
+    }
+
+    /// OpenAI's usage-only chunk with the gateway's estimate (prompt from the request, one
+    /// output token per data event), marked as estimated.
+    fn estimated_usage_chunk(&self, prompt: u64) -> Value {
+        let completion = self.content_events;
+        let mut chunk = self
+            .first_chunk
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        chunk["object"] = "chat.completion.chunk".into();
+        chunk["choices"] = Value::Array(Vec::new());
+        chunk["usage"] = serde_json::json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt.saturating_add(completion),
+            "estimated": true,
+        });
+        chunk
+    }
+
     /// The client bytes of the events this chunk completes, and whether there is one.
     fn inspect(&mut self, bytes: &[u8]) -> Result<StreamChunk, GatewayError> {
         self.parser.push(bytes);
         let mut out = Vec::new();
         loop {
-            let event = match self.parser.next_event() {
+            let mut event = match self.parser.next_event() {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(e) => {
@@ -171,18 +261,21 @@ impl InspectedStream {
                     })
                 }
             };
-            let mut hide = false;
             if event.data == "[DONE]" {
                 self.saw_done = true;
-            } else if event.data.contains("\"usage\"") {
-                if let Ok(chunk) = serde_json::from_str::<Value>(&event.data) {
-                    if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-                        self.ctx.recorder.usage(usage);
-                    }
-                    hide = self.strip_usage && is_usage_only(&chunk);
+                if let (Some(prompt), false) = (self.estimate_usage, self.saw_usage) {
+                    let chunk = self.estimated_usage_chunk(prompt);
+                    let usage = SseEvent {
+                        event: None,
+                        data: chunk.to_string(),
+                    };
+                    frame(&usage, &mut out);
                 }
+                frame(&event, &mut out);
+                // Whatever the server sends after `[DONE]` is not part of the answer.
+                break;
             }
-            if !hide {
+            if self.inspect_event(&mut event) {
                 frame(&event, &mut out);
             }
         }
@@ -194,12 +287,60 @@ impl InspectedStream {
     }
 }
 
+const MAX_TRACKED_TOOL_CALLS: usize = 128;
+
+/// Removes `id`, `type` and `function.name` from tool-call deltas whose tool call already
+/// had them (OpenAI sends them once, in the first delta of each call); true if it changed
+/// anything.
+fn dedupe_tool_call_fields(chunk: &mut Value, seen: &mut Vec<(u64, u64)>) -> bool {
+    let mut changed = false;
+    let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    for choice in choices {
+        let choice_index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let Some(calls) = choice
+            .get_mut("delta")
+            .and_then(|d| d.get_mut("tool_calls"))
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for call in calls {
+            let Some(call) = call.as_object_mut() else {
+                continue;
+            };
+            let key = (
+                choice_index,
+                call.get("index").and_then(Value::as_u64).unwrap_or(0),
+            );
+            if !seen.contains(&key) {
+                // A real answer has a handful of tool calls; past that many, stop tracking
+                // rather than let a hostile stream grow this list (and its scans).
+                if seen.len() < MAX_TRACKED_TOOL_CALLS {
+                    seen.push(key);
+                }
+                continue;
+            }
+            changed |= call.remove("id").is_some();
+            changed |= call.remove("type").is_some();
+            if let Some(function) = call.get_mut("function").and_then(Value::as_object_mut) {
+                changed |= function.remove("name").is_some();
+            }
+        }
+    }
+    changed
+}
+
 impl Stream for InspectedStream {
     type Item = Result<StreamChunk, GatewayError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.ended {
+        // `[DONE]` ends the answer: a server that keeps its body open a moment longer (or
+        // forever) does not hold the client, and the stream counts as complete.
+        if this.ended || this.saw_done {
+            this.ended = true;
             return Poll::Ready(None);
         }
         match this.inner.as_mut().poll_next(cx) {
@@ -212,6 +353,7 @@ impl Stream for InspectedStream {
                 this.ended = true;
                 Poll::Ready(Some(Err(GatewayError::UpstreamUnavailable {
                     provider: this.ctx.provider(),
+                    kind: FailureKind::Stream,
                     message: format!("stream broke: {}", error_chain(&e)),
                 })))
             }
@@ -222,6 +364,7 @@ impl Stream for InspectedStream {
                 } else {
                     Poll::Ready(Some(Err(GatewayError::UpstreamUnavailable {
                         provider: this.ctx.provider(),
+                        kind: FailureKind::Stream,
                         message: "stream ended before `data: [DONE]`".into(),
                     })))
                 }

@@ -25,9 +25,7 @@
 
 use serde_json::{json, Map, Value};
 
-pub use super::anthropic_response::{
-    from_anthropic_error, from_anthropic_response, StreamTranslator,
-};
+pub use super::response::{from_anthropic_error, from_anthropic_response, StreamTranslator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranslateError {

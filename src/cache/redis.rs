@@ -4,8 +4,9 @@
 //! tenant under the same config. Redis expires an entry with its TTL (`SET .. PX`).
 //!
 //! An entry travels as a small binary record (no serde round trip of the body):
-//! `DLB1`, stream flag (u8), stored-at (unix ms, u64 LE), cost (nano-USD, u64 LE),
-//! header count (u16 LE), per header: name and value (u16 LE length + bytes), then the body.
+//! `DLB2`, stream flag (u8), stored-at (unix ms, u64 LE), cost (nano-USD, u64 LE), the
+//! serving model (u16 LE length + bytes), header count (u16 LE), per header: name and value
+//! (u16 LE length + bytes), then the body. A record of another version is a miss.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,10 +16,10 @@ use http::{HeaderName, HeaderValue};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
-use super::{Op, Shared};
-use crate::cache::{Entry, Key};
+use super::{Entry, Key};
+use crate::redis::{Op, Shared};
 
-const MAGIC: &[u8; 4] = b"DLB1";
+const MAGIC: &[u8; 4] = b"DLB2";
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -37,6 +38,9 @@ pub fn encode(entry: &Entry) -> Bytes {
     out.put_u8(u8::from(entry.stream));
     out.put_u64_le(unix_ms().saturating_sub(age));
     out.put_u64_le(entry.cost);
+    let model = &entry.model.as_bytes()[..entry.model.len().min(usize::from(u16::MAX))];
+    out.put_u16_le(model.len() as u16);
+    out.put_slice(model);
     out.put_u16_le(entry.headers.len() as u16);
     for (name, value) in &entry.headers {
         for part in [name.as_str().as_bytes(), value.as_bytes()] {
@@ -63,6 +67,10 @@ pub fn decode(bytes: Bytes, ttl: Duration) -> Option<Entry> {
     let stream = take(1)?[0] == 1;
     let stored_ms = u64::from_le_bytes(take(8)?.try_into().ok()?);
     let cost = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let model_len = u16::from_le_bytes(take(2)?.try_into().ok()?);
+    let model: Arc<str> = std::str::from_utf8(take(usize::from(model_len))?)
+        .ok()?
+        .into();
     let count = u16::from_le_bytes(take(2)?.try_into().ok()?);
     let mut headers = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -81,6 +89,7 @@ pub fn decode(bytes: Bytes, ttl: Duration) -> Option<Entry> {
         body: bytes.slice(at..),
         stream,
         headers,
+        model,
         stored_at: now.checked_sub(age).unwrap_or(now),
         cost,
         ttl: left,
@@ -148,6 +157,7 @@ mod tests {
                     HeaderValue::from_static("chat-model"),
                 ),
             ],
+            model: "chat-model".into(),
             stored_at: Instant::now(),
             cost: 61_500,
             ttl: Duration::from_secs(60),
@@ -156,6 +166,7 @@ mod tests {
         assert_eq!(back.body, entry.body);
         assert!(back.stream);
         assert_eq!(back.headers, entry.headers);
+        assert_eq!(&*back.model, "chat-model");
         assert_eq!(back.cost, 61_500);
         assert!(back.ttl <= Duration::from_secs(60) && back.ttl > Duration::from_secs(58));
         // Truncated or foreign records are misses, never panics.

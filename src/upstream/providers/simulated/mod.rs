@@ -4,7 +4,8 @@
 //! the same text; time to first token and tokens per second come from the provider config;
 //! reasoning-tier models report reasoning tokens (more for a higher `reasoning_effort`).
 //! Every answer says it is simulated: text starts with `[simulated]` and
-//! `system_fingerprint` is `deliberate-simulated`.
+//! `system_fingerprint` is `deliberate-simulated`. Requests with tools get a tool call and
+//! requests with a `response_format` get JSON of the asked shape (`answer.rs`).
 
 use std::time::Duration;
 
@@ -13,13 +14,16 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{unix_now, CallContext, Events};
+mod answer;
+
 use crate::api::ChatRequest;
 use crate::body::relay::StreamChunk;
 use crate::body::{sse_data, SSE_DONE};
 use crate::classify::Tier;
 use crate::config::ProviderKind;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, TimeoutKind};
+use crate::upstream::{unix_now, CallContext, Events};
+use answer::Answer;
 
 const WORDS: &[&str] = &[
     "the", "answer", "depends", "on", "context", "and", "a", "careful", "look", "at", "each",
@@ -32,7 +36,10 @@ struct Plan {
     id: String,
     model: String,
     created: u64,
-    words: Vec<&'static str>,
+    /// The content (or a tool call's arguments) in the pieces a stream sends.
+    pieces: Vec<String>,
+    /// The tool called instead of answering in text.
+    tool: Option<String>,
     finish_reason: &'static str,
     prompt_tokens: u64,
     reasoning_tokens: u64,
@@ -65,6 +72,36 @@ impl Plan {
             (0..count.saturating_sub(1))
                 .map(|i| WORDS[((seed >> (i % 48)) as usize + i * 7) % WORDS.len()]),
         );
+        let mut finish_reason = if limit.is_some_and(|l| l < natural) {
+            "length"
+        } else {
+            "stop"
+        };
+        let (pieces, tool) = match Answer::for_request(request) {
+            Answer::Text => {
+                let pieces = words
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        if i == 0 {
+                            w.to_string()
+                        } else {
+                            format!(" {w}")
+                        }
+                    })
+                    .collect();
+                (pieces, None)
+            }
+            // Structured answers are never cut by the token limit: they must parse.
+            Answer::Json(text) => {
+                finish_reason = "stop";
+                (split_pieces(&text), None)
+            }
+            Answer::ToolCall { name, arguments } => {
+                finish_reason = "tool_calls";
+                (split_pieces(&arguments), Some(name))
+            }
+        };
         let reasoning_tokens = match ctx.tier {
             Tier::Fast => 0,
             Tier::Reasoning => {
@@ -80,11 +117,7 @@ impl Plan {
             id: format!("chatcmpl-sim-{}", hex::encode(&digest[..6])),
             model: ctx.deployment.upstream_model.clone(),
             created: unix_now(),
-            finish_reason: if limit.is_some_and(|l| l < natural) {
-                "length"
-            } else {
-                "stop"
-            },
+            finish_reason,
             prompt_tokens: (messages.len() as u64 / 4).max(1),
             reasoning_tokens,
             choices: request
@@ -94,7 +127,8 @@ impl Plan {
                 .unwrap_or(1)
                 .clamp(1, 8),
             include_usage: request.include_usage(),
-            words,
+            pieces,
+            tool,
             ttft,
             per_token: if tps.is_finite() {
                 Duration::from_secs_f64(1.0 / tps)
@@ -105,7 +139,7 @@ impl Plan {
     }
 
     fn usage(&self) -> Value {
-        let completion = self.words.len() as u64 * self.choices + self.reasoning_tokens;
+        let completion = self.pieces.len() as u64 * self.choices + self.reasoning_tokens;
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -116,12 +150,27 @@ impl Plan {
     }
 
     fn text(&self) -> String {
-        self.words.join(" ")
+        self.pieces.concat()
+    }
+
+    /// The tool call's id (fixed by the request, like everything else).
+    fn call_id(&self) -> String {
+        format!("call_{}", self.id.trim_start_matches("chatcmpl-"))
+    }
+
+    /// The message of a non-streaming answer.
+    fn message(&self) -> Value {
+        match &self.tool {
+            None => json!({"role": "assistant", "content": self.text(), "refusal": null}),
+            Some(name) => json!({"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [{"id": self.call_id(), "type": "function",
+                    "function": {"name": name, "arguments": self.text()}}]}),
+        }
     }
 
     fn duration(&self) -> Duration {
         // Saturating: a huge `max_tokens` must not overflow the simulated duration.
-        let words = u32::try_from(self.words.len()).unwrap_or(u32::MAX);
+        let words = u32::try_from(self.pieces.len()).unwrap_or(u32::MAX);
         self.per_token
             .checked_mul(words)
             .and_then(|d| d.checked_add(self.ttft))
@@ -139,9 +188,10 @@ impl Plan {
         sse_data(&serde_json::to_vec(&chunk).expect("JSON value serializes"))
     }
 
-    /// The chunks of step `step`: 0 = role, 1..=words = one word each, then the finish.
+    /// The chunks of step `step`: 0 = role (and the tool call's name), 1..=pieces = one
+    /// piece each, then the finish.
     fn step(&self, step: usize) -> Option<Bytes> {
-        let n = self.words.len();
+        let n = self.pieces.len();
         let per_choice = |delta: Value, finish: Value| {
             Value::Array(
                 (0..self.choices)
@@ -149,23 +199,29 @@ impl Plan {
                     .collect(),
             )
         };
-        match step {
-            0 => Some(self.chunk(
+        match (step, &self.tool) {
+            (0, None) => Some(self.chunk(
                 per_choice(json!({"role": "assistant", "content": ""}), Value::Null),
                 None,
             )),
-            s if s <= n => {
-                let word = if s == 1 {
-                    self.words[0].to_string()
-                } else {
-                    format!(" {}", self.words[s - 1])
-                };
-                Some(self.chunk(per_choice(json!({"content": word}), Value::Null), None))
+            (0, Some(name)) => {
+                let call = json!({"index": 0, "id": self.call_id(), "type": "function",
+                    "function": {"name": name, "arguments": ""}});
+                let delta = json!({"role": "assistant", "content": null, "tool_calls": [call]});
+                Some(self.chunk(per_choice(delta, Value::Null), None))
             }
-            s if s == n + 1 => {
+            (s, None) if s <= n => Some(self.chunk(
+                per_choice(json!({"content": self.pieces[s - 1]}), Value::Null),
+                None,
+            )),
+            (s, Some(_)) if s <= n => {
+                let call = json!({"index": 0, "function": {"arguments": self.pieces[s - 1]}});
+                Some(self.chunk(per_choice(json!({"tool_calls": [call]}), Value::Null), None))
+            }
+            (s, _) if s == n + 1 => {
                 Some(self.chunk(per_choice(json!({}), json!(self.finish_reason)), None))
             }
-            s if s == n + 2 && self.include_usage => {
+            (s, _) if s == n + 2 && self.include_usage => {
                 Some(self.chunk(json!([]), Some(self.usage())))
             }
             _ => None,
@@ -173,7 +229,13 @@ impl Plan {
     }
 }
 
-pub(super) async fn complete(
+/// A structured answer in stream-sized pieces (about a token each), on char boundaries.
+fn split_pieces(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(6).map(|c| c.iter().collect()).collect()
+}
+
+pub(in crate::upstream) async fn complete(
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<Bytes, GatewayError> {
@@ -181,15 +243,15 @@ pub(super) async fn complete(
     let done_at = crate::body::relay::deadline_after(Instant::now(), plan.duration());
     if done_at > ctx.total_deadline() {
         tokio::time::sleep_until(ctx.total_deadline()).await;
-        return Err(ctx.timeout("total", ctx.timeouts.total));
+        return Err(ctx.timeout(TimeoutKind::Total, ctx.timeouts.total));
     }
     tokio::time::sleep_until(done_at).await;
-    let text = plan.text();
+    let message = plan.message();
     let choices: Vec<Value> = (0..plan.choices)
         .map(|i| {
             json!({
                 "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": null},
+                "message": message,
                 "logprobs": null,
                 "finish_reason": plan.finish_reason,
             })
@@ -206,7 +268,7 @@ pub(super) async fn complete(
     ))
 }
 
-pub(super) fn stream(ctx: &CallContext, request: &ChatRequest) -> Events {
+pub(in crate::upstream) fn stream(ctx: &CallContext, request: &ChatRequest) -> Events {
     let plan = Plan::new(ctx, request);
     let recorder = ctx.recorder.clone();
     let start = Instant::now();

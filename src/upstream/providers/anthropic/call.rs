@@ -1,4 +1,5 @@
-//! Calling Anthropic's Messages API: the HTTP side of `anthropic.rs`'s translation.
+//! Calling Anthropic's Messages API: the HTTP side of the translation in `request.rs`
+//! and `response.rs`.
 //!
 //! The OpenAI-shaped request is translated before sending; the answer (whole or streamed)
 //! is translated back, so clients only ever see Chat Completions. Fields Anthropic has no
@@ -11,20 +12,20 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::anthropic::{
+use super::request::{
     from_anthropic_error, from_anthropic_response, to_anthropic_request, StreamTranslator,
     TranslateError,
-};
-use super::{
-    auth, error_chain, expect_event_stream, read_body, redact, send_error, status_error, unix_now,
-    url, CallContext, Events, MAX_UPSTREAM_EVENT_BYTES,
 };
 use crate::api::ChatRequest;
 use crate::body::relay::{PendingStream, StreamChunk};
 use crate::body::{sse_data, SSE_DONE};
 use crate::config::ProviderKind;
-use crate::error::GatewayError;
+use crate::error::{FailureKind, GatewayError, TimeoutKind};
 use crate::sse::SseParser;
+use crate::upstream::{
+    auth, error_chain, expect_event_stream, read_body, redact, send_error, status_error, unix_now,
+    url, CallContext, Events, MAX_UPSTREAM_EVENT_BYTES,
+};
 
 /// Anthropic requires `max_tokens`; this is used when the client set none.
 const DEFAULT_MAX_TOKENS: u32 = 8192;
@@ -77,7 +78,7 @@ fn build(
     Ok((builder, dropped))
 }
 
-pub(super) async fn complete(
+pub(in crate::upstream) async fn complete(
     client: &reqwest::Client,
     ctx: &CallContext,
     request: &ChatRequest,
@@ -86,7 +87,7 @@ pub(super) async fn complete(
         let (builder, dropped) = build(client, ctx, request)?;
         let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
             .await
-            .map_err(|_| ctx.timeout("total", ctx.timeouts.total))?
+            .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
             .map_err(|e| send_error(ctx, e))?;
         if !response.status().is_success() {
             return Err(status_error(ctx, response, from_anthropic_error).await);
@@ -111,7 +112,7 @@ pub(super) async fn complete(
     result
 }
 
-pub(super) fn stream(
+pub(in crate::upstream) fn stream(
     client: reqwest::Client,
     ctx: &CallContext,
     request: &ChatRequest,
@@ -156,6 +157,7 @@ impl TranslatedStream {
         let secrets = redact::provider_secrets(&self.ctx.deployment.provider);
         GatewayError::UpstreamUnavailable {
             provider: self.ctx.provider(),
+            kind: FailureKind::Stream,
             message: redact::redact(&message, &secrets),
         }
     }

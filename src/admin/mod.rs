@@ -1,6 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text format, the gateway's own registry),
 //! `/healthz` (the process is up) and `/readyz` (it takes traffic: false once shutdown began),
-//! all unauthenticated; and the token-protected admin API under `/admin/` (`admin_api.rs`).
+//! all unauthenticated; and the token-protected admin API under `/admin/` (`api.rs`).
+
+mod api;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ pub struct AdminService {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     /// The gateway's shared state: the live config, and whatever live per-tenant state
-    /// (spend, budgets, rate limits) the admin API reports (see `admin_api::tenant`).
+    /// (spend, budgets, rate limits) the admin API reports (see `api::tenant`).
     pub state: AppState,
     /// `None` when the config does not come from files (the demo): nothing to reload.
     pub reloader: Option<Arc<Reloader>>,
@@ -47,7 +49,7 @@ impl AdminService {
     pub fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
         let path = request.uri().path();
         if path == "/admin" || path.starts_with("/admin/") {
-            return crate::admin_api::handle(self, request.method(), path, request.headers());
+            return api::handle(self, request.method(), path, request.headers());
         }
         let (status, content_type, body): (StatusCode, &'static str, Bytes) = match path {
             "/metrics" => (

@@ -14,7 +14,7 @@
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::admin::AdminService;
+use super::AdminService;
 use crate::body::{full, Body};
 use crate::config::{hash_api_key, Snapshot, Tenant, TierLatency};
 use crate::reload::rfc3339;

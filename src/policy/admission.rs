@@ -21,12 +21,12 @@ use crate::classify::Tier;
 use crate::config::{OnLimit, Tenant};
 use crate::cost::{usd, worst_case};
 use crate::error::GatewayError;
-use crate::latency::LatencyBook;
 use crate::layers::rate_limit::TokenEstimate;
 use crate::limits::{Clock, LimitState, Period, Refusal, Reservation, TenantLimits};
 use crate::metrics::Metrics;
+use crate::policy::latency::LatencyBook;
+use crate::policy::sticky::{session_key, Sessions, SESSION_HEADER};
 use crate::policy::{Decision, DecisionSource};
-use crate::sticky::{session_key, Sessions, SESSION_HEADER};
 
 pub const DEADLINE_HEADER: &str = "x-deliberate-deadline-ms";
 
@@ -34,7 +34,7 @@ pub const DEADLINE_HEADER: &str = "x-deliberate-deadline-ms";
 #[derive(Default)]
 pub struct PolicyState {
     /// The Redis tier, when configured (shared by `limits` and the response cache).
-    pub shared: Option<Arc<crate::shared::Shared>>,
+    pub shared: Option<Arc<crate::redis::Shared>>,
     pub limits: Arc<LimitState>,
     pub latency: Arc<LatencyBook>,
     pub sessions: Arc<Sessions>,
@@ -348,11 +348,6 @@ fn budget_detail(budget: &crate::config::Budget, refusal: Refusal) -> String {
         Refusal::PerRequestCap => budget.per_request_usd,
     };
     format!("limit {} USD", crate::error::usd(limit.unwrap_or(0.0)))
-}
-
-/// Nano-dollars as the `x-deliberate-cost-usd` header value.
-pub fn cost_header(cost: u64) -> String {
-    format!("{:.6}", usd(cost))
 }
 
 #[cfg(test)]

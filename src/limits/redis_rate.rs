@@ -11,14 +11,20 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::{Op, Shared};
 use crate::limits::rate::BucketStatus;
+use crate::redis::{Op, Shared};
+
+/// The Lua scripts, hashed once (sent by `EVALSHA`, loaded on first use).
+static TAKE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(TAKE));
+static GIVE_BACK_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(GIVE_BACK));
 
 /// KEYS: requests bucket, tokens bucket.
 /// ARGV: requests per minute (-1: no limit), tokens per minute (-1: no limit), tokens wanted.
 /// Returns {status (0 taken, 1 requests, 2 tokens), request level, token level, wait seconds}
 /// with the levels and the wait as strings (Lua numbers would be truncated to integers).
-pub const TAKE: &str = r#"
+const TAKE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function level(key, cap)
@@ -47,7 +53,7 @@ return {0, tostring(r), tostring(k), '0'}
 "#;
 
 /// KEYS: tokens bucket. ARGV: tokens per minute, tokens to give back (negative: take).
-pub const GIVE_BACK: &str = r#"
+const GIVE_BACK: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local cap, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -110,7 +116,7 @@ pub async fn take(
     tokens: u64,
 ) -> Option<Taken> {
     let (requests_key, tokens_key) = bucket_keys(shared, tenant);
-    let mut invocation = shared.scripts.rate_take.prepare_invoke();
+    let mut invocation = TAKE_SCRIPT.prepare_invoke();
     invocation
         .key(&requests_key)
         .key(&tokens_key)
@@ -152,7 +158,7 @@ pub async fn give_back(
     if delta == 0 {
         return true;
     }
-    let mut invocation = shared.scripts.rate_give_back.prepare_invoke();
+    let mut invocation = GIVE_BACK_SCRIPT.prepare_invoke();
     invocation
         .key(&tokens_key)
         .arg(tokens_per_minute)

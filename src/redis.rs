@@ -1,4 +1,7 @@
-//! The Redis tier: state that N replicas share (response cache, spend, rate limits).
+//! The Redis transport: the connection that N replicas share state through (response cache,
+//! spend, rate limits). It knows no domain types: the Redis halves of each concept live with
+//! the concept (`limits::redis_budget`, `limits::redis_rate`, `cache::redis`) and call
+//! `Shared::run` with their own scripts.
 //!
 //! Optional (`[redis]` in `deliberate.toml`); without it everything stays in the process.
 //! One `ConnectionManager` (multiplexed, reconnects by itself) serves every request; each
@@ -11,10 +14,6 @@
 //!
 //! Work that follows a response (settling a reservation, storing a cache entry) runs as tasks
 //! on this tier's `TaskTracker`, which shutdown waits for.
-
-pub mod budget;
-pub mod cache;
-pub mod rate;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -69,15 +68,6 @@ pub struct Shared {
     health: AtomicU8,
     epoch: Instant,
     tasks: TaskTracker,
-    pub scripts: Scripts,
-}
-
-/// The Lua scripts, hashed once (sent by `EVALSHA`, loaded on first use).
-pub struct Scripts {
-    pub reserve: redis::Script,
-    pub settle: redis::Script,
-    pub rate_take: redis::Script,
-    pub rate_give_back: redis::Script,
 }
 
 impl Shared {
@@ -110,12 +100,6 @@ impl Shared {
             health: AtomicU8::new(UNKNOWN),
             epoch: Instant::now(),
             tasks: TaskTracker::new(),
-            scripts: Scripts {
-                reserve: redis::Script::new(budget::RESERVE),
-                settle: redis::Script::new(budget::SETTLE),
-                rate_take: redis::Script::new(rate::TAKE),
-                rate_give_back: redis::Script::new(rate::GIVE_BACK),
-            },
         }))
     }
 

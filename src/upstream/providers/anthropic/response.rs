@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::anthropic::TranslateError;
+use super::request::TranslateError;
 use crate::sse::SseEvent;
 
 /// Token usage as Anthropic reports it; `update` takes whichever fields a usage object has
@@ -350,7 +350,11 @@ mod tests {
 
     macro_rules! fixture {
         ($name:literal) => {
-            include_str!(concat!("../../tests/fixtures/anthropic/", $name))
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/anthropic/",
+                $name
+            ))
         };
     }
 

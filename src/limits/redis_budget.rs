@@ -17,15 +17,21 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::{Op, Shared};
 use crate::cost::Nanos;
 use crate::limits::{Period, Refusal};
+use crate::redis::{Op, Shared};
+
+/// The Lua scripts, hashed once (sent by `EVALSHA`, loaded on first use).
+static RESERVE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(RESERVE));
+static SETTLE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(SETTLE));
 
 /// KEYS: day, month, reserved, holds, amounts.
 /// ARGV: worst, daily limit (-1: none), monthly limit (-1: none), hold id, hold ttl (ms),
 /// carried day spend, carried month spend, day key ttl (s), month key ttl (s).
 /// Returns {status (0 granted, 1 daily, 2 monthly), day, month, reserved}.
-pub const RESERVE: &str = r#"
+const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
@@ -63,7 +69,7 @@ return {0, day, month, reserved + worst}
 /// KEYS: day, month, reserved, holds, amounts.
 /// ARGV: hold id ("" for spend without a hold), actual cost, day key ttl (s), month key ttl (s).
 /// Returns {day, month, reserved}.
-pub const SETTLE: &str = r#"
+const SETTLE: &str = r#"
 if ARGV[1] ~= '' then
   local held = redis.call('HGET', KEYS[5], ARGV[1])
   if held then
@@ -129,7 +135,7 @@ pub async fn reserve(
     now: Period,
 ) -> Option<Result<SharedView, (Refusal, SharedView)>> {
     let keys = keys(shared, hold.tenant, now);
-    let mut invocation = shared.scripts.reserve.prepare_invoke();
+    let mut invocation = RESERVE_SCRIPT.prepare_invoke();
     for k in &keys {
         invocation.key(k);
     }
@@ -170,7 +176,7 @@ pub async fn settle(
     now: Period,
 ) -> Option<SharedView> {
     let keys = keys(shared, tenant, now);
-    let mut invocation = shared.scripts.settle.prepare_invoke();
+    let mut invocation = SETTLE_SCRIPT.prepare_invoke();
     for k in &keys {
         invocation.key(k);
     }
