@@ -117,32 +117,52 @@ fn fit_model(
     let extractor = FeatureExtractor::with_blocks(blocks);
     let features = train::featurize(&extractor, examples);
     let labels = labels_of(examples);
-    let oof = eval::cross_validated_scores(&features, &labels, opts);
+    let weights = train::example_weights(examples, opts);
+    let oof = eval::cross_validated_scores(&features, &labels, &weights, opts);
     let threshold = threshold_for_fpr(&oof, &labels, max_fpr);
     let names = extractor.layout().names();
     let provenance = format!(
-        "deliberate classify train --seed {} --max-fpr {max_fpr} --features {} on {} examples ({} reasoning) from {}",
+        "deliberate classify train --seed {} --max-fpr {max_fpr} --non-english-weight {} --features {} on {} examples ({} reasoning) from {}",
         opts.seed,
+        opts.non_english_weight,
         names.join(","),
         examples.len(),
         labels.iter().filter(|l| **l).count(),
         data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
     );
     let names = names.into_iter().map(String::from).collect();
-    let model = train::train(names, &features, &labels, opts, threshold, provenance);
+    let model = train::train(
+        names, &features, &labels, &weights, opts, threshold, provenance,
+    );
     (model, oof)
 }
 
-/// `classify train`: trains on `data`, writes the model to `out`.
+/// `classify train`: trains on `data`, writes the model to `out`. With `calibrate`
+/// (a traffic sample and a share), the default threshold is the one that sends that share
+/// of the sample to reasoning instead of the `max_fpr` one.
 pub fn train_command(
     data: &[PathBuf],
     out: &Path,
     blocks: &[Block],
     opts: &TrainOptions,
     max_fpr: f64,
+    calibrate: Option<(PathBuf, f64)>,
 ) -> Result<String, String> {
     let examples = labelled(load_examples(data)?)?;
-    let (model, oof) = fit_model(&examples, blocks, opts, max_fpr, data);
+    let (mut model, oof) = fit_model(&examples, blocks, opts, max_fpr, data);
+    if let Some((sample, share)) = calibrate {
+        let classifier =
+            LearnedClassifier::new(&model, StaticEmbedder::builtin()).map_err(|e| e.to_string())?;
+        let scores: Vec<f32> = load_examples(std::slice::from_ref(&sample))?
+            .iter()
+            .map(|e| classifier.score(&conversation_of(&e.messages)).score)
+            .collect();
+        model.default_threshold = eval::threshold_for_share(&scores, share);
+        model.provenance += &format!(
+            "; default threshold sends {share} of {} to reasoning",
+            sample.display()
+        );
+    }
     train::write_model(&model, out).map_err(|e| format!("{}: {e}", out.display()))?;
     let labels = labels_of(&examples);
     let threshold = model.default_threshold;
@@ -172,6 +192,8 @@ pub struct EvalOptions {
     pub data: Vec<PathBuf>,
     /// Threshold (default: the model's).
     pub threshold: Option<f32>,
+    /// Or: the threshold that sends this share of this traffic sample to reasoning.
+    pub calibrate: Option<(PathBuf, f64)>,
     pub loso: bool,
     pub lolo: bool,
     /// A directory of held-out JSONL files (`data/heldout`), never trained on.
@@ -197,14 +219,20 @@ pub fn eval_command(o: &EvalOptions) -> Result<String, String> {
         }
         None => LearnedClassifier::builtin(),
     };
-    let threshold = o.threshold.unwrap_or(model.default_threshold());
-    let features = train::featurize(model.extractor(), &examples);
     let score_all = |examples: &[Example]| -> Vec<f32> {
         examples
             .iter()
             .map(|e| model.score(&conversation_of(&e.messages)).score)
             .collect()
     };
+    let threshold = match &o.calibrate {
+        Some((sample, share)) => eval::threshold_for_share(
+            &score_all(&load_examples(std::slice::from_ref(sample))?),
+            *share,
+        ),
+        None => o.threshold.unwrap_or(model.default_threshold()),
+    };
+    let features = train::featurize(model.extractor(), &examples);
     let in_sample = score_all(&examples);
     let mut summary = format!(
         "features {}; threshold {threshold:.3}\n\n| figure | value |\n|---|---|\n",
@@ -221,8 +249,21 @@ pub fn eval_command(o: &EvalOptions) -> Result<String, String> {
         threshold,
     );
     if o.loso || o.lolo {
-        let cv = eval::cross_validated_scores(&features, &labels, &o.train);
+        let weights = train::example_weights(&examples, &o.train);
+        let cv = eval::cross_validated_scores(&features, &labels, &weights, &o.train);
         line("5-fold CV", eval::summarize(&labels, &cv, threshold));
+        let (ls, ss): (Vec<bool>, Vec<f32>) = examples
+            .iter()
+            .zip(&cv)
+            .filter(|(e, _)| e.lang != "en")
+            .map(|(e, s)| (e.label == Some(true), *s))
+            .unzip();
+        if !ls.is_empty() {
+            line(
+                "5-fold CV, non-English rows",
+                eval::summarize(&ls, &ss, threshold),
+            );
+        }
         out += "\n";
         out += &eval::report("5-fold cross-validation", &examples, &cv, threshold);
     }

@@ -197,9 +197,10 @@ pub fn length_scores(examples: &[Example]) -> Vec<f32> {
 pub fn cross_validated_scores(
     features: &[Vec<f32>],
     labels: &[bool],
+    weights: &[f32],
     opts: &TrainOptions,
 ) -> Vec<f32> {
-    let oof = out_of_fold_logits(features, labels, opts);
+    let oof = out_of_fold_logits(features, labels, weights, opts);
     let (a, b) = fit_platt(&oof, labels);
     oof.iter().map(|z| sigmoid(a * z + b)).collect()
 }
@@ -213,6 +214,7 @@ pub fn leave_one_group_out(
     opts: &TrainOptions,
 ) -> Vec<f32> {
     let labels: Vec<bool> = examples.iter().map(|e| e.label.unwrap_or(false)).collect();
+    let weights = super::train::example_weights(examples, opts);
     let mut scores = vec![0f32; examples.len()];
     let sources: std::collections::BTreeSet<&str> = examples.iter().map(|e| group.of(e)).collect();
     for source in sources {
@@ -220,10 +222,11 @@ pub fn leave_one_group_out(
             (0..examples.len()).partition(|&i| group.of(&examples[i]) != source);
         let tx: Vec<Vec<f32>> = train.iter().map(|&i| features[i].clone()).collect();
         let ty: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
-        let oof = out_of_fold_logits(&tx, &ty, opts);
+        let tw: Vec<f32> = train.iter().map(|&i| weights[i]).collect();
+        let oof = out_of_fold_logits(&tx, &ty, &tw, opts);
         let (a, b) = fit_platt(&oof, &ty);
         let refs: Vec<&[f32]> = tx.iter().map(Vec::as_slice).collect();
-        let model = fit_linear(&refs, &ty, opts);
+        let model = fit_linear(&refs, &ty, &tw, opts);
         for &i in &test {
             scores[i] = sigmoid(a * model.logit(&features[i]) + b);
         }

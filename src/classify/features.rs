@@ -13,6 +13,8 @@
 //!   questions), computed on the prose lines so a paste does not move it;
 //! - `dialog`: the conversation's shape (turns, system prompt, tool results, follow-up);
 //! - `script`: which writing systems the prose uses;
+//! - `grams`: hashed word stems and CJK character pairs of the prose (`grams`), unit length:
+//!   the languages the English token table spells badly get words of their own;
 //! - `turn`, `style`, `paste`: the whole-text embedding, length / word / line counts and
 //!   paste flags. They mostly encode how the training data was written, not what it asks;
 //!   they are kept only to measure that (EVAL.md) and the shipped model leaves them out.
@@ -24,7 +26,7 @@ use std::ops::Range;
 
 use super::embed::{StaticEmbedder, DIMS};
 use super::rules::{category_signed_name, RuleSignals, RulesClassifier, RULE_CATEGORIES};
-use super::segment;
+use super::{grams, segment};
 use super::{Conversation, Role, MAX_SCAN_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,7 @@ pub enum Block {
     Turn,
     Style,
     Paste,
+    Grams,
 }
 
 const SHAPE_NAMES: [(&str, &str); 5] = [
@@ -72,7 +75,7 @@ const PASTE_NAMES: [(&str, &str); 2] = [
 ];
 
 impl Block {
-    pub const ALL: [Block; 9] = [
+    pub const ALL: [Block; 10] = [
         Block::Prose,
         Block::Context,
         Block::Rules,
@@ -82,6 +85,7 @@ impl Block {
         Block::Turn,
         Block::Style,
         Block::Paste,
+        Block::Grams,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +99,7 @@ impl Block {
             Block::Turn => "turn",
             Block::Style => "style",
             Block::Paste => "paste",
+            Block::Grams => "grams",
         }
     }
 
@@ -111,6 +116,7 @@ impl Block {
             Block::Script => SCRIPT_NAMES.len(),
             Block::Style => STYLE_NAMES.len(),
             Block::Paste => PASTE_NAMES.len(),
+            Block::Grams => grams::BUCKETS,
         }
     }
 
@@ -124,7 +130,7 @@ impl Block {
             Block::Script => SCRIPT_NAMES.get(i).copied(),
             Block::Style => STYLE_NAMES.get(i).copied(),
             Block::Paste => PASTE_NAMES.get(i).copied(),
-            Block::Prose | Block::Context | Block::Turn => None,
+            Block::Prose | Block::Context | Block::Turn | Block::Grams => None,
         }
     }
 
@@ -136,6 +142,10 @@ impl Block {
                 "-content like everyday chat",
             )),
             Block::Context => Some(("+earlier turn needs reasoning", "-earlier turn is chat")),
+            Block::Grams => Some((
+                "+wording like reasoning tasks",
+                "-wording like everyday chat",
+            )),
             _ => None,
         }
     }
@@ -279,6 +289,7 @@ impl FeatureExtractor {
                 Block::Dialog => dialog(conversation, &lines, previous.is_some(), out),
                 Block::Script => script(&lines, out),
                 Block::Style => style(text, out),
+                Block::Grams => grams::grams(&lines, out),
                 Block::Paste => {
                     out[0] = text.contains("```") as u8 as f32;
                     out[1] = split.is_some_and(|s| s.data_bytes > 0) as u8 as f32;

@@ -204,3 +204,7 @@ impl Classifier for LearnedClassifier {
 #[cfg(test)]
 #[path = "learned_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "shape_tests.rs"]
+mod shape_tests;

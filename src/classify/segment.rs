@@ -132,6 +132,9 @@ fn is_data(line: &str) -> bool {
     if CODE_STARTS.iter().any(|s| line.starts_with(s)) && !looks_like_sentence(line) {
         return true;
     }
+    if is_log(line) {
+        return true;
+    }
     // Mostly digits and symbols: table rows, CSV, log lines with timestamps, hex dumps.
     let (mut letters, mut other) = (0usize, 0usize);
     for c in line.chars() {
@@ -146,6 +149,28 @@ fn is_data(line: &str) -> bool {
         && commas * 6 >= line.split_whitespace().count().max(1) * 2
         && !line.contains(". ");
     csv || letters < other
+}
+
+/// Log lines: a leading timestamp or date (`2025-03-01 12:00:01`, `[12:00:01]`),
+/// or an upper-case level word (`INFO`, `WARN`, `ERROR`, ...).
+fn is_log(line: &str) -> bool {
+    // Two separators between digit runs: `2025-03-01`, `12:00:07` (not `3-4 people`).
+    let head = line.trim_start_matches(['[', '(']).as_bytes();
+    let mut at = 0;
+    let mut stamp = true;
+    for _ in 0..2 {
+        let digits = head[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        stamp &= (1..=4).contains(&digits) && matches!(head.get(at + digits), Some(b'-' | b':'));
+        at = (at + digits + 1).min(head.len());
+    }
+    stamp &= head.get(at).is_some_and(u8::is_ascii_digit);
+    stamp
+        || line.split_whitespace().take(6).any(|w| {
+            matches!(
+                w.trim_matches(|c: char| !c.is_ascii_alphabetic()),
+                "INFO" | "WARN" | "WARNING" | "ERROR" | "DEBUG" | "TRACE" | "FATAL" | "CRITICAL"
+            ) && w.len() <= 10
+        })
 }
 
 /// Several words of letters and no code punctuation: "Return the answer as a list" or
@@ -194,6 +219,8 @@ mod tests {
             "Why does this print 3 instead of 4?\n```python\nx = [1, 2, 3]\nprint(len(x))\n```\n\
             def f(a):\n    return a + 1\n\
             2024-01-02 10:00:01,123 ERROR worker-3 timeout after 30000 ms\n\
+            [12:00:07] worker 2 picked up the job from the queue\n\
+            WARN disk usage above the configured limit on node seven\n\
             id,name,price,qty\n1,apple,0.5,10\n";
         let (out, _) = lines(text);
         assert_eq!(out, vec!["Why does this print 3 instead of 4?"]);

@@ -115,6 +115,8 @@ pub struct TrainOptions {
     pub learning_rate: f32,
     pub l2: f32,
     pub folds: usize,
+    /// Weight of a non-English example relative to an English one.
+    pub non_english_weight: f32,
 }
 
 impl Default for TrainOptions {
@@ -125,6 +127,7 @@ impl Default for TrainOptions {
             learning_rate: 0.05,
             l2: 3e-3,
             folds: 5,
+            non_english_weight: 1.0,
         }
     }
 }
@@ -150,7 +153,27 @@ impl Linear {
     }
 }
 
-pub fn fit_linear(features: &[&[f32]], labels: &[bool], opts: &TrainOptions) -> Linear {
+/// Per-example weights: non-English rows count `opts.non_english_weight` times, so the
+/// few hundred prompts of each language are not drowned by the English majority.
+pub fn example_weights(examples: &[Example], opts: &TrainOptions) -> Vec<f32> {
+    examples
+        .iter()
+        .map(|e| {
+            if e.lang == "en" {
+                1.0
+            } else {
+                opts.non_english_weight
+            }
+        })
+        .collect()
+}
+
+pub fn fit_linear(
+    features: &[&[f32]],
+    labels: &[bool],
+    weights: &[f32],
+    opts: &TrainOptions,
+) -> Linear {
     let n = features.len().max(1);
     let d = features.first().map_or(0, |x| x.len());
     let mut mean = vec![0f32; d];
@@ -177,9 +200,21 @@ pub fn fit_linear(features: &[&[f32]], labels: &[bool], opts: &TrainOptions) -> 
         })
         .collect();
     // Balance the classes: each class carries half of the loss.
-    let positives = labels.iter().filter(|l| **l).count().max(1) as f32;
-    let negatives = (labels.len() as f32 - positives).max(1.0);
-    let sample_weight = |l: bool| if l { 0.5 / positives } else { 0.5 / negatives };
+    let positives: f32 = labels
+        .iter()
+        .zip(weights)
+        .filter(|(l, _)| **l)
+        .map(|(_, w)| w)
+        .sum();
+    let negatives: f32 = weights.iter().sum::<f32>() - positives;
+    let (positives, negatives) = (positives.max(1.0), negatives.max(1.0));
+    let sample_weight = |l: bool, w: f32| {
+        if l {
+            0.5 * w / positives
+        } else {
+            0.5 * w / negatives
+        }
+    };
 
     let mut w = vec![0f32; d];
     let mut b = 0f32;
@@ -190,9 +225,9 @@ pub fn fit_linear(features: &[&[f32]], labels: &[bool], opts: &TrainOptions) -> 
     for epoch in 1..=opts.epochs {
         grad.iter_mut().for_each(|g| *g = 0.0);
         let mut grad_b = 0f32;
-        for (x, &label) in standardized.iter().zip(labels) {
+        for ((x, &label), &weight) in standardized.iter().zip(labels).zip(weights) {
             let z = b + x.iter().zip(&w).map(|(x, w)| x * w).sum::<f32>();
-            let err = (sigmoid(z) - label as u8 as f32) * sample_weight(label);
+            let err = (sigmoid(z) - label as u8 as f32) * sample_weight(label, weight);
             for (g, v) in grad.iter_mut().zip(x) {
                 *g += err * v;
             }
@@ -276,18 +311,20 @@ pub fn folds(n: usize, k: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Out-of-fold raw logits for every example.
-pub fn out_of_fold_logits(features: &[Vec<f32>], labels: &[bool], opts: &TrainOptions) -> Vec<f32> {
+pub fn out_of_fold_logits(
+    features: &[Vec<f32>],
+    labels: &[bool],
+    weights: &[f32],
+    opts: &TrainOptions,
+) -> Vec<f32> {
     let fold = folds(features.len(), opts.folds, opts.seed);
     let mut logits = vec![0f32; features.len()];
     for f in 0..opts.folds {
-        let (train_x, train_y): (Vec<&[f32]>, Vec<bool>) = features
-            .iter()
-            .zip(labels)
-            .zip(&fold)
-            .filter(|(_, k)| **k != f)
-            .map(|((x, y), _)| (x.as_slice(), *y))
-            .unzip();
-        let model = fit_linear(&train_x, &train_y, opts);
+        let train: Vec<usize> = (0..features.len()).filter(|&i| fold[i] != f).collect();
+        let train_x: Vec<&[f32]> = train.iter().map(|&i| features[i].as_slice()).collect();
+        let train_y: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
+        let train_w: Vec<f32> = train.iter().map(|&i| weights[i]).collect();
+        let model = fit_linear(&train_x, &train_y, &train_w, opts);
         for i in (0..features.len()).filter(|i| fold[*i] == f) {
             logits[i] = model.logit(&features[i]);
         }
@@ -300,14 +337,15 @@ pub fn train(
     blocks: Vec<String>,
     features: &[Vec<f32>],
     labels: &[bool],
+    weights: &[f32],
     opts: &TrainOptions,
     default_threshold: f32,
     provenance: String,
 ) -> ModelFile {
-    let oof = out_of_fold_logits(features, labels, opts);
+    let oof = out_of_fold_logits(features, labels, weights, opts);
     let (platt_a, platt_b) = fit_platt(&oof, labels);
     let all: Vec<&[f32]> = features.iter().map(Vec::as_slice).collect();
-    let model = fit_linear(&all, labels, opts);
+    let model = fit_linear(&all, labels, weights, opts);
     ModelFile {
         version: MODEL_VERSION,
         provenance,

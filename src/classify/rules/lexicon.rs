@@ -109,6 +109,10 @@ pub(super) const GROUPS: &[(Feat, f32, &str, &str)] = &[
     (Quant, W, "train", "zug |tren |trem |treno|поезд|火车|列車|電車|기차|열차"),
     (Ask, W, "calculate", "berechne|ausrechnen|calcular|calcule|calculez|calculer|calcola|вычисл|\
         рассчита|посчита|计算|算出|計算|계산|구하"),
+    (Ask, W, "find", "bestimme|bestimmen sie|ermittle|halla|halle|encuentre|trouvez|trovate|\
+        encontre|найдите|найти|определите|求出|求める|求めよ|求めなさい|구하시오|구하라"),
+    (Constraint, W, "condition", "bedingung|condición|conditions suivantes|condição|condizione|\
+        условие|условия|удовлетворя|满足|条件|満たす|ただし|조건|만족"),
     (Ask, W, "how many", "wie viele|wie viel|cuántos|cuántas|cuánto|combien|quantos|quantas|quanto|\
         quanti|quante|сколько|多少|几个|いくつ|何個|何人|몇"),
     (Step, M, "step by step", "schritt für schritt|paso a paso|étape par étape|passo a passo|\

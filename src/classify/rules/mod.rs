@@ -39,6 +39,8 @@ const MATH_SYMBOL_WEIGHT: f32 = 1.0;
 const MATH_SYMBOL_MAX: u32 = 3;
 /// Big-O notation (`O(n log n)`) means the user cares about complexity: algorithm design.
 const BIG_O_WEIGHT: f32 = 3.0;
+/// A single letter with "'s" ("how many r's") asks about characters: letter-level constraints.
+const LETTER_COUNT_WEIGHT: f32 = 3.0;
 /// Error output plus "why" asks for a diagnosis: this base plus the error markers' weights...
 const TRACE_WHY_BASE: f32 = 1.5;
 /// ...which are capped here (a long log is not a harder bug than a short one).
@@ -96,6 +98,8 @@ struct Stats {
     code_marks: u32,
     questions: u32,
     big_o: u32,
+    /// Single letters with "'s" ("r's"): counting characters.
+    letter_counts: u32,
 }
 
 /// One user turn's verdict before the bias: per-category logit contributions.
@@ -474,6 +478,12 @@ fn scan_words(b: &[u8], index: &Index, st: &mut Stats) {
             prev = None;
             continue;
         }
+        // "how many r's", "count the e's": a question about single characters.
+        if let [c, b'\'', b's'] = tok {
+            if c.is_ascii_alphabetic() {
+                st.letter_counts += 1;
+            }
+        }
         // "dijkstra's" is "dijkstra" unless the table has the whole word ("geht's").
         let bare = || tok.strip_suffix(b"'s").and_then(|t| index.words.get(t));
         let word = index.words.get(tok).or_else(bare);
@@ -505,6 +515,9 @@ fn combine(st: &Stats) -> TurnEval {
         + MATH_SYMBOL_WEIGHT * st.math_symbols.min(MATH_SYMBOL_MAX) as f32;
     if st.big_o > 0 {
         c[Algo as usize] += BIG_O_WEIGHT;
+    }
+    if st.letter_counts > 0 {
+        c[Letters as usize] += LETTER_COUNT_WEIGHT;
     }
     if count(Trace) > 0 {
         c[Debug as usize] += if count(Why) > 0 {
