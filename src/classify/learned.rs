@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::embed::StaticEmbedder;
-use super::features::{signed_name, FeatureExtractor, CONTEXT, LAST_TURN, NUM_FEATURES, RULES};
+use super::features::{parse_blocks, Block, FeatureExtractor};
 use super::{Classifier, Conversation, Scored};
 
-pub const MODEL_VERSION: u32 = 1;
+pub const MODEL_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +20,8 @@ pub struct ModelFile {
     pub version: u32,
     /// How it was made (command, seed, data), for the record.
     pub provenance: String,
+    /// The feature blocks, in order (`features::Block` names).
+    pub features: Vec<String>,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
     pub weights: Vec<f32>,
@@ -37,8 +39,10 @@ pub enum ModelError {
     Parse(#[from] serde_json::Error),
     #[error("model file has version {0}, expected {MODEL_VERSION}")]
     Version(u32),
-    #[error("model file has {0} features, this build extracts {NUM_FEATURES}")]
-    Features(usize),
+    #[error("model file has {0} features, its blocks have {1}")]
+    Features(usize, usize),
+    #[error("model file: {0}")]
+    Blocks(String),
 }
 
 pub struct LearnedClassifier {
@@ -64,9 +68,13 @@ impl LearnedClassifier {
         if model.version != MODEL_VERSION {
             return Err(ModelError::Version(model.version));
         }
+        let blocks: Vec<Block> =
+            parse_blocks(&model.features.join(",")).map_err(ModelError::Blocks)?;
+        let extractor = FeatureExtractor::new(embedder, &blocks);
+        let expected = extractor.layout().len;
         for len in [model.mean.len(), model.std.len(), model.weights.len()] {
-            if len != NUM_FEATURES {
-                return Err(ModelError::Features(len));
+            if len != expected {
+                return Err(ModelError::Features(len, expected));
             }
         }
         let folded: Vec<f32> = model
@@ -82,7 +90,7 @@ impl LearnedClassifier {
                 .map(|(w, m)| w * m)
                 .sum::<f32>();
         Ok(LearnedClassifier {
-            extractor: FeatureExtractor::new(embedder),
+            extractor,
             folded,
             folded_bias,
             mean: model.mean.clone(),
@@ -124,25 +132,20 @@ impl LearnedClassifier {
                     .sum::<f32>()
             })
         };
-        let mut pushes: Vec<(f32, &'static str, &'static str)> = Vec::with_capacity(32);
-        let mut block = |range: std::ops::Range<usize>, up: &'static str, down: &'static str| {
-            if let Some(c) = contribution(range) {
-                pushes.push((c, up, down));
+        let mut pushes: Vec<(f32, &'static str, &'static str)> = Vec::with_capacity(48);
+        let layout = self.extractor.layout();
+        for (block, range) in &layout.blocks {
+            if let Some((up, down)) = block.block_reason() {
+                if let Some(c) = contribution(range.clone()) {
+                    pushes.push((c, up, down));
+                }
+                continue;
             }
-        };
-        block(
-            LAST_TURN..CONTEXT,
-            "+content like reasoning tasks",
-            "-content like everyday chat",
-        );
-        block(
-            CONTEXT..RULES,
-            "+earlier turn needs reasoning",
-            "-earlier turn is chat",
-        );
-        for i in RULES..NUM_FEATURES {
-            if let (Some((up, down)), Some(c)) = (signed_name(i), contribution(i..i + 1)) {
-                pushes.push((c, up, down));
+            for i in range.clone() {
+                if let (Some((up, down)), Some(c)) = (layout.signed_name(i), contribution(i..i + 1))
+                {
+                    pushes.push((c, up, down));
+                }
             }
         }
         // Top three by strength: a partial selection, not a full sort.
@@ -201,3 +204,7 @@ impl Classifier for LearnedClassifier {
 #[cfg(test)]
 #[path = "learned_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "shape_tests.rs"]
+mod shape_tests;

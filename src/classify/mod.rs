@@ -12,8 +12,10 @@ pub mod cli;
 pub mod embed;
 pub mod eval;
 pub mod features;
+pub mod grams;
 pub mod learned;
 pub mod rules;
+pub mod segment;
 pub mod train;
 pub mod wordpiece;
 
