@@ -45,6 +45,12 @@ impl CallRecord {
         self.data_events.load(Ordering::Relaxed)
     }
 
+    /// The gateway itself ended the answer (the shutdown deadline cut the stream): that,
+    /// not the client going away, is its outcome. A failure already recorded stays.
+    pub fn cut_by(&self, error: &GatewayError) {
+        let _ = self.failure.set(error.error_kind());
+    }
+
     /// Time from the request's arrival to the first token, if one was relayed.
     pub fn first_token_after(&self) -> Option<Duration> {
         self.first_token_after.get().copied()

@@ -332,3 +332,48 @@ async fn without_tracing_the_clients_trace_context_goes_upstream_unchanged() {
     let sent = &mock.requests()[0].headers;
     assert_eq!(sent["traceparent"].to_str().unwrap(), traceparent());
 }
+
+/// A stream still open when the shutdown grace runs out: the client gets one final error
+/// event, and the access log still has the request's line, not counted as a clean answer.
+#[tokio::test]
+async fn a_stream_cut_at_the_shutdown_deadline_has_its_access_line() {
+    let mock = MockUpstream::start(|_| MockReply::Stream {
+        events: vec![(Duration::ZERO, data_event(&chunk(ANSWER)))],
+        end: StreamEnd::Hang,
+    })
+    .await;
+    let config = config(mock.addr, "[server]\nshutdown_grace_ms = 300\n");
+    let mut gw = GatewayProcess::spawn(&config, &[("acme", tenant())], &[]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut stream = body("fast", true);
+    stream["messages"][0]["content"] = json!("a stream the shutdown will cut");
+    let mut response = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-request-id", &id)
+        .json(&stream)
+        .timeout(TEST_TIMEOUT)
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), 200);
+    let mut text = read_until_data(&mut response).await;
+
+    // SIGTERM; the process exits once the 300 ms grace has run out.
+    gw.terminate();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !text.contains("[DONE]"),
+        "a cut stream has no clean end: {text}"
+    );
+    let last: Value = serde_json::from_str(sse_data(&text).last().expect("events")).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{text}");
+
+    let line = gw.access_line(&id);
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["tenant"], "acme");
+    assert_eq!(line["model"], "chat-model");
+    assert_eq!(line["outcome"], "shutting_down", "{line}");
+}
