@@ -36,7 +36,7 @@ function startGateway() {
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (chunk) => {
       log += chunk;
-      const match = log.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").match(/api listening on http:\/\/(\S+)/);
+      const match = log.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").match(/api listening on http:\/\/([^\s"]+)/);
       if (match) {
         clearTimeout(timer);
         resolve(match[1]);
