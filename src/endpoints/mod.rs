@@ -17,6 +17,7 @@
 //! host). `/models` is answered here; `GET /health` is answered above tenant auth
 //! (`layers::health`).
 
+pub mod answer;
 pub mod chat;
 pub mod models;
 pub mod responses;

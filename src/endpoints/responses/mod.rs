@@ -13,20 +13,16 @@ mod stream;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, Extensions, HeaderValue, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Extensions, Response};
 use serde_json::{json, Value};
 
-use super::DroppedFields;
+use super::{answer, DroppedFields};
 use crate::api::ChatRequest;
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::facts::Served;
 
 /// Largest answer text a stream keeps for its final events (the upstream's own bound on a
 /// whole answer is the same).
-const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// Request extension: what a Responses answer repeats back from its request, and its id.
 #[derive(Debug, Clone)]
@@ -220,49 +216,27 @@ pub async fn adapt(
     echo: Arc<Echo>,
     response: Response<Body>,
 ) -> Result<Response<Body>, GatewayError> {
-    if response.status() != StatusCode::OK {
-        return Ok(response);
-    }
-    let model = response
-        .extensions()
-        .get::<Served>()
-        .map_or_else(|| echo.model.clone(), |s| s.model.name.to_string());
-    let is_stream = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let (mut parts, body) = response.into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    if is_stream {
-        let events = stream::ResponsesEvents::new(body, echo, model);
-        return Ok(Response::from_parts(parts, Body::new(events)));
-    }
-    // A whole answer, already read and bounded by the upstream call.
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|e| GatewayError::Internal(format!("could not read the chat answer: {e}")))?
-        .to_bytes();
-    let completion: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| GatewayError::Internal(format!("the chat answer is not JSON: {e}")))?;
-    let converted = from_completion(&echo, &model, &completion);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let bytes = Bytes::from(serde_json::to_vec(&converted).unwrap_or_default());
-    Ok(Response::from_parts(parts, crate::body::full(bytes)))
+    let default_model = echo.model.clone();
+    let for_stream = echo.clone();
+    answer::adapt_answer(
+        response,
+        || default_model,
+        |body, model| Body::new(stream::ResponsesEvents::new(body, for_stream, model)),
+        |completion, model| Ok(from_completion(&echo, &model, completion)),
+    )
+    .await
 }
 
 /// True for a complete answer: a stream that reached `response.completed`, JSON whose
 /// status is `completed`.
 pub fn clean_answer(stream: bool, bytes: &[u8]) -> bool {
-    if stream {
-        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        has(b"event: response.completed\n") && !has(b"event: response.failed\n")
-    } else {
-        serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v["status"] == "completed")
-    }
+    answer::clean_answer(
+        stream,
+        bytes,
+        "response.completed",
+        "response.failed",
+        |v| v["status"] == "completed",
+    )
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use serde_json::{json, Value};
 
-use super::MAX_ANSWER_BYTES;
 use super::{call_item, finish_status, message_item, output_text, reasoning_item, usage, Echo};
 use crate::body::{Body, BoxError, SSE_KEEPALIVE};
+use crate::endpoints::answer::MAX_ANSWER_BYTES;
 use crate::endpoints::sse_event;
 use crate::sse::SseParser;
 
