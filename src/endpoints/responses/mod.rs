@@ -21,9 +21,6 @@ use crate::api::ChatRequest;
 use crate::body::Body;
 use crate::error::GatewayError;
 
-/// Largest answer text a stream keeps for its final events (the upstream's own bound on a
-/// whole answer is the same).
-
 /// Request extension: what a Responses answer repeats back from its request, and its id.
 #[derive(Debug, Clone)]
 pub struct Echo {
