@@ -86,14 +86,15 @@ def generated_rules() -> str:
     return RULES_HEADER + "".join(f"  {line}\n" if line.strip() else "\n" for line in lines)
 
 
-def render() -> list[dict]:
+def render(kubectl: str) -> list[dict]:
     try:
-        run = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True,
+        run = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True,
                              text=True, timeout=60)
     except FileNotFoundError:
-        sys.exit("check_k8s: kubectl not found (its built-in kustomize renders deploy/k8s)")
+        sys.exit(f"check_k8s: {kubectl} not found (its built-in kustomize renders deploy/k8s)")
     if run.returncode != 0:
-        sys.exit(f"check_k8s: kubectl kustomize failed:\n{run.stderr}")
+        sys.exit(f"check_k8s: {kubectl} kustomize failed (exit {run.returncode}):\n"
+                 f"{run.stdout[-2000:]}{run.stderr}")
     return [doc for doc in yaml.safe_load_all(run.stdout) if doc]
 
 
@@ -248,6 +249,8 @@ def check_config_mounts(found: dict, problems: Problems, binary: Path | None) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin", type=Path, help="gateway binary for `deliberate check`")
+    parser.add_argument("--kubectl", default="kubectl",
+                        help="the kubectl whose built-in kustomize renders deploy/k8s")
     parser.add_argument("--write-rules", action="store_true",
                         help=f"write {RULES.relative_to(ROOT)} from {ALERTS.relative_to(ROOT)}")
     args = parser.parse_args()
@@ -256,7 +259,7 @@ def main() -> int:
         print(f"wrote {RULES.relative_to(ROOT)}")
         return 0
     version = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
-    objects = render()
+    objects = render(args.kubectl)
     problems = Problems()
     check_schemas(objects, problems)
     check_rules(objects, problems)

@@ -18,6 +18,7 @@
 #   REBUILD_BIN=1                   always `cargo build` the binary (default: reuse the debug
 #                                   binary that `cargo test` just linked, when it is fresh)
 #   PYTEST_ARGS="-k stream -x"      extra pytest arguments (word-split)
+#   FAILED_TAIL_LINES=30            lines of each failed step's output the summary repeats
 #   NODE_TEST_TIMEOUT=300           seconds for the Node SDK tests (tests/node, `npm ci` there)
 #   CARGO_TEST_TIMEOUT=2400         seconds; PYTEST_TIMEOUT=600 seconds
 #
@@ -56,8 +57,10 @@ case "$PROFILE" in
 esac
 
 # ---- bookkeeping ------------------------------------------------------------------------
-declare -a SUMMARY=()
+declare -a SUMMARY=() FAILED_LOGS=()
 FAILED=0
+FAILED_TAIL_LINES="${FAILED_TAIL_LINES:-30}"
+STEP_LOGS="$(mktemp -d "${TMPDIR:-/tmp}/deliberate-test-steps.XXXXXX")"
 START_ALL=$SECONDS
 
 banner() { printf '\n==> %s\n' "$*"; }
@@ -67,12 +70,23 @@ step() {
   local name="$1"; shift
   local t0=$SECONDS rc=0
   banner "$name: $*"
+  # The output is also kept, so that the summary can repeat a failing step's last lines: CI
+  # shows only the end of a run, and the cause would otherwise be scrolled away.
+  local log="$STEP_LOGS/$((${#SUMMARY[@]} + 1)).log"
+  exec 3>&1 4>&2 > >(tee "$log") 2>&1
+  local tee_pid=$!
   "$@" || rc=$?
+  exec 1>&3 2>&4 3>&- 4>&-
+  # tee has written everything before the log is read; bounded, in case a process the step
+  # left behind still holds the pipe.
+  local waited=0
+  while kill -0 "$tee_pid" 2>/dev/null && [[ $waited -lt 50 ]]; do sleep 0.1; waited=$((waited + 1)); done
   local dt=$((SECONDS - t0))
   if [[ $rc -eq 0 ]]; then
     SUMMARY+=("PASS  ${name} (${dt}s)")
   else
     SUMMARY+=("FAIL  ${name} (${dt}s, exit ${rc})")
+    FAILED_LOGS+=("$name|$log")
     FAILED=1
   fi
   return "$rc"
@@ -84,6 +98,12 @@ print_summary() {
   printf '\n==> summary (%ss)\n' "$((SECONDS - START_ALL))"
   local line
   for line in "${SUMMARY[@]}"; do printf '    %s\n' "$line"; done
+  local entry
+  for entry in "${FAILED_LOGS[@]}"; do
+    printf '\n==> the last lines of failed step "%s"\n' "${entry%%|*}"
+    tail -n "$FAILED_TAIL_LINES" "${entry#*|}" 2>/dev/null | sed 's/^/    | /'
+  done
+  rm -rf "$STEP_LOGS"
   if [[ $FAILED -eq 0 ]]; then
     printf 'test.sh: all steps passed\n'
   else
@@ -251,13 +271,39 @@ check_image_context() {
 # deploy/k8s rendered by kubectl's kustomize and validated (kubernetes-validate, schemas
 # bundled: no network), the PrometheusRule against deploy/prometheus/alerts.yml, the
 # rendered config through `deliberate check`.
-check_k8s() {
-  if ! need_cmd kubectl; then
-    echo "test.sh: kubectl is needed (its built-in kustomize renders deploy/k8s)" >&2
-    return 1
+# kubectl_for_kustomize: prints a kubectl whose built-in kustomize renders deploy/k8s. The
+# machine's own first; when it is missing or fails (its error is shown), Debian's
+# kubernetes-client, unpacked under the target dir (apt verifies the package's checksum).
+kubectl_for_kustomize() {
+  if need_cmd kubectl; then
+    if kubectl kustomize "$ROOT/deploy/k8s" >/dev/null 2>"$STEP_LOGS/kubectl.err"; then
+      command -v kubectl
+      return 0
+    fi
+    echo "test.sh: this machine's kubectl ($(command -v kubectl)) failed to render deploy/k8s:" >&2
+    sed 's/^/    /' "$STEP_LOGS/kubectl.err" >&2
   fi
+  local dir="$TARGET_DIR/debian-kubectl"
+  if [[ ! -x "$dir/usr/bin/kubectl" ]]; then
+    need_cmd apt-get || { echo "test.sh: no kubectl and no apt-get to fetch one" >&2; return 1; }
+    echo "test.sh: using Debian's kubernetes-client, unpacked in $dir" >&2
+    rm -rf "$dir" && mkdir -p "$dir/deb" || return 1
+    (cd "$dir/deb" && apt-get download -q kubernetes-client >&2) ||
+      { apt-get update -q >&2 && (cd "$dir/deb" && apt-get download -q kubernetes-client >&2); } ||
+      return 1
+    dpkg-deb -x "$dir"/deb/kubernetes-client_*.deb "$dir" || return 1
+  fi
+  echo "$dir/usr/bin/kubectl"
+}
+
+check_k8s() {
+  local kubectl
+  kubectl="$(kubectl_for_kustomize)" || {
+    echo "test.sh: a kubectl is needed (its built-in kustomize renders deploy/k8s)" >&2
+    return 1
+  }
   ensure_venv "$ROOT/deploy/requirements.txt" "$DEPLOY_VENV_DIR" &&
-    "$DEPLOY_VENV_DIR/bin/python" "$ROOT/scripts/check_k8s.py" --bin "$BIN"
+    "$DEPLOY_VENV_DIR/bin/python" "$ROOT/scripts/check_k8s.py" --bin "$BIN" --kubectl "$kubectl"
 }
 
 # ---- the steps --------------------------------------------------------------------------
