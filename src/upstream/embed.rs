@@ -4,6 +4,7 @@
 //! name). Config validation keeps embedding models off Anthropic providers. The usage the
 //! answer reports is recorded like a completion's (input tokens only).
 
+use crate::upstream::client;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -28,7 +29,7 @@ fn embeddings_url(provider: &Provider) -> Result<reqwest::Url, GatewayError> {
 }
 
 pub(super) async fn call(
-    client: &reqwest::Client,
+    client: &client::Client,
     ctx: &CallContext,
     request: &EmbeddingsRequest,
 ) -> Result<Bytes, GatewayError> {
@@ -48,7 +49,7 @@ pub(super) async fn call(
             let mut body = (*request.body).clone();
             body.insert("model".into(), ctx.deployment.upstream_model.clone().into());
             let mut builder = client
-                .post(embeddings_url(provider)?)
+                .post(&embeddings_url(provider)?)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(serde_json::to_vec(&body).expect("a JSON map serializes"));
             if let (true, Some(id)) = (provider.send_request_id, ctx.request_id.upstream()) {

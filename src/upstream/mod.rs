@@ -3,9 +3,11 @@
 //! The caller hands over an adapted request and the per-tier timing; it gets back either an
 //! error from before the first response byte (which the error layer turns into a proper
 //! status), or a response whose body streams with the timing rules of `body::relay`.
-//! The reqwest client is built once per tier (the connect timeout is per client); we never
-//! use reqwest's total `timeout()`, which would cut long streams.
+//! The HTTP client (`client.rs`) is built once per tier (the connect timeout is per client);
+//! the total and idle deadlines are the gateway's own, so a long stream is never cut by a
+//! client-wide timeout.
 
+pub mod client;
 pub mod deployments;
 mod embed;
 pub mod providers;
@@ -42,22 +44,14 @@ const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
 const MAX_UPSTREAM_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct Upstream {
-    fast: reqwest::Client,
-    reasoning: reqwest::Client,
+    fast: client::Client,
+    reasoning: client::Client,
     /// Per-deployment latency, breakers and the retry budget; kept across config reloads.
     deployments: Arc<deployments::Registry>,
 }
 
-fn client(timeouts: &TierTimeouts) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(timeouts.connect)
-        .tcp_nodelay(true)
-        // Below the providers' keep-alive so we never reuse a connection they just closed.
-        .pool_idle_timeout(Duration::from_secs(50))
-        .pool_max_idle_per_host(256)
-        .no_proxy()
-        .build()
-        .expect("the TLS backend is installed at startup")
+fn client(timeouts: &TierTimeouts) -> client::Client {
+    client::Client::new(timeouts.connect)
 }
 
 /// Everything one call needs besides the request itself.
@@ -128,7 +122,7 @@ impl Upstream {
         self.deployments.health(id, generation)
     }
 
-    fn client(&self, tier: Tier) -> &reqwest::Client {
+    fn client(&self, tier: Tier) -> &client::Client {
         match tier {
             Tier::Fast => &self.fast,
             Tier::Reasoning => &self.reasoning,
@@ -249,14 +243,14 @@ fn auth(provider: &Provider) -> Result<Option<(header::HeaderName, HeaderValue)>
 }
 
 /// The provider's completion endpoint (parsed once, at config load).
-fn url(provider: &Provider) -> Result<reqwest::Url, GatewayError> {
-    provider.endpoint.clone().ok_or_else(|| {
+fn url(provider: &Provider) -> Result<&reqwest::Url, GatewayError> {
+    provider.endpoint.as_ref().ok_or_else(|| {
         GatewayError::Internal(format!("provider `{}` has no endpoint", provider.name))
     })
 }
 
-/// Maps a reqwest failure before the response head.
-fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
+/// Maps a client failure before the response head.
+fn send_error(ctx: &CallContext, e: client::Error) -> GatewayError {
     if e.is_timeout() {
         return ctx.timeout(TimeoutKind::Connect, ctx.timeouts.connect);
     }
@@ -267,19 +261,19 @@ fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
     }
 }
 
-/// What a reqwest error says failed.
-fn failure_kind(e: &reqwest::Error) -> FailureKind {
+/// What a client error says failed.
+fn failure_kind(e: &client::Error) -> FailureKind {
     if e.is_connect() {
         FailureKind::Connect
-    } else if e.is_body() || e.is_decode() {
+    } else if e.is_body() {
         FailureKind::Body
     } else {
         FailureKind::NoAnswer
     }
 }
 
-/// A readable, secret-free description of a reqwest error (the URL is left out).
-fn error_chain(e: &reqwest::Error) -> String {
+/// A readable, secret-free description of a client error (the URL is left out).
+fn error_chain(e: &client::Error) -> String {
     let mut message = match failure_kind(e) {
         FailureKind::Connect => "connection failed",
         FailureKind::Body => "response body failed",
@@ -296,7 +290,7 @@ fn error_chain(e: &reqwest::Error) -> String {
 }
 
 /// Reads a whole (bounded) response body before the total deadline.
-async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Bytes, GatewayError> {
+async fn read_body(ctx: &CallContext, response: client::Response) -> Result<Bytes, GatewayError> {
     use futures_util::StreamExt;
     let deadline = ctx.total_deadline();
     let read = async {
@@ -326,10 +320,7 @@ async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Byt
 /// A streaming request must be answered with `text/event-stream`: anything else (a JSON
 /// body, an HTML error page) would be relayed to the client as if it were events. A response
 /// without a content type is left to the SSE parser, which bounds what it buffers.
-fn expect_event_stream(
-    ctx: &CallContext,
-    response: &reqwest::Response,
-) -> Result<(), GatewayError> {
+fn expect_event_stream(ctx: &CallContext, response: &client::Response) -> Result<(), GatewayError> {
     let Some(value) = response.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -348,7 +339,7 @@ fn expect_event_stream(
 /// Turns a provider error status into a `GatewayError` with the provider's message.
 async fn status_error(
     ctx: &CallContext,
-    response: reqwest::Response,
+    response: client::Response,
     message_of: fn(u16, &[u8]) -> String,
 ) -> GatewayError {
     let status = response.status().as_u16();

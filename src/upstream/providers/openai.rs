@@ -16,6 +16,7 @@
 // Numbers here come from providers and config: no unchecked arithmetic (issue 10).
 #![deny(clippy::arithmetic_side_effects)]
 
+use crate::upstream::client;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -33,10 +34,10 @@ use crate::upstream::{
 };
 
 fn build(
-    client: &reqwest::Client,
+    client: &client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
-) -> Result<reqwest::RequestBuilder, GatewayError> {
+) -> Result<client::RequestBuilder, GatewayError> {
     let provider = &ctx.deployment.provider;
     let mut builder = client
         .post(url(provider)?)
@@ -79,7 +80,7 @@ pub(in crate::upstream) fn error_message(status: u16, body: &[u8]) -> String {
 }
 
 pub(in crate::upstream) async fn complete(
-    client: &reqwest::Client,
+    client: &client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<Bytes, GatewayError> {
@@ -111,7 +112,7 @@ pub(in crate::upstream) async fn complete(
 }
 
 pub(in crate::upstream) fn stream(
-    client: reqwest::Client,
+    client: client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> PendingStream {
@@ -145,7 +146,7 @@ pub(in crate::upstream) fn stream(
     })
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, client::Error>> + Send>>;
 
 /// Relays the provider's SSE events while reading usage and `[DONE]`.
 ///
