@@ -123,6 +123,9 @@ pub(in crate::upstream) fn stream(
     // sends none (the prompt estimate is only needed then).
     let estimate_usage = (request.include_usage() && !request.usage_added)
         .then(|| crate::cost::estimate_prompt_tokens(request));
+    // The output estimate counts data events, role and finish chunks included: never more
+    // than the client allowed.
+    let max_output = crate::cost::requested_max_output(request).ok().flatten();
     Box::pin(async move {
         let response = builder?.send().await.map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
@@ -140,6 +143,7 @@ pub(in crate::upstream) fn stream(
             content_events: 0,
             first_chunk: None,
             tool_calls_seen: Vec::new(),
+            max_output,
             ctx,
         });
         Ok(events)
@@ -172,6 +176,8 @@ struct InspectedStream {
     first_chunk: Option<Value>,
     /// (choice index, tool-call index) pairs whose `id`/`type`/`name` went out already.
     tool_calls_seen: Vec<(u64, u64)>,
+    /// The client's output-token limit, which the output estimate never exceeds.
+    max_output: Option<u64>,
     ctx: CallContext,
 }
 
@@ -234,9 +240,11 @@ impl InspectedStream {
     }
 
     /// OpenAI's usage-only chunk with the gateway's estimate (prompt from the request, one
-    /// output token per data event), marked as estimated.
+    /// output token per data event, at most the client's output limit), marked as estimated.
     fn estimated_usage_chunk(&self, prompt: u64) -> Value {
-        let completion = self.content_events;
+        let completion = self
+            .max_output
+            .map_or(self.content_events, |cap| self.content_events.min(cap));
         let mut chunk = self
             .first_chunk
             .clone()
