@@ -129,3 +129,89 @@ async fn a_chat_model_is_refused_on_embeddings_and_an_embedding_model_on_chat() 
     assert_eq!(body["error"]["param"], "input");
     assert!(upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn models_say_which_endpoints_each_model_serves() {
+    let upstream = mock(1).await;
+    let gw = gateway(&upstream, "").await;
+    let get = |path: &str| client().get(gw.url(path)).bearer_auth(KEY).send();
+    let r = get("/v1/models").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Value = r.json().await.unwrap();
+    assert_eq!(list["object"], "list");
+    let data = list["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "auto",
+            "fast",
+            "reasoning",
+            "chat-model",
+            "think-model",
+            "embed-model"
+        ]
+    );
+    let entry = |id: &str| data.iter().find(|m| m["id"] == id).unwrap().clone();
+    // Still OpenAI's model object, with what it serves beside it.
+    let auto = entry("auto");
+    assert_eq!(auto["object"], "model");
+    assert_eq!(auto["owned_by"], "deliberate");
+    assert!(auto["created"].is_u64());
+    assert_eq!(
+        auto["deliberate"],
+        json!({"kind": "router",
+            "endpoints": ["chat.completions", "responses", "messages", "embeddings"],
+            "routes_to": {"fast": "chat-model", "reasoning": "think-model", "embeddings": "embed-model"}})
+    );
+    assert_eq!(entry("reasoning")["deliberate"]["tier"], "reasoning");
+    assert_eq!(
+        entry("chat-model")["deliberate"],
+        json!({"kind": "chat", "tier": "fast",
+            "endpoints": ["chat.completions", "responses", "messages"]})
+    );
+    assert_eq!(entry("chat-model")["owned_by"], "mock");
+    // An embedding model is no chat tier.
+    assert_eq!(
+        entry("embed-model")["deliberate"],
+        json!({"kind": "embedding", "endpoints": ["embeddings"]})
+    );
+    let one: Value = get("/models/embed-model")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one, entry("embed-model"));
+
+    // What the listing says is what the endpoints accept.
+    let response = embed(&gw, json!({"model": "embed-model", "input": "x"})).await;
+    assert_eq!(response.status(), 200);
+    let response = gw
+        .chat(json!({"model": "embed-model", "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn without_an_embedding_model_no_model_is_listed_for_embeddings() {
+    let upstream = mock(1).await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    let r = client()
+        .get(gw.url("/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let list: Value = r.json().await.unwrap();
+    for model in list["data"].as_array().unwrap() {
+        let endpoints = &model["deliberate"]["endpoints"];
+        assert_eq!(
+            endpoints,
+            &json!(["chat.completions", "responses", "messages"]),
+            "{model}"
+        );
+    }
+    let response = embed(&gw, json!({"model": "auto", "input": "x"})).await;
+    assert_eq!(response.status(), 400);
+}

@@ -18,6 +18,7 @@
 //! (`layers::health`).
 
 pub mod answer;
+pub mod catalog;
 pub mod chat;
 pub mod models;
 pub mod responses;
