@@ -215,3 +215,92 @@ async fn without_an_embedding_model_no_model_is_listed_for_embeddings() {
     let response = embed(&gw, json!({"model": "auto", "input": "x"})).await;
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn a_repeated_embeddings_request_is_a_tenant_scoped_cache_hit() {
+    let upstream = mock(40).await;
+    let config = openai_config(upstream.addr, EMBED_MODEL);
+    let policy = "embedding_model = \"embed-model\"\n[cache]\nenabled = true\n";
+    let gw = Gateway::start(
+        &config,
+        &[
+            (
+                "acme",
+                tenant_toml("acme", KEY, "chat-model", "think-model", policy),
+            ),
+            (
+                "other",
+                tenant_toml("other", OTHER_KEY, "chat-model", "think-model", policy),
+            ),
+        ],
+    )
+    .await;
+    let send = |key: &'static str, body: &'static str| {
+        client()
+            .post(gw.url("/v1/embeddings"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let first = send(KEY, r#"{"model": "auto", "input": ["a", "b"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-deliberate-cache"], "miss");
+    let first: Value = first.json().await.unwrap();
+    let cost = metrics_value(&gw, "deliberate_cost_usd_total", &["tenant=\"acme\""]).await;
+    assert!(cost > 0.0);
+
+    // The same request, fields in another order: answered here, never sent upstream.
+    let second = send(KEY, r#"{"input":["a","b"],"model":"auto"}"#)
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-deliberate-cache"], "hit");
+    assert_eq!(second.headers()["x-deliberate-model"], "embed-model");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second, first);
+    assert_eq!(second["data"].as_array().unwrap().len(), 2);
+    assert_eq!(upstream.requests().len(), 1);
+    for result in ["hit", "miss"] {
+        let label = format!("result=\"{result}\"");
+        let n = metrics_value(
+            &gw,
+            "deliberate_cache_requests_total",
+            &["tenant=\"acme\"", &label],
+        )
+        .await;
+        assert_eq!(n, 1.0, "{result}");
+    }
+    // A hit is billed nothing; what it saved is counted.
+    assert_eq!(
+        metrics_value(&gw, "deliberate_cost_usd_total", &["tenant=\"acme\""]).await,
+        cost
+    );
+    let saved = metrics_value(
+        &gw,
+        "deliberate_cache_saved_usd_total",
+        &["tenant=\"acme\""],
+    )
+    .await;
+    assert!((saved - cost).abs() < 1e-12, "saved {saved} vs {cost}");
+
+    // Another tenant never gets acme's entry.
+    let theirs = send(OTHER_KEY, r#"{"model": "auto", "input": ["a", "b"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(theirs.headers()["x-deliberate-cache"], "miss");
+    assert_eq!(upstream.requests().len(), 2);
+    // What changes the vectors changes the entry: the encoding, and token ids against the
+    // text that spells them.
+    for body in [
+        r#"{"model": "auto", "input": ["a", "b"], "encoding_format": "base64"}"#,
+        r#"{"model": "auto", "input": [1, 2]}"#,
+        r#"{"model": "auto", "input": "[1, 2]"}"#,
+    ] {
+        let r = send(KEY, body).await.unwrap();
+        assert_eq!(r.headers()["x-deliberate-cache"], "miss", "{body}");
+    }
+    assert_eq!(upstream.requests().len(), 5);
+}
