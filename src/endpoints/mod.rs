@@ -10,8 +10,8 @@
 //!   as a typed request extension;
 //! - `ResponseAdapter`: the chat answer -> its own JSON, or its own typed SSE events
 //!   (frame by frame, one final error event on a mid-stream failure);
-//! - `clean_answer` / `ErrorShape`: when its answer may be cached, and the shape of its
-//!   error bodies (`layers::error_shape`).
+//! - `clean_answer` / `replay` / `ErrorShape`: when its answer may be cached, what a cache
+//!   hit sends for it, and the shape of its error bodies (`layers::error_shape`).
 //!
 //! Paths are accepted with and without the `/v1` prefix (clients configured with the bare
 //! host). `/models` is answered here; `GET /health` is answered above tenant auth
@@ -160,6 +160,15 @@ pub fn clean_answer(endpoint: Endpoint, stream: bool, bytes: &[u8]) -> bool {
         (Endpoint::Responses, stream) => responses::clean_answer(stream, bytes),
         (Endpoint::Messages, stream) => crate::messages::endpoint::clean_answer(stream, bytes),
         (Endpoint::Embeddings, stream) => !stream && crate::embeddings::clean_answer(bytes),
+    }
+}
+
+/// The bytes a cache hit of `endpoint` sends for its stored answer: a Responses answer gets
+/// a fresh response id (`responses::replay`); the others replay as stored.
+pub fn replay(endpoint: Endpoint, stream: bool, stored: &Bytes) -> Bytes {
+    match endpoint {
+        Endpoint::Responses => responses::with_fresh_id(stream, stored),
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Embeddings => stored.clone(),
     }
 }
 
