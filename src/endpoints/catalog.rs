@@ -31,6 +31,7 @@ pub fn api_name(endpoint: Endpoint) -> &'static str {
         Endpoint::Responses => "responses",
         Endpoint::Messages => "messages",
         Endpoint::Embeddings => "embeddings",
+        Endpoint::CountTokens => "messages.count_tokens",
     }
 }
 
