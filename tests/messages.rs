@@ -186,20 +186,8 @@ async fn expect_anthropic_error(response: reqwest::Response, status: u16, kind: 
 #[tokio::test]
 async fn count_tokens_is_the_estimate_the_limits_reserve_and_calls_no_model() {
     let upstream = MockUpstream::ok("hello").await;
-    let gw = Gateway::start(
-        &openai_config(upstream.addr, ""),
-        &[(
-            "acme",
-            tenant_toml(
-                "acme",
-                KEY,
-                "chat-model",
-                "think-model",
-                "[rate_limits]\ntokens_per_minute = 100000\n",
-            ),
-        )],
-    )
-    .await;
+    let gw =
+        Gateway::with_openai_policy(&upstream, "[rate_limits]\ntokens_per_minute = 100000\n").await;
     let mut message = ask("auto", PROOF);
     message["system"] = json!("Answer step by step.");
     message["tools"] = json!([{"name": "calc", "description": "Adds two numbers.",

@@ -299,20 +299,7 @@ async fn a_cache_hit_replays_the_responses_answer_and_is_not_shared_with_chat() 
         _ => MockReply::json(completion("chat-model", "cached words")),
     })
     .await;
-    let gw = Gateway::start(
-        &openai_config(upstream.addr, ""),
-        &[(
-            "acme",
-            tenant_toml(
-                "acme",
-                KEY,
-                "chat-model",
-                "think-model",
-                "[cache]\nenabled = true\n",
-            ),
-        )],
-    )
-    .await;
+    let gw = Gateway::with_openai_policy(&upstream, "[cache]\nenabled = true\n").await;
     for stream in [false, true] {
         let ask = json!({"model": "fast", "input": "hi", "temperature": 0, "stream": stream});
         let first = post(&gw, ask.clone()).await;
