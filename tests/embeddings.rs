@@ -1,7 +1,7 @@
 //! `POST /v1/embeddings` seen from a client: the tenant's `embedding_model` or a named one,
 //! sent to the provider's `/embeddings` with the deployment's model name, never classified,
-//! metered (tokens, cost), budgeted and cached like chat. Real gateway, mock OpenAI-compatible
-//! upstream.
+//! metered (tokens, cost), budgeted and cached like chat, and listed by `/v1/models` as
+//! serving embeddings only. Real gateway, mock OpenAI-compatible upstream.
 
 mod common;
 

@@ -212,6 +212,19 @@ async fn count_tokens_is_the_estimate_the_limits_reserve_and_calls_no_model() {
     let short: Value = response.json().await.unwrap();
     assert!(short["input_tokens"].as_u64().unwrap() < tokens);
     assert_eq!(upstream.count(), 0, "counting calls no model");
+    // Counted as requests of the tenant, with no tier or model.
+    let counts = metrics_value(
+        &gw,
+        "deliberate_requests_total",
+        &[
+            "tenant=\"acme\"",
+            "model=\"none\"",
+            "tier=\"none\"",
+            "outcome=\"ok\"",
+        ],
+    )
+    .await;
+    assert_eq!(counts, 3.0);
 
     // The same message sent: the rate limit reserves that estimate plus `max_tokens`
     // (and the counts above reserved nothing).
