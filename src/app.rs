@@ -20,7 +20,9 @@
 //! 9. error response: below it everything fails with `GatewayError`; above it nothing fails.
 //!    (`decide` turns the failures of routed requests into responses itself, so that they
 //!    keep the tier and model they were routed to.)
-//! 10. router: `/v1/models` is answered here; every model endpoint (chat completions,
+//! 10. router: `/v1/models` is answered here; `/v1/messages/count_tokens` goes down its own
+//!     short stack (the body read and the in-flight permits of 11 and 12, then the count:
+//!     no model is called, nothing is reserved); every model endpoint (chat completions,
 //!     responses, ...) goes on down the same stack with its `Endpoint` fact:
 //! 11. parse body: bounded read (413), body deadline (408), shape limits and one JSON parse
 //!     (400) for the whole path; the endpoint's request is translated to a chat request here.
@@ -58,6 +60,7 @@ use crate::layers::{
     panic::CatchPanicLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
     span::RequestSpanLayer, tenant::TenantAuthLayer,
 };
+use crate::messages::count_tokens::CountTokens;
 use crate::state::AppState;
 
 /// The API service for one listener; cloned per connection.
@@ -82,15 +85,16 @@ pub fn api_service(state: &AppState, shutdown: CancellationToken) -> ApiService 
                     state.metrics.clone(),
                 )),
         );
+    let parse_body =
+        ParseBodyLayer::new(settings.body_limits, settings.connections.body_read_timeout);
+    // One set of permits for both stacks below.
+    let in_flight = InFlightLimitLayer::new(settings.max_in_flight_requests);
     let chat: BoxCloneSyncService<Request<Incoming>, Response<Body>, GatewayError> =
         BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .layer(ParseBodyLayer::new(
-                    settings.body_limits,
-                    settings.connections.body_read_timeout,
-                ))
+                .layer(parse_body.clone())
                 // After the body: a client still sending (or stalling) holds no permit.
-                .layer(InFlightLimitLayer::new(settings.max_in_flight_requests))
+                .layer(in_flight.clone())
                 .layer(RateLimitLayer::new(
                     state.policy.limits.clone(),
                     state.metrics.clone(),
@@ -102,11 +106,19 @@ pub fn api_service(state: &AppState, shutdown: CancellationToken) -> ApiService 
                 ))
                 .service(answer),
         );
+    // `messages/count_tokens`: the same body read and permits, then the count (no model).
+    let count_tokens: BoxCloneSyncService<Request<Incoming>, Response<Body>, GatewayError> =
+        BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(parse_body)
+                .layer(in_flight)
+                .service(CountTokens),
+        );
     let routed: ApiService = BoxCloneSyncService::new(
         ServiceBuilder::new()
             .layer(TenantAuthLayer::new(state.live.clone()))
             .layer(ErrorResponseLayer)
-            .service(Router::new(chat)),
+            .service(Router::new(chat, count_tokens)),
     );
     let service = ServiceBuilder::new()
         .layer(CatchPanicLayer)

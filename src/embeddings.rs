@@ -177,7 +177,9 @@ pub fn parse(body: Map<String, Value>) -> Result<EmbeddingsRequest, GatewayError
     })
 }
 
-/// The stand-in chat request (see the module doc): one user message per input.
+/// The stand-in chat request (see the module doc): one user message per input. Token ids
+/// are a content part of their own, never text: the text `"[1, 2]"` and the token ids
+/// `[1, 2]` are different inputs and must not share a cache key.
 pub fn stand_in_chat(request: &EmbeddingsRequest) -> Result<ChatRequest, GatewayError> {
     let messages: Vec<Value> = request
         .inputs
@@ -185,7 +187,7 @@ pub fn stand_in_chat(request: &EmbeddingsRequest) -> Result<ChatRequest, Gateway
         .map(|input| {
             let content = match input {
                 Input::Text(s) => Value::String(s.clone()),
-                Input::Tokens(t) => Value::String(format!("{t:?}")),
+                Input::Tokens(t) => json!([{"type": "tokens", "tokens": t}]),
             };
             json!({"role": "user", "content": content})
         })
@@ -335,9 +337,24 @@ mod tests {
         assert_eq!(
             Value::Object(chat.body),
             json!({"model": "auto", "messages": [{"role": "user", "content": "a"},
-                {"role": "user", "content": "[1, 2]"}], "encoding_format": "float", "temperature": 0,
-                "dimensions": 8})
+                {"role": "user", "content": [{"type": "tokens", "tokens": [1, 2]}]}],
+                "encoding_format": "float", "temperature": 0, "dimensions": 8})
         );
+    }
+
+    #[test]
+    fn token_ids_and_the_text_that_spells_them_are_different_requests() {
+        let tokens = stand_in_chat(&parsed(json!({"model": "m", "input": [1, 2]})).unwrap());
+        let text = stand_in_chat(&parsed(json!({"model": "m", "input": "[1, 2]"})).unwrap());
+        assert_ne!(tokens.unwrap().body, text.unwrap().body);
+    }
+
+    #[test]
+    fn the_token_estimate_of_token_ids_is_never_below_their_count() {
+        let ids: Vec<u64> = (0..1000).collect();
+        let request = parsed(json!({"model": "m", "input": ids})).unwrap();
+        let chat = stand_in_chat(&request).unwrap();
+        assert!(crate::cost::estimate_prompt_tokens(&chat) >= 1000);
     }
 
     #[test]

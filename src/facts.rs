@@ -58,6 +58,9 @@ pub enum Endpoint {
     Messages,
     /// OpenAI Embeddings.
     Embeddings,
+    /// Anthropic's `messages/count_tokens`: a Messages body counted by the gateway's own
+    /// estimate; it never goes down the chat stack (no model is called).
+    CountTokens,
 }
 
 impl Endpoint {
@@ -67,6 +70,7 @@ impl Endpoint {
             Endpoint::Responses => "responses",
             Endpoint::Messages => "messages",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::CountTokens => "count_tokens",
         }
     }
 }

@@ -386,6 +386,13 @@ fn check(config_path: &std::path::Path, policies: &std::path::Path) -> ExitCode 
                 snapshot.tenants.len(),
                 snapshot.sources.len()
             );
+            // What each tenant may name where: an embedding model is no chat tier.
+            for tenant in &snapshot.tenants {
+                println!("tenant {}:", tenant.name);
+                for line in deliberate::endpoints::catalog::report(tenant) {
+                    println!("  {line}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

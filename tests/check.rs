@@ -348,3 +348,25 @@ fn cache_mistakes_name_the_file_line_and_key() {
         );
     }
 }
+
+#[test]
+fn check_prints_per_tenant_which_models_serve_which_endpoint() {
+    let config =
+        format!("{GOOD_CONFIG}\n[models.vectors]\nprovider = \"sim\"\nkind = \"embedding\"\n");
+    let with_embeddings = format!("{GOOD_TENANT}embedding_model = \"vectors\"\n");
+    let other = GOOD_TENANT.replace("c7fa7b", "d7fa7b");
+    let (code, out) = check(
+        &config,
+        &[("acme.toml", &with_embeddings), ("zed.toml", &other)],
+    );
+    assert_eq!(code, 0, "{out}");
+    let chat = "  chat.completions, responses, messages: auto (fast: small, reasoning: big), \
+                fast (small), reasoning (big), small, big";
+    let acme = format!(
+        "tenant acme:\n{chat}\n  embeddings: auto (vectors), fast (vectors), reasoning (vectors), vectors\n"
+    );
+    assert!(out.contains(&acme), "want\n{acme}in:\n{out}");
+    // A tenant without an embedding model has none for embeddings, even if one is declared.
+    let zed = format!("tenant zed:\n{chat}\n  embeddings: none\n");
+    assert!(out.contains(&zed), "want\n{zed}in:\n{out}");
+}

@@ -1,7 +1,7 @@
 //! `POST /v1/embeddings` seen from a client: the tenant's `embedding_model` or a named one,
 //! sent to the provider's `/embeddings` with the deployment's model name, never classified,
-//! metered (tokens, cost), budgeted and cached like chat. Real gateway, mock OpenAI-compatible
-//! upstream.
+//! metered (tokens, cost), budgeted and cached like chat, and listed by `/v1/models` as
+//! serving embeddings only. Real gateway, mock OpenAI-compatible upstream.
 
 mod common;
 
@@ -128,4 +128,179 @@ async fn a_chat_model_is_refused_on_embeddings_and_an_embedding_model_on_chat() 
     let body = expect_error_body(response, 400, "invalid_request_error", "invalid_request").await;
     assert_eq!(body["error"]["param"], "input");
     assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn models_say_which_endpoints_each_model_serves() {
+    let upstream = mock(1).await;
+    let gw = gateway(&upstream, "").await;
+    let get = |path: &str| client().get(gw.url(path)).bearer_auth(KEY).send();
+    let r = get("/v1/models").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Value = r.json().await.unwrap();
+    assert_eq!(list["object"], "list");
+    let data = list["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "auto",
+            "fast",
+            "reasoning",
+            "chat-model",
+            "think-model",
+            "embed-model"
+        ]
+    );
+    let entry = |id: &str| data.iter().find(|m| m["id"] == id).unwrap().clone();
+    // Still OpenAI's model object, with what it serves beside it.
+    let auto = entry("auto");
+    assert_eq!(auto["object"], "model");
+    assert_eq!(auto["owned_by"], "deliberate");
+    assert!(auto["created"].is_u64());
+    assert_eq!(
+        auto["deliberate"],
+        json!({"kind": "router",
+            "endpoints": ["chat.completions", "responses", "messages", "embeddings"],
+            "routes_to": {"fast": "chat-model", "reasoning": "think-model", "embeddings": "embed-model"}})
+    );
+    assert_eq!(entry("reasoning")["deliberate"]["tier"], "reasoning");
+    assert_eq!(
+        entry("chat-model")["deliberate"],
+        json!({"kind": "chat", "tier": "fast",
+            "endpoints": ["chat.completions", "responses", "messages"]})
+    );
+    assert_eq!(entry("chat-model")["owned_by"], "mock");
+    // An embedding model is no chat tier.
+    assert_eq!(
+        entry("embed-model")["deliberate"],
+        json!({"kind": "embedding", "endpoints": ["embeddings"]})
+    );
+    let one: Value = get("/models/embed-model")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one, entry("embed-model"));
+
+    // What the listing says is what the endpoints accept.
+    let response = embed(&gw, json!({"model": "embed-model", "input": "x"})).await;
+    assert_eq!(response.status(), 200);
+    let response = gw
+        .chat(json!({"model": "embed-model", "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn without_an_embedding_model_no_model_is_listed_for_embeddings() {
+    let upstream = mock(1).await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    let r = client()
+        .get(gw.url("/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let list: Value = r.json().await.unwrap();
+    for model in list["data"].as_array().unwrap() {
+        let endpoints = &model["deliberate"]["endpoints"];
+        assert_eq!(
+            endpoints,
+            &json!(["chat.completions", "responses", "messages"]),
+            "{model}"
+        );
+    }
+    let response = embed(&gw, json!({"model": "auto", "input": "x"})).await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn a_repeated_embeddings_request_is_a_tenant_scoped_cache_hit() {
+    let upstream = mock(40).await;
+    let config = openai_config(upstream.addr, EMBED_MODEL);
+    let policy = "embedding_model = \"embed-model\"\n[cache]\nenabled = true\n";
+    let gw = Gateway::start(
+        &config,
+        &[
+            (
+                "acme",
+                tenant_toml("acme", KEY, "chat-model", "think-model", policy),
+            ),
+            (
+                "other",
+                tenant_toml("other", OTHER_KEY, "chat-model", "think-model", policy),
+            ),
+        ],
+    )
+    .await;
+    let send = |key: &'static str, body: &'static str| {
+        client()
+            .post(gw.url("/v1/embeddings"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let first = send(KEY, r#"{"model": "auto", "input": ["a", "b"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-deliberate-cache"], "miss");
+    let first: Value = first.json().await.unwrap();
+    let cost = metrics_value(&gw, "deliberate_cost_usd_total", &["tenant=\"acme\""]).await;
+    assert!(cost > 0.0);
+
+    // The same request, fields in another order: answered here, never sent upstream.
+    let second = send(KEY, r#"{"input":["a","b"],"model":"auto"}"#)
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-deliberate-cache"], "hit");
+    assert_eq!(second.headers()["x-deliberate-model"], "embed-model");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second, first);
+    assert_eq!(second["data"].as_array().unwrap().len(), 2);
+    assert_eq!(upstream.requests().len(), 1);
+    for result in ["hit", "miss"] {
+        let label = format!("result=\"{result}\"");
+        let n = metrics_value(
+            &gw,
+            "deliberate_cache_requests_total",
+            &["tenant=\"acme\"", &label],
+        )
+        .await;
+        assert_eq!(n, 1.0, "{result}");
+    }
+    // A hit is billed nothing; what it saved is counted.
+    assert_eq!(
+        metrics_value(&gw, "deliberate_cost_usd_total", &["tenant=\"acme\""]).await,
+        cost
+    );
+    let saved = metrics_value(
+        &gw,
+        "deliberate_cache_saved_usd_total",
+        &["tenant=\"acme\""],
+    )
+    .await;
+    assert!((saved - cost).abs() < 1e-12, "saved {saved} vs {cost}");
+
+    // Another tenant never gets acme's entry.
+    let theirs = send(OTHER_KEY, r#"{"model": "auto", "input": ["a", "b"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(theirs.headers()["x-deliberate-cache"], "miss");
+    assert_eq!(upstream.requests().len(), 2);
+    // What changes the vectors changes the entry: the encoding, and token ids against the
+    // text that spells them.
+    for body in [
+        r#"{"model": "auto", "input": ["a", "b"], "encoding_format": "base64"}"#,
+        r#"{"model": "auto", "input": [1, 2]}"#,
+        r#"{"model": "auto", "input": "[1, 2]"}"#,
+    ] {
+        let r = send(KEY, body).await.unwrap();
+        assert_eq!(r.headers()["x-deliberate-cache"], "miss", "{body}");
+    }
+    assert_eq!(upstream.requests().len(), 5);
 }

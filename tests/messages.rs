@@ -172,3 +172,118 @@ async fn messages_are_metered_and_budgeted() {
         "a refused request is never sent"
     );
 }
+
+/// An Anthropic error: `status`, `{"type": "error", "error": {"type": kind, "message"}}`.
+async fn expect_anthropic_error(response: reqwest::Response, status: u16, kind: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn count_tokens_is_the_estimate_the_limits_reserve_and_calls_no_model() {
+    let upstream = MockUpstream::ok("hello").await;
+    let gw =
+        Gateway::with_openai_policy(&upstream, "[rate_limits]\ntokens_per_minute = 100000\n").await;
+    let mut message = ask("auto", PROOF);
+    message["system"] = json!("Answer step by step.");
+    message["tools"] = json!([{"name": "calc", "description": "Adds two numbers.",
+        "input_schema": {"type": "object", "properties": {"a": {"type": "number"}}}}]);
+    let mut count = message.clone();
+    count.as_object_mut().unwrap().remove("max_tokens");
+    let mut counted = Vec::new();
+    for path in ["/v1/messages/count_tokens", "/messages/count_tokens"] {
+        let response = post(&gw, path, count.clone()).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert!(response.headers().contains_key("x-request-id"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+        counted.push(body["input_tokens"].as_u64().unwrap());
+    }
+    assert_eq!(counted[0], counted[1]);
+    let tokens = counted[0];
+    // More text, more tokens.
+    let short = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+    let response = post(&gw, "/v1/messages/count_tokens", short).await;
+    let short: Value = response.json().await.unwrap();
+    assert!(short["input_tokens"].as_u64().unwrap() < tokens);
+    assert_eq!(upstream.count(), 0, "counting calls no model");
+    // Counted as requests of the tenant, with no tier or model.
+    let counts = metrics_value(
+        &gw,
+        "deliberate_requests_total",
+        &[
+            "tenant=\"acme\"",
+            "model=\"none\"",
+            "tier=\"none\"",
+            "outcome=\"ok\"",
+        ],
+    )
+    .await;
+    assert_eq!(counts, 3.0);
+
+    // The same message sent: the rate limit reserves that estimate plus `max_tokens`
+    // (and the counts above reserved nothing).
+    let response = post(&gw, "/v1/messages", message).await;
+    assert_eq!(response.status(), 200);
+    let remaining: u64 = response.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(remaining, 100_000 - tokens - 100);
+}
+
+#[tokio::test]
+async fn count_tokens_refuses_bad_input_in_anthropic_shape() {
+    let upstream = MockUpstream::ok("hello").await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    let path = "/v1/messages/count_tokens";
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let response = client()
+        .post(gw.url(path))
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expect_anthropic_error(response, 400, "invalid_request_error").await;
+    for body in [
+        json!({"model": "auto"}),
+        json!({"model": "auto", "messages": []}),
+        json!({"messages": user}),
+        json!({"model": "auto", "messages": [{"role": "user", "content": [{"type": "document"}]}]}),
+    ] {
+        let response = post(&gw, path, body.clone()).await;
+        let error = expect_anthropic_error(response, 400, "invalid_request_error").await;
+        assert!(
+            !error["error"]["message"].as_str().unwrap().is_empty(),
+            "{body}"
+        );
+    }
+    // A model the tenant may not use, as on /v1/messages.
+    let response = post(&gw, path, json!({"model": "nope", "messages": user})).await;
+    expect_anthropic_error(response, 404, "not_found_error").await;
+    // Bearer works too (as on /v1/messages); GET is not the endpoint.
+    let response = client()
+        .post(gw.url(path))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "think-model", "messages": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client()
+        .get(gw.url(path))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    expect_anthropic_error(response, 405, "invalid_request_error").await;
+    assert_eq!(upstream.count(), 0);
+}

@@ -299,33 +299,48 @@ async fn a_cache_hit_replays_the_responses_answer_and_is_not_shared_with_chat() 
         _ => MockReply::json(completion("chat-model", "cached words")),
     })
     .await;
-    let gw = Gateway::start(
-        &openai_config(upstream.addr, ""),
-        &[(
-            "acme",
-            tenant_toml(
-                "acme",
-                KEY,
-                "chat-model",
-                "think-model",
-                "[cache]\nenabled = true\n",
-            ),
-        )],
-    )
-    .await;
+    let gw = Gateway::with_openai_policy(&upstream, "[cache]\nenabled = true\n").await;
     for stream in [false, true] {
         let ask = json!({"model": "fast", "input": "hi", "temperature": 0, "stream": stream});
         let first = post(&gw, ask.clone()).await;
         assert_eq!(header(&first, "x-deliberate-cache"), "miss");
         let first = read_text(first).await;
-        let second = post(&gw, ask).await;
-        assert_eq!(
-            header(&second, "x-deliberate-cache"),
-            "hit",
-            "stream={stream}"
-        );
-        assert_eq!(read_text(second).await, first, "stream={stream}");
+        let first_id = response_id(stream, &first);
+        let mut ids = vec![first_id.clone()];
+        for _ in 0..2 {
+            let replay = post(&gw, ask.clone()).await;
+            assert_eq!(
+                header(&replay, "x-deliberate-cache"),
+                "hit",
+                "stream={stream}"
+            );
+            let replay = read_text(replay).await;
+            // A fresh response id per replay (its item ids with it); otherwise the stored
+            // answer, byte for byte.
+            let id = response_id(stream, &replay);
+            assert!(!ids.contains(&id), "stream={stream}: {id} reused");
+            assert_eq!(
+                replay.replace(&id[5..], &first_id[5..]),
+                first,
+                "stream={stream}"
+            );
+            if stream {
+                assert_valid_sequence(&replay, &id);
+            } else {
+                let body: Value = serde_json::from_str(&replay).unwrap();
+                assert_eq!(body["status"], "completed");
+                assert_eq!(body["output"][0]["content"][0]["text"], "cached words");
+                let item = body["output"][0]["id"].as_str().unwrap();
+                assert_eq!(item, format!("msg_{}_0", &id[5..]));
+            }
+            ids.push(id);
+        }
     }
+    assert_eq!(
+        upstream.count(),
+        2,
+        "the replays never reached the upstream"
+    );
     // The same conversation through chat completions is its own entry.
     let chat = gw
         .chat(json!({"model": "fast", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}))
@@ -333,4 +348,53 @@ async fn a_cache_hit_replays_the_responses_answer_and_is_not_shared_with_chat() 
     assert_eq!(header(&chat, "x-deliberate-cache"), "miss");
     let chat: Value = chat.json().await.unwrap();
     assert_eq!(chat["object"], "chat.completion");
+}
+
+/// The response id of a Responses answer: the JSON's `id`, or the stream's first event's.
+fn response_id(stream: bool, text: &str) -> String {
+    let response = if stream {
+        events(text)[0].1["response"].clone()
+    } else {
+        serde_json::from_str::<Value>(text).unwrap()
+    };
+    let id = response["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("resp_"), "{id}");
+    id
+}
+
+/// A replayed stream is a whole Responses event sequence: created, in progress, the
+/// message item opened, its text, closed, completed; numbered in order, one response id.
+fn assert_valid_sequence(text: &str, id: &str) {
+    let events = events(text);
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ],
+        "{text}"
+    );
+    for (i, (name, event)) in events.iter().enumerate() {
+        assert_eq!(event["type"], name.as_str());
+        assert_eq!(event["sequence_number"], i as u64, "{name}");
+        if let Some(response) = event.get("response") {
+            assert_eq!(response["id"], id, "{name}");
+        }
+        if let Some(item) = event.get("item_id").or_else(|| event["item"].get("id")) {
+            assert_eq!(item, &format!("msg_{}_0", &id[5..]), "{name}");
+        }
+    }
+    assert_eq!(events[8].1["response"]["status"], "completed");
+    assert_eq!(
+        events[8].1["response"]["output"][0]["content"][0]["text"],
+        "cached words"
+    );
 }

@@ -10,14 +10,16 @@
 //!   as a typed request extension;
 //! - `ResponseAdapter`: the chat answer -> its own JSON, or its own typed SSE events
 //!   (frame by frame, one final error event on a mid-stream failure);
-//! - `clean_answer` / `ErrorShape`: when its answer may be cached, and the shape of its
-//!   error bodies (`layers::error_shape`).
+//! - `clean_answer` / `replay` / `ErrorShape`: when its answer may be cached, what a cache
+//!   hit sends for it, and the shape of its error bodies (`layers::error_shape`).
 //!
 //! Paths are accepted with and without the `/v1` prefix (clients configured with the bare
-//! host). `/models` is answered here; `GET /health` is answered above tenant auth
-//! (`layers::health`).
+//! host). `/models` is answered here; `/messages/count_tokens` (`Endpoint::CountTokens`)
+//! goes down its own short stack, since no model answers it (`messages::count_tokens`);
+//! `GET /health` is answered above tenant auth (`layers::health`).
 
 pub mod answer;
+pub mod catalog;
 pub mod chat;
 pub mod models;
 pub mod responses;
@@ -27,7 +29,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Extensions, Method, Request, Response};
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 pub use self::chat::ChatCompletions;
 use crate::api::ChatRequest;
@@ -40,6 +42,7 @@ use crate::layers::BoxFuture;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Model(Endpoint),
+    CountTokens,
     Models,
     ModelById(String),
     Unknown,
@@ -60,6 +63,7 @@ fn route(path: &str) -> Route {
         "/responses" => Route::Model(Endpoint::Responses),
         "/messages" => Route::Model(Endpoint::Messages),
         "/embeddings" => Route::Model(Endpoint::Embeddings),
+        "/messages/count_tokens" => Route::CountTokens,
         "/models" => Route::Models,
         p => match p.strip_prefix("/models/") {
             Some(id) => Route::ModelById(id.chars().take(200).collect()),
@@ -71,19 +75,18 @@ fn route(path: &str) -> Route {
 /// The endpoint a path names, if any (with or without `/v1`): for layers above the router
 /// that must know it from the path alone (the error shape of a 401).
 pub fn endpoint_of(path: &str) -> Option<Endpoint> {
-    match unversioned(path) {
-        "/messages/count_tokens" => Some(Endpoint::Messages),
-        p => match route(p) {
-            Route::Model(endpoint) => Some(endpoint),
-            _ => None,
-        },
+    match route(path) {
+        Route::Model(endpoint) => Some(endpoint),
+        Route::CountTokens => Some(Endpoint::CountTokens),
+        _ => None,
     }
 }
 
-/// The endpoints this build serves (the others are known by path, and 404 for now).
+/// The endpoints whose requests go down the chat stack (`count_tokens` has its own).
 fn served(endpoint: Endpoint) -> bool {
     match endpoint {
         Endpoint::Chat | Endpoint::Responses | Endpoint::Messages | Endpoint::Embeddings => true,
+        Endpoint::CountTokens => false,
     }
 }
 
@@ -104,6 +107,7 @@ pub fn parse_request(
         Endpoint::Responses => responses::parse(bytes, extensions),
         Endpoint::Messages => crate::messages::endpoint::parse(bytes, extensions),
         Endpoint::Embeddings => crate::embeddings::parse_request(bytes, extensions),
+        Endpoint::CountTokens => crate::messages::count_tokens::parse(bytes, extensions),
     }
 }
 
@@ -133,6 +137,9 @@ impl ResponseAdapter {
                 .ok_or_else(|| GatewayError::Internal("messages request missing".into())),
             // The provider answers in the embeddings shape already.
             Endpoint::Embeddings => Ok(ResponseAdapter::Identity),
+            Endpoint::CountTokens => Err(GatewayError::Internal(
+                "count_tokens has no chat answer to adapt".into(),
+            )),
         }
     }
 
@@ -159,25 +166,45 @@ pub fn clean_answer(endpoint: Endpoint, stream: bool, bytes: &[u8]) -> bool {
         (Endpoint::Responses, stream) => responses::clean_answer(stream, bytes),
         (Endpoint::Messages, stream) => crate::messages::endpoint::clean_answer(stream, bytes),
         (Endpoint::Embeddings, stream) => !stream && crate::embeddings::clean_answer(bytes),
+        (Endpoint::CountTokens, _) => false,
     }
 }
 
-/// Dispatches by method and path; `chat` is the stack every model endpoint goes down.
+/// The bytes a cache hit of `endpoint` sends for its stored answer: a Responses answer gets
+/// a fresh response id (`responses::replay`); the others replay as stored.
+pub fn replay(endpoint: Endpoint, stream: bool, stored: &Bytes) -> Bytes {
+    match endpoint {
+        Endpoint::Responses => responses::with_fresh_id(stream, stored),
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Embeddings | Endpoint::CountTokens => {
+            stored.clone()
+        }
+    }
+}
+
+/// Dispatches by method and path; `chat` is the stack every model endpoint goes down,
+/// `count_tokens` the one of `messages/count_tokens` (body read and parse, then the count).
 #[derive(Clone)]
-pub struct Router<C> {
+pub struct Router<C, K> {
     chat: C,
+    count_tokens: K,
 }
 
-impl<C> Router<C> {
-    pub fn new(chat: C) -> Self {
-        Router { chat }
+impl<C, K> Router<C, K> {
+    pub fn new(chat: C, count_tokens: K) -> Self {
+        Router { chat, count_tokens }
     }
 }
 
-impl<C, B> Service<Request<B>> for Router<C>
+impl<C, K, B> Service<Request<B>> for Router<C, K>
 where
     C: Service<Request<B>, Response = Response<Body>, Error = GatewayError> + Send + 'static,
     C::Future: Send + 'static,
+    K: Service<Request<B>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    K::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -201,6 +228,12 @@ where
                 return Box::pin(self.chat.call(request));
             }
             Route::Model(endpoint) if served(endpoint) => Err(not_allowed("POST")),
+            Route::CountTokens if method == Method::POST => {
+                request.extensions_mut().insert(Endpoint::CountTokens);
+                // `poll_ready` readied the chat stack only: `oneshot` readies this one.
+                return Box::pin(self.count_tokens.clone().oneshot(request));
+            }
+            Route::CountTokens => Err(not_allowed("POST")),
             Route::Models if method == Method::GET => models::list_models(&request),
             Route::ModelById(id) if method == Method::GET => models::get_model(&request, &id),
             Route::Models | Route::ModelById(_) => Err(not_allowed("GET")),
@@ -239,6 +272,8 @@ mod tests {
         }
         assert_eq!(route("/responses"), Route::Model(Endpoint::Responses));
         assert_eq!(route("/models"), Route::Models);
+        assert_eq!(route("/v1/messages/count_tokens"), Route::CountTokens);
+        assert_eq!(route("/messages/count_tokens/"), Route::CountTokens);
         assert_eq!(route("/v1/models/a/b"), Route::ModelById("a/b".into()));
         assert_eq!(route("/v1"), Route::Unknown);
         assert_eq!(route("/v1x/chat/completions"), Route::Unknown);
@@ -249,7 +284,7 @@ mod tests {
     fn the_endpoint_of_a_path_includes_count_tokens() {
         assert_eq!(
             endpoint_of("/v1/messages/count_tokens"),
-            Some(Endpoint::Messages)
+            Some(Endpoint::CountTokens)
         );
         assert_eq!(endpoint_of("/messages"), Some(Endpoint::Messages));
         assert_eq!(endpoint_of("/v1/models"), None);

@@ -22,8 +22,9 @@
 //! The key includes the request's `Endpoint`: an entry holds the bytes of that endpoint's
 //! answer (the response adapter sits below), so a Responses hit replays Responses events.
 //! Mode conversion and the stored stream's usage chunk are chat's only; other endpoints'
-//! answers are stored and replayed as they were sent, when `endpoints::clean_answer`
-//! says they are a clean success.
+//! answers are stored as they were sent, when `endpoints::clean_answer` says they are a
+//! clean success, and replayed through `endpoints::replay` (a Responses hit gets a fresh
+//! response id).
 //!
 //! ```text
 //! ServiceBuilder::new().layer(DecideLayer::new(..)).layer(CacheLayer::new(cache, metrics))
@@ -427,7 +428,7 @@ fn hit_response(
     let body = if entry.stream && endpoint == Endpoint::Chat {
         cache::convert::stream_for_client(&entry.body, include_usage)
     } else {
-        entry.body.clone()
+        endpoints::replay(endpoint, entry.stream, &entry.body)
     };
     let mut response = Response::new(full(body));
     let headers = response.headers_mut();

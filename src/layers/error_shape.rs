@@ -37,7 +37,7 @@ pub enum ErrorShape {
 impl ErrorShape {
     pub fn of(endpoint: Endpoint) -> ErrorShape {
         match endpoint {
-            Endpoint::Messages => ErrorShape::Anthropic,
+            Endpoint::Messages | Endpoint::CountTokens => ErrorShape::Anthropic,
             Endpoint::Chat | Endpoint::Responses | Endpoint::Embeddings => ErrorShape::OpenAi,
         }
     }

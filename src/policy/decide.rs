@@ -189,7 +189,7 @@ pub fn decide(
 
 /// A model the request named: one the tenant may use (404 otherwise), of the endpoint's
 /// `kind` (400 otherwise).
-fn named_model<'t>(
+pub fn named_model<'t>(
     tenant: &'t Tenant,
     name: &str,
     kind: ModelKind,

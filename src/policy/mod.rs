@@ -14,4 +14,6 @@ mod decide;
 pub mod latency;
 pub mod sticky;
 
-pub use decide::{decide, decide_embedding, fallbacks_for, Decision, DecisionSource, TIER_HEADER};
+pub use decide::{
+    decide, decide_embedding, fallbacks_for, named_model, Decision, DecisionSource, TIER_HEADER,
+};

@@ -129,6 +129,13 @@ impl Gateway {
         Gateway::with_openai_at(upstream.addr, extra_config).await
     }
 
+    /// Like `with_openai_upstream` (no extra config), `acme`'s policy file ending with
+    /// `policy` (e.g. `"[cache]\nenabled = true\n"`).
+    pub async fn with_openai_policy(upstream: &MockUpstream, policy: &str) -> Gateway {
+        let tenant = tenant_toml("acme", KEY, "chat-model", "think-model", policy);
+        Gateway::start(&openai_config(upstream.addr, ""), &[("acme", tenant)]).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.api, path)
     }

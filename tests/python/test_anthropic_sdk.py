@@ -195,3 +195,34 @@ def test_messages_are_metered(gateway: Gateway, client: anthropic.Anthropic) -> 
     client.messages.create(model="fast", max_tokens=64, messages=user("Count my tokens"))
     after = metric_sum(gateway, "deliberate_tokens_total", tenant="demo", model="sim-fast")
     assert after > before
+
+
+# --- messages/count_tokens -------------------------------------------------------------------
+
+
+def test_count_tokens_counts_what_messages_would_send(client: anthropic.Anthropic) -> None:
+    count = client.messages.count_tokens(
+        model="auto", system="Answer step by step.", messages=user(PROOF), tools=[WEATHER_TOOL]
+    )
+    assert isinstance(count, anthropic.types.MessageTokensCount)
+    assert count.input_tokens > 0
+    shorter = client.messages.count_tokens(model="auto", messages=user(GREETING))
+    assert 0 < shorter.input_tokens < count.input_tokens
+    # The same request counts the same: the estimate is deterministic.
+    again = client.messages.count_tokens(
+        model="auto", system="Answer step by step.", messages=user(PROOF), tools=[WEATHER_TOOL]
+    )
+    assert again.input_tokens == count.input_tokens
+
+
+def test_count_tokens_errors_are_the_sdks_exceptions(gateway: Gateway) -> None:
+    with sdk(gateway, key="wrong") as c, pytest.raises(anthropic.AuthenticationError) as err:
+        c.messages.count_tokens(model="auto", messages=user(GREETING))
+    assert err.value.body["error"]["type"] == "authentication_error"
+    with sdk(gateway) as c:
+        with pytest.raises(anthropic.BadRequestError) as err:
+            c.messages.count_tokens(model="auto", messages=[])
+        assert err.value.body["type"] == "error"
+        assert "messages" in err.value.body["error"]["message"]
+        with pytest.raises(anthropic.NotFoundError):
+            c.messages.count_tokens(model="no-such-model", messages=user(GREETING))

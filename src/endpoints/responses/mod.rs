@@ -6,8 +6,11 @@
 //!   function calls; usage with reasoning tokens);
 //! - `stream`: chat chunks -> the typed Responses events, as a body wrapper.
 //!
+//! - `replay`: a cache hit's stored answer with a fresh response id.
+//!
 //! Nothing is stored: `previous_response_id` and `store: true` are refused (see `request`).
 
+mod replay;
 mod request;
 mod stream;
 
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use http::{Extensions, Response};
 use serde_json::{json, Value};
 
+pub use self::replay::with_fresh_id;
 use super::{answer, DroppedFields};
 use crate::api::ChatRequest;
 use crate::body::Body;
