@@ -208,3 +208,7 @@ mod tests;
 #[cfg(test)]
 #[path = "shape_tests.rs"]
 mod shape_tests;
+
+#[cfg(test)]
+#[path = "score_fixture_tests.rs"]
+mod score_fixture_tests;
