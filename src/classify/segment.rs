@@ -137,10 +137,25 @@ fn is_data(line: &str) -> bool {
     }
     // Mostly digits and symbols: table rows, CSV, log lines with timestamps, hex dumps.
     let (mut letters, mut other) = (0usize, 0usize);
-    for c in line.chars() {
-        if c.is_alphabetic() {
+    let mut i = 0;
+    while i < b.len() {
+        // ASCII without decoding (`char::is_whitespace` on ASCII is 9..=13 and space);
+        // other characters decoded.
+        let c = b[i];
+        if c < 0x80 {
+            if c.is_ascii_alphabetic() {
+                letters += 1;
+            } else if !matches!(c, b' ' | 9..=13) {
+                other += 1;
+            }
+            i += 1;
+            continue;
+        }
+        let ch = line[i..].chars().next().expect("a char at a boundary");
+        i += ch.len_utf8();
+        if ch.is_alphabetic() {
             letters += 1;
-        } else if !c.is_whitespace() {
+        } else if !ch.is_whitespace() {
             other += 1;
         }
     }
@@ -236,6 +251,14 @@ mod tests {
         ] {
             assert_eq!(lines(text).0, vec![text]);
         }
+    }
+
+    #[test]
+    fn symbols_outweighing_letters_make_data_in_any_script() {
+        assert!(is_data("€ ½ ¾ — 12 ± 3"));
+        assert!(is_data("\u{b}\u{c} 1 2 3 ab"));
+        assert!(!is_data("Größe\u{3000}über 3 €"));
+        assert!(!is_data("証明せよ：素数は無限にある (1 + 1)"));
     }
 
     #[test]
