@@ -372,17 +372,19 @@ fn count_line(b: &[u8]) -> LineCounts {
             }
             continue;
         }
-        let next = b.get(i + 1).copied().unwrap_or(0);
-        match (ch, next) {
-            (b'=' | b'^' | b'+' | b'*' | b'<' | b'>', _) => c.math += 1,
-            (b'?', _) => c.questions += 1,
+        match ch {
+            b'=' | b'^' | b'+' | b'*' | b'<' | b'>' => c.math += 1,
+            b'?' => c.questions += 1,
             // Non-ASCII, matched on UTF-8 bytes (a lead byte is never a continuation byte,
             // so no decoding is needed): the fullwidth question mark of CJK text (U+FF1F),
             // maths operators U+2200..U+22FF, superscripts ² ³, π, × and ÷.
-            (0xEF, 0xBC) if b.get(i + 2) == Some(&0x9F) => c.questions += 1,
-            (0xE2, 0x88..=0x8B) | (0xC2, 0xB2 | 0xB3) | (0xCF, 0x80) | (0xC3, 0x97 | 0xB7) => {
-                c.math += 1;
-            }
+            0xC2 | 0xC3 | 0xCF | 0xE2 | 0xEF => match (ch, b.get(i + 1).copied().unwrap_or(0)) {
+                (0xEF, 0xBC) if b.get(i + 2) == Some(&0x9F) => c.questions += 1,
+                (0xE2, 0x88..=0x8B) | (0xC2, 0xB2 | 0xB3) | (0xCF, 0x80) | (0xC3, 0x97 | 0xB7) => {
+                    c.math += 1;
+                }
+                _ => {}
+            },
             _ => {}
         }
         i += 1;

@@ -132,23 +132,12 @@ impl LearnedClassifier {
     }
 
     /// The raw logit, and per block of the layout the block's share of the dot product.
-    ///
-    /// Zero features are skipped: most of the `grams` block is zero, and adding `w * 0`
-    /// does not change a sum, so the logit is bit for bit the plain dot product's.
     fn logit(&self, values: &[f32], per_block: &mut Vec<f32>) -> f32 {
         per_block.clear();
         let mut z = 0f32;
         for (_, range) in &self.extractor.layout().blocks {
-            let mut block = 0f32;
-            for (w, &x) in self.folded[range.clone()]
-                .iter()
-                .zip(&values[range.clone()])
-            {
-                if x != 0.0 {
-                    z += w * x;
-                    block += w * x;
-                }
-            }
+            let block = dot(&self.folded[range.clone()], &values[range.clone()]);
+            z += block;
             per_block.push(block);
         }
         self.folded_bias + z
@@ -216,6 +205,29 @@ impl LearnedClassifier {
             extracted.has_user_text,
         )
     }
+}
+
+/// Dot product in `LANES` independent partial sums, which the compiler keeps in SIMD
+/// registers; a plain running sum is one chain of ~800 dependent additions (and a branch
+/// per feature to skip the zeros of `grams` mispredicts). The order of additions differs
+/// from a running sum, so the last bits may: scores stay within 1e-6 of the running
+/// sum's (`score_fixture_tests`).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + rest
 }
 
 impl Classifier for LearnedClassifier {

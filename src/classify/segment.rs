@@ -121,21 +121,8 @@ const CODE_STARTS: &[&str] = &[
 
 fn is_data(line: &str) -> bool {
     let b = line.as_bytes();
-    if b.iter().filter(|&&c| c == b'\t').count() >= 2
-        || b.iter().filter(|&&c| c == b'|').count() >= 2
-    {
-        return true;
-    }
-    if matches!(b.last(), Some(b'{' | b'}' | b';')) || line == "}" || line == ")" {
-        return true;
-    }
-    if CODE_STARTS.iter().any(|s| line.starts_with(s)) && !looks_like_sentence(line) {
-        return true;
-    }
-    if is_log(line) {
-        return true;
-    }
-    // Mostly digits and symbols: table rows, CSV, log lines with timestamps, hex dumps.
+    // One pass for all the counts (the tests below are pure, so their order is free).
+    let (mut tabs, mut pipes, mut commas) = (0usize, 0usize, 0usize);
     let (mut letters, mut other) = (0usize, 0usize);
     let mut i = 0;
     while i < b.len() {
@@ -143,6 +130,12 @@ fn is_data(line: &str) -> bool {
         // other characters decoded.
         let c = b[i];
         if c < 0x80 {
+            match c {
+                b'\t' => tabs += 1,
+                b'|' => pipes += 1,
+                b',' => commas += 1,
+                _ => {}
+            }
             if c.is_ascii_alphabetic() {
                 letters += 1;
             } else if !matches!(c, b' ' | 9..=13) {
@@ -159,7 +152,19 @@ fn is_data(line: &str) -> bool {
             other += 1;
         }
     }
-    let commas = b.iter().filter(|&&c| c == b',').count();
+    if tabs >= 2 || pipes >= 2 {
+        return true;
+    }
+    if matches!(b.last(), Some(b'{' | b'}' | b';')) || line == "}" || line == ")" {
+        return true;
+    }
+    if CODE_STARTS.iter().any(|s| line.starts_with(s)) && !looks_like_sentence(line) {
+        return true;
+    }
+    if is_log(line) {
+        return true;
+    }
+    // Mostly digits and symbols: table rows, CSV, log lines with timestamps, hex dumps.
     let csv = commas >= 3
         && commas * 6 >= line.split_whitespace().count().max(1) * 2
         && !line.contains(". ");
