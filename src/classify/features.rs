@@ -122,7 +122,7 @@ impl Block {
 
     /// Signed name of feature `i` of a named block; `None` for embedding blocks, which are
     /// explained as a whole (`block_reason`).
-    fn signed_name(self, i: usize) -> Option<(&'static str, &'static str)> {
+    pub fn signed_name(self, i: usize) -> Option<(&'static str, &'static str)> {
         match self {
             Block::Rules => Some(category_signed_name(i)),
             Block::Shape => SHAPE_NAMES.get(i).copied(),
@@ -318,14 +318,6 @@ fn shape(lines: &[&str], constraints: u16, out: &mut [f32]) {
         quantities += c.quantities;
         math += c.math;
         questions += c.questions;
-        for ch in line.chars() {
-            // Fullwidth question marks (CJK), Unicode maths operators, superscripts, pi.
-            if ch == '？' {
-                questions += 1;
-            } else if matches!(ch, '\u{2200}'..='\u{22FF}' | '²' | '³' | 'π' | '×' | '÷') {
-                math += 1;
-            }
-        }
     }
     out[0] = log(numbers.min(12) as f32);
     out[1] = log(quantities.min(6) as f32);
@@ -350,6 +342,8 @@ const UNITS: &[&str] = &[
     "dollars", "euros", "miles", "meters", "metres", "km/h", "m/s",
 ];
 
+/// One byte pass over a line: numbers, numbers with a unit, maths operators and symbols
+/// (ASCII and Unicode), question marks (ASCII and fullwidth).
 fn count_line(b: &[u8]) -> LineCounts {
     let mut c = LineCounts::default();
     let mut i = 0;
@@ -381,6 +375,16 @@ fn count_line(b: &[u8]) -> LineCounts {
         match ch {
             b'=' | b'^' | b'+' | b'*' | b'<' | b'>' => c.math += 1,
             b'?' => c.questions += 1,
+            // Non-ASCII, matched on UTF-8 bytes (a lead byte is never a continuation byte,
+            // so no decoding is needed): the fullwidth question mark of CJK text (U+FF1F),
+            // maths operators U+2200..U+22FF, superscripts ² ³, π, × and ÷.
+            0xC2 | 0xC3 | 0xCF | 0xE2 | 0xEF => match (ch, b.get(i + 1).copied().unwrap_or(0)) {
+                (0xEF, 0xBC) if b.get(i + 2) == Some(&0x9F) => c.questions += 1,
+                (0xE2, 0x88..=0x8B) | (0xC2, 0xB2 | 0xB3) | (0xCF, 0x80) | (0xC3, 0x97 | 0xB7) => {
+                    c.math += 1;
+                }
+                _ => {}
+            },
             _ => {}
         }
         i += 1;
@@ -394,14 +398,27 @@ fn dialog(conversation: &Conversation<'_>, lines: &[&str], has_previous: bool, o
         .iter()
         .filter(|t| t.role == Role::User)
         .count();
-    let words: usize = lines
-        .iter()
-        .map(|l| l.split_whitespace().count())
-        .sum::<usize>();
     out[0] = log(user_turns as f32);
     out[1] = conversation.turns.iter().any(|t| t.role == Role::System) as u8 as f32;
     out[2] = conversation.turns.iter().any(|t| t.role == Role::Tool) as u8 as f32;
-    out[3] = (has_previous && words <= 25) as u8 as f32;
+    // Words are only counted for a turn that follows another, and only up to the limit.
+    out[3] = (has_previous && at_most_words(lines, SHORT_FOLLOW_UP_WORDS)) as u8 as f32;
+}
+
+/// A turn of at most this many words after an earlier user turn is a short follow-up.
+const SHORT_FOLLOW_UP_WORDS: usize = 25;
+
+/// Whether the lines hold at most `max` whitespace-separated words (as `split_whitespace`
+/// counts them); stops reading once there are more.
+fn at_most_words(lines: &[&str], max: usize) -> bool {
+    let mut words = 0;
+    for line in lines {
+        words += line.split_whitespace().take(max + 1 - words).count();
+        if words > max {
+            return false;
+        }
+    }
+    true
 }
 
 /// Share of the prose's letters in each script (English, plain ASCII, is the rest).
@@ -409,17 +426,22 @@ fn script(lines: &[&str], out: &mut [f32]) {
     let mut counts = [0u32; 6];
     let mut letters = 0u32;
     for line in lines {
-        if line.is_ascii() {
-            letters += line.bytes().filter(u8::is_ascii_alphabetic).count() as u32;
-            continue;
-        }
-        for ch in line.chars() {
+        // ASCII bytes are counted without decoding; only non-ASCII characters are decoded.
+        let b = line.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] < 0x80 {
+                letters += u32::from(b[i].is_ascii_alphabetic());
+                i += 1;
+                continue;
+            }
+            let ch = line[i..].chars().next().expect("a char at a boundary");
+            i += ch.len_utf8();
             if !ch.is_alphabetic() {
                 continue;
             }
             letters += 1;
             let slot = match ch as u32 {
-                0..=0x7F => continue,
                 0x80..=0x24F | 0x1E00..=0x1EFF => 0,
                 0x400..=0x52F => 1,
                 0x3400..=0x9FFF | 0xF900..=0xFAFF => 2,
@@ -472,6 +494,22 @@ mod tests {
         assert_eq!((c.numbers, c.quantities), (3, 3));
         let c = count_line(b"x = 3, y = 4");
         assert_eq!((c.numbers, c.quantities, c.math), (2, 0, 2));
+    }
+
+    #[test]
+    fn unicode_maths_and_fullwidth_questions_count_and_other_symbols_do_not() {
+        let c = count_line("x² ≤ π × 3 ÷ 2 ∑ — é 证明吗？".as_bytes());
+        assert_eq!((c.numbers, c.math, c.questions), (2, 6, 1));
+        let c = count_line("³√8 ∀x — Café, naïve?".as_bytes());
+        assert_eq!((c.numbers, c.math, c.questions), (1, 3, 1));
+    }
+
+    #[test]
+    fn word_limit_counts_across_lines_and_unicode_spaces() {
+        assert!(at_most_words(&["one two", "three"], 3));
+        assert!(!at_most_words(&["one two", "three"], 2));
+        assert!(!at_most_words(&["一\u{3000}二 three"], 2));
+        assert!(at_most_words(&[], 0));
     }
 
     #[test]

@@ -28,56 +28,100 @@ fn mix(h: u64, c: char) -> u64 {
 
 const SEED: u64 = 0xCBF2_9CE4_8422_2325;
 
+/// Bucket counts, and which buckets are filled, so that the output pass visits only those,
+/// in order.
+struct Counts {
+    counts: [u16; BUCKETS],
+    filled: [u64; BUCKETS / 64],
+}
+
+impl Counts {
+    fn add(&mut self, b: usize) {
+        self.counts[b] = self.counts[b].saturating_add(1);
+        self.filled[b / 64] |= 1 << (b % 64);
+    }
+}
+
 pub fn grams(lines: &[&str], out: &mut [f32]) {
-    let mut counts = [0u16; BUCKETS];
+    let mut c = Counts {
+        counts: [0; BUCKETS],
+        filled: [0; BUCKETS / 64],
+    };
     for line in lines {
         let mut stem = SEED;
         let mut letters = 0usize;
         let mut prev_cjk: Option<char> = None;
-        let flush = |stem: &mut u64, letters: &mut usize, counts: &mut [u16; BUCKETS]| {
+        let flush = |stem: &mut u64, letters: &mut usize, c: &mut Counts| {
             if *letters >= 3 {
-                let b = bucket(*stem);
-                counts[b] = counts[b].saturating_add(1);
+                c.add(bucket(*stem));
             }
             *stem = SEED;
             *letters = 0;
         };
-        for c in line.chars() {
-            if is_cjk(c) {
-                flush(&mut stem, &mut letters, &mut counts);
-                if let Some(p) = prev_cjk {
-                    let b = bucket(mix(mix(SEED ^ 1, p), c));
-                    counts[b] = counts[b].saturating_add(1);
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b < 0x80 {
+                // ASCII, without decoding: a letter (lowercased) or a word break.
+                i += 1;
+                prev_cjk = None;
+                if b.is_ascii_alphabetic() {
+                    if letters < STEM_CHARS {
+                        stem = mix(stem, char::from(b.to_ascii_lowercase()));
+                    }
+                    letters += 1;
+                } else {
+                    flush(&mut stem, &mut letters, &mut c);
                 }
-                prev_cjk = Some(c);
+                continue;
+            }
+            let ch = line[i..].chars().next().expect("a char at a boundary");
+            i += ch.len_utf8();
+            if is_cjk(ch) {
+                flush(&mut stem, &mut letters, &mut c);
+                if let Some(p) = prev_cjk {
+                    c.add(bucket(mix(mix(SEED ^ 1, p), ch)));
+                }
+                prev_cjk = Some(ch);
                 continue;
             }
             prev_cjk = None;
-            if c.is_alphabetic() {
+            if ch.is_alphabetic() {
                 if letters < STEM_CHARS {
-                    for l in c.to_lowercase() {
+                    for l in ch.to_lowercase() {
                         stem = mix(stem, l);
                     }
                 }
                 letters += 1;
             } else {
-                flush(&mut stem, &mut letters, &mut counts);
+                flush(&mut stem, &mut letters, &mut c);
             }
         }
-        flush(&mut stem, &mut letters, &mut counts);
+        flush(&mut stem, &mut letters, &mut c);
     }
     // Most buckets are empty (ln 1 = 0): only the filled ones pay for a logarithm.
     out.fill(0.0);
     let mut norm = 0f32;
-    for (o, &c) in out.iter_mut().zip(&counts) {
-        if c > 0 {
-            *o = (1.0 + f32::from(c)).ln();
-            norm += *o * *o;
-        }
-    }
+    for_each_set(&c.filled, |b| {
+        let v = (1.0 + f32::from(c.counts[b])).ln();
+        out[b] = v;
+        norm += v * v;
+    });
     if norm > 0.0 {
         let inv = norm.sqrt().recip();
-        out.iter_mut().for_each(|o| *o *= inv);
+        for_each_set(&c.filled, |b| out[b] *= inv);
+    }
+}
+
+/// Calls `f` with the index of each set bit, in increasing order.
+fn for_each_set(bits: &[u64], mut f: impl FnMut(usize)) {
+    for (w, &word) in bits.iter().enumerate() {
+        let mut rest = word;
+        while rest != 0 {
+            f(w * 64 + rest.trailing_zeros() as usize);
+            rest &= rest - 1;
+        }
     }
 }
 

@@ -191,3 +191,12 @@ fn the_shipped_model_loads_and_rejects_a_mismatched_file() {
         Err(ModelError::Blocks(_))
     ));
 }
+
+#[test]
+fn dot_product_covers_every_length_and_the_remainder() {
+    for n in 0..20usize {
+        let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let b = vec![2.0f32; n];
+        assert_eq!(dot(&a, &b), (n * n.saturating_sub(1)) as f32, "length {n}");
+    }
+}

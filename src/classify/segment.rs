@@ -121,9 +121,38 @@ const CODE_STARTS: &[&str] = &[
 
 fn is_data(line: &str) -> bool {
     let b = line.as_bytes();
-    if b.iter().filter(|&&c| c == b'\t').count() >= 2
-        || b.iter().filter(|&&c| c == b'|').count() >= 2
-    {
+    // One pass for all the counts (the tests below are pure, so their order is free).
+    let (mut tabs, mut pipes, mut commas) = (0usize, 0usize, 0usize);
+    let (mut letters, mut other) = (0usize, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        // ASCII without decoding (`char::is_whitespace` on ASCII is 9..=13 and space);
+        // other characters decoded.
+        let c = b[i];
+        if c < 0x80 {
+            match c {
+                b'\t' => tabs += 1,
+                b'|' => pipes += 1,
+                b',' => commas += 1,
+                _ => {}
+            }
+            if c.is_ascii_alphabetic() {
+                letters += 1;
+            } else if !matches!(c, b' ' | 9..=13) {
+                other += 1;
+            }
+            i += 1;
+            continue;
+        }
+        let ch = line[i..].chars().next().expect("a char at a boundary");
+        i += ch.len_utf8();
+        if ch.is_alphabetic() {
+            letters += 1;
+        } else if !ch.is_whitespace() {
+            other += 1;
+        }
+    }
+    if tabs >= 2 || pipes >= 2 {
         return true;
     }
     if matches!(b.last(), Some(b'{' | b'}' | b';')) || line == "}" || line == ")" {
@@ -136,15 +165,6 @@ fn is_data(line: &str) -> bool {
         return true;
     }
     // Mostly digits and symbols: table rows, CSV, log lines with timestamps, hex dumps.
-    let (mut letters, mut other) = (0usize, 0usize);
-    for c in line.chars() {
-        if c.is_alphabetic() {
-            letters += 1;
-        } else if !c.is_whitespace() {
-            other += 1;
-        }
-    }
-    let commas = b.iter().filter(|&&c| c == b',').count();
     let csv = commas >= 3
         && commas * 6 >= line.split_whitespace().count().max(1) * 2
         && !line.contains(". ");
@@ -236,6 +256,14 @@ mod tests {
         ] {
             assert_eq!(lines(text).0, vec![text]);
         }
+    }
+
+    #[test]
+    fn symbols_outweighing_letters_make_data_in_any_script() {
+        assert!(is_data("€ ½ ¾ — 12 ± 3"));
+        assert!(is_data("\u{b}\u{c} 1 2 3 ab"));
+        assert!(!is_data("Größe\u{3000}über 3 €"));
+        assert!(!is_data("証明せよ：素数は無限にある (1 + 1)"));
     }
 
     #[test]

@@ -204,6 +204,9 @@ impl Lexicon {
                 }
             }
         }
+        // The default (a contiguous NFA for this many stems, under 1 MB). A DFA was tried:
+        // 58% fewer instructions in the scan but only ~0.25 µs faster on a 500-character
+        // prompt (its 3.6 MB table misses cache), not worth its memory.
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
             .build(&stems)
@@ -292,6 +295,13 @@ mod tests {
         assert!(!found("ein Gegenbeweis").contains(&"prove"));
         assert!(found("wer hat das geschrieben").contains(&"who"));
         assert!(!found("werden wir sehen").contains(&"who"));
+    }
+
+    #[test]
+    fn the_automaton_stays_small() {
+        // Built once per process and resident (issue 11: idle RSS budget).
+        let bytes = lexicon().matcher.memory_usage();
+        assert!(bytes < 1 << 20, "{bytes} bytes");
     }
 
     #[test]
