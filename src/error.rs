@@ -135,7 +135,19 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// The longest model name an error repeats: a client may send any string up to the body
+/// limit, and an error is no place to echo it whole.
+const MAX_SHOWN_MODEL_CHARS: usize = 200;
+
 impl GatewayError {
+    /// `model` (as the client sent it, cut to `MAX_SHOWN_MODEL_CHARS`) is not one the tenant
+    /// may use.
+    pub fn model_not_found(model: &str) -> Self {
+        GatewayError::ModelNotFound {
+            model: model.chars().take(MAX_SHOWN_MODEL_CHARS).collect(),
+        }
+    }
+
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
         GatewayError::InvalidRequest {
             message: message.into(),

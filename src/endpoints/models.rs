@@ -65,7 +65,5 @@ pub fn get_model<B>(request: &Request<B>, id: &str) -> Result<Response<Body>, Ga
         .iter()
         .find(|entry| entry.id == id)
         .map(|entry| json_response(&model_object(entry)))
-        .ok_or_else(|| GatewayError::ModelNotFound {
-            model: id.chars().take(200).collect(),
-        })
+        .ok_or_else(|| GatewayError::model_not_found(id))
 }

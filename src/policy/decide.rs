@@ -196,9 +196,7 @@ pub fn named_model<'t>(
 ) -> Result<&'t Arc<Model>, GatewayError> {
     let model = tenant
         .allowed_model(name)
-        .ok_or_else(|| GatewayError::ModelNotFound {
-            model: name.to_string(),
-        })?;
+        .ok_or_else(|| GatewayError::model_not_found(name))?;
     match (kind, model.kind) {
         (ModelKind::Chat, ModelKind::Embedding) => Err(GatewayError::invalid(
             format!("`{name}` is an embedding model: it serves /v1/embeddings only."),
