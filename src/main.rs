@@ -215,7 +215,9 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+            // Background work and the admin listener only: the API has its own threads.
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");
@@ -483,10 +485,9 @@ async fn serve(
     };
     tokio::select! {
         _ = async {
-            match paths {
-                Some(paths) => deliberate::run_with_reload(api, admin, snapshot, paths, shutdown.clone()).await,
-                None => deliberate::run(api, admin, snapshot, shutdown.clone()).await,
-            }
+            // One API thread per core (see `run_with_reload_on_threads`).
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            deliberate::run_with_reload_on_threads(api, admin, snapshot, paths, shutdown.clone(), threads).await
         } => {}
         _ = async { signals.await; std::future::pending::<()>().await } => {}
     }

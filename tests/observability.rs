@@ -377,3 +377,32 @@ async fn a_stream_cut_at_the_shutdown_deadline_has_its_access_line() {
     assert_eq!(line["model"], "chat-model");
     assert_eq!(line["outcome"], "shutting_down", "{line}");
 }
+
+/// `deliberate serve` answers on one API thread per core, each with its own runtime (so a
+/// request and its provider connection stay on one core), and every thread answers.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_binary_serves_the_api_from_one_thread_per_core() {
+    let mock = MockUpstream::ok("fine").await;
+    let config = config(mock.addr, "");
+    let gw = GatewayProcess::spawn(&config, &[("acme", tenant())], &[]);
+    // Many connections: the kernel hands them to the threads in turn; all are answered.
+    let mut answered = 0;
+    for _ in 0..16 {
+        let (_, status, _) = post(&gw, KEY, &body("fast", false)).await;
+        answered += usize::from(status == 200);
+    }
+    assert_eq!(answered, 16);
+    // Thread names are cut to 15 bytes in /proc: `deliberate-api-`.
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    let api = names
+        .iter()
+        .filter(|n| n.starts_with("deliberate-api"))
+        .count();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(api, cores, "{names:?}");
+}

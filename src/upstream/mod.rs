@@ -44,14 +44,26 @@ const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
 const MAX_UPSTREAM_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct Upstream {
-    fast: client::Client,
-    reasoning: client::Client,
+    /// Tells this `Upstream`'s clients apart in each thread's `THREAD_CLIENTS`.
+    id: u64,
+    /// Connect timeouts of the fast and reasoning clients.
+    connect: (Duration, Duration),
     /// Per-deployment latency, breakers and the retry budget; kept across config reloads.
     deployments: Arc<deployments::Registry>,
 }
 
-fn client(timeouts: &TierTimeouts) -> client::Client {
-    client::Client::new(timeouts.connect)
+fn client(connect_timeout: Duration) -> client::Client {
+    client::Client::new(connect_timeout)
+}
+
+static NEXT_UPSTREAM_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Upstreams whose clients a thread keeps (a reload makes a new one; the oldest goes).
+const MAX_THREAD_CLIENTS: usize = 4;
+
+thread_local! {
+    static THREAD_CLIENTS: std::cell::RefCell<Vec<(u64, (client::Client, client::Client))>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Everything one call needs besides the request itself.
@@ -97,8 +109,11 @@ impl CallContext {
 impl Upstream {
     pub fn new(snapshot: &Snapshot) -> Upstream {
         Upstream {
-            fast: client(&snapshot.fast_timeouts),
-            reasoning: client(&snapshot.reasoning_timeouts),
+            id: NEXT_UPSTREAM_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            connect: (
+                snapshot.fast_timeouts.connect,
+                snapshot.reasoning_timeouts.connect,
+            ),
             deployments: Arc::default(),
         }
     }
@@ -122,11 +137,30 @@ impl Upstream {
         self.deployments.health(id, generation)
     }
 
-    fn client(&self, tier: Tier) -> &client::Client {
-        match tier {
-            Tier::Fast => &self.fast,
-            Tier::Reasoning => &self.reasoning,
-        }
+    /// This thread's client for `tier`: a connection's task runs on the thread that opened
+    /// it, so a pool per thread keeps a request and its provider connection on one core
+    /// (the API threads of `run_with_reload_on_threads`; on a multi-threaded runtime it is
+    /// simply a pool per worker).
+    fn client(&self, tier: Tier) -> client::Client {
+        THREAD_CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            let index = match clients.iter().position(|(id, _)| *id == self.id) {
+                Some(index) => index,
+                None => {
+                    if clients.len() >= MAX_THREAD_CLIENTS {
+                        clients.remove(0);
+                    }
+                    let pair = (client(self.connect.0), client(self.connect.1));
+                    clients.push((self.id, pair));
+                    clients.len() - 1
+                }
+            };
+            let (fast, reasoning) = &clients[index].1;
+            match tier {
+                Tier::Fast => fast.clone(),
+                Tier::Reasoning => reasoning.clone(),
+            }
+        })
     }
 
     pub async fn call(
@@ -135,7 +169,7 @@ impl Upstream {
         request: &ChatRequest,
     ) -> Result<Response<Body>, GatewayError> {
         let stream = request.is_stream();
-        let client = self.client(ctx.tier).clone();
+        let client = self.client(ctx.tier);
         if let Some(embeddings) = ctx.embeddings.clone() {
             let json = embed::call(&client, &ctx, &embeddings).await?;
             return Ok(finish_json(&ctx, json));

@@ -75,6 +75,12 @@ impl GatewayProcess {
         process
     }
 
+    /// The process id (to read its threads from /proc).
+    #[allow(dead_code)] // only tests/observability.rs reads it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.api, path)
     }
