@@ -485,8 +485,10 @@ async fn serve(
     };
     tokio::select! {
         _ = async {
-            // One API thread per core (see `run_with_reload_on_threads`).
-            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            // One API thread per core unless configured (see `run_with_reload_on_threads`).
+            let threads = snapshot.server.api_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            });
             deliberate::run_with_reload_on_threads(api, admin, snapshot, paths, shutdown.clone(), threads).await
         } => {}
         _ = async { signals.await; std::future::pending::<()>().await } => {}

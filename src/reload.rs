@@ -225,6 +225,7 @@ fn keep_startup_settings(old: &Snapshot, new: &mut Snapshot) {
         "server.max_in_flight_requests"
     );
     keep!(server.shutdown_grace, "server.shutdown_grace_ms");
+    keep!(server.api_threads, "server.api_threads");
     keep!(
         server.connections,
         "server connection timeouts and max_connections"

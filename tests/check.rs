@@ -79,6 +79,8 @@ fn each_mistake_names_file_line_column_and_key() {
         ("[providers.s]\nkind = \"simulated\"\n[models.m]\nprovider = \"s\"\ntier = \"fast\"\ncapabilities = { max_output_tokens = 0 }\n", GOOD_TENANT, "deliberate.toml:6:38: max_output_tokens must be between 1 and"),
         ("[tiers.fast]\nfirst_token_timeout_ms = 0\n", GOOD_TENANT, "deliberate.toml:2:26: must be greater than 0"),
         ("[tiers.fast]\nfirst_token_timeout_ms = 9000\ntotal_timeout_ms = 10\n", GOOD_TENANT, "deliberate.toml:2:26: first_token_timeout_ms must not exceed"),
+        ("[server]\napi_threads = 0\n", GOOD_TENANT, "deliberate.toml:2:15: api_threads must be between 1 and 256"),
+        ("[server]\napi_threads = 100000\n", GOOD_TENANT, "deliberate.toml:2:15: api_threads must be between 1 and 256"),
     ];
     for (config_extra, tenant, expected) in cases {
         let config = format!("{GOOD_CONFIG}\n{config_extra}");

@@ -37,6 +37,8 @@ pub struct ServerSettings {
     pub admin_listen: SocketAddr,
     pub max_request_body_bytes: usize,
     pub max_in_flight_requests: usize,
+    /// Threads serving the API listener; `None`: one per available core (startup only).
+    pub api_threads: Option<usize>,
     pub shutdown_grace: Duration,
     /// SHA-256 of the admin API token; `None`: the admin API is off (401 for every call).
     pub admin_token_hash: Option<[u8; 32]>,

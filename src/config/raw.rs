@@ -100,6 +100,8 @@ pub struct RawServer {
     pub admin_listen: Option<Spanned<String>>,
     pub max_request_body_bytes: Option<Spanned<u64>>,
     pub max_in_flight_requests: Option<Spanned<u64>>,
+    /// Threads serving the API listener (default: one per available core).
+    pub api_threads: Option<Spanned<u64>>,
     pub shutdown_grace_ms: Option<Spanned<u64>>,
     /// Environment variable holding the admin API token (never the token itself).
     pub admin_token_env: Option<Spanned<String>>,
