@@ -202,6 +202,9 @@ where
                     let _ = done.send(());
                     finish.cancelled().await;
                 });
+                // Blocking work still running on this runtime gets a bounded wait, like the
+                // connections' final write.
+                runtime.shutdown_timeout(FINAL_WRITE);
             })
             .expect("an API thread starts");
         drained.push(drained_rx);

@@ -12,6 +12,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -138,14 +139,14 @@ impl StdError for Error {
 
 impl Client {
     /// Plain HTTP and HTTPS; `connect_timeout` bounds TCP connect (TLS is bounded by the
-    /// caller's deadlines).
-    pub fn new(connect_timeout: Duration) -> Client {
+    /// caller's deadlines). `tls` is built once (`tls_config`) and shared by every client.
+    pub fn new(connect_timeout: Duration, tls: &Arc<rustls::ClientConfig>) -> Client {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
+            .with_tls_config(rustls::ClientConfig::clone(tls))
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -178,17 +179,19 @@ impl Client {
 }
 
 /// The TLS setup reqwest used for us before: the process's crypto provider (ring, installed
-/// at startup) and the platform's certificate verifier.
-fn tls_config() -> rustls::ClientConfig {
+/// at startup) and the platform's certificate verifier. Built at startup and on reload
+/// (`Upstream::new`), not per client: the verifier reads the system's roots.
+pub fn tls_config() -> Arc<rustls::ClientConfig> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
-        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|builder| builder.with_platform_verifier())
         .expect("the platform certificate verifier loads")
         .with_no_client_auth()
+        .into()
 }
 
 /// A request being put together; errors surface at `send`.
@@ -293,7 +296,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let client = Client::new(Duration::from_secs(1));
+            let client = Client::new(Duration::from_secs(1), &tls_config());
             let url = reqwest::Url::parse("http://127.0.0.1:9/v1/chat/completions").unwrap();
             let err = client
                 .post(&url)

@@ -48,12 +48,10 @@ pub struct Upstream {
     id: u64,
     /// Connect timeouts of the fast and reasoning clients.
     connect: (Duration, Duration),
+    /// TLS settings every thread's clients share (built here, at startup or reload).
+    tls: Arc<rustls::ClientConfig>,
     /// Per-deployment latency, breakers and the retry budget; kept across config reloads.
     deployments: Arc<deployments::Registry>,
-}
-
-fn client(connect_timeout: Duration) -> client::Client {
-    client::Client::new(connect_timeout)
 }
 
 static NEXT_UPSTREAM_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -114,6 +112,7 @@ impl Upstream {
                 snapshot.fast_timeouts.connect,
                 snapshot.reasoning_timeouts.connect,
             ),
+            tls: client::tls_config(),
             deployments: Arc::default(),
         }
     }
@@ -150,7 +149,10 @@ impl Upstream {
                     if clients.len() >= MAX_THREAD_CLIENTS {
                         clients.remove(0);
                     }
-                    let pair = (client(self.connect.0), client(self.connect.1));
+                    let pair = (
+                        client::Client::new(self.connect.0, &self.tls),
+                        client::Client::new(self.connect.1, &self.tls),
+                    );
                     clients.push((self.id, pair));
                     clients.len() - 1
                 }
