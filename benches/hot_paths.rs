@@ -7,6 +7,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use deliberate::api::ChatRequest;
 use deliberate::classify::embed::StaticEmbedder;
+use deliberate::classify::grams;
 use deliberate::classify::learned::LearnedClassifier;
 use deliberate::classify::rules::RulesClassifier;
 use deliberate::classify::wordpiece::WordPiece;
@@ -107,6 +108,11 @@ fn classifier_parts(c: &mut Criterion) {
     });
     group.bench_function("rule_signals_500_chars", |b| {
         b.iter(|| rules.signals(black_box(&short)))
+    });
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = vec![0f32; grams::BUCKETS];
+    group.bench_function("grams_500_chars", |b| {
+        b.iter(|| grams::grams(black_box(&lines), &mut out))
     });
     group.finish();
 }

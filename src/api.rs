@@ -31,6 +31,12 @@ impl ChatRequest {
                 None,
             ));
         };
+        ChatRequest::from_body(body)
+    }
+
+    /// A chat request from a body another endpoint's request was translated to; validated
+    /// like a client's own.
+    pub fn from_body(body: Map<String, Value>) -> Result<ChatRequest, GatewayError> {
         let request = ChatRequest {
             body,
             usage_added: false,

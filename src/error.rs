@@ -135,7 +135,19 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// The longest model name an error repeats: a client may send any string up to the body
+/// limit, and an error is no place to echo it whole.
+const MAX_SHOWN_MODEL_CHARS: usize = 200;
+
 impl GatewayError {
+    /// `model` (as the client sent it, cut to `MAX_SHOWN_MODEL_CHARS`) is not one the tenant
+    /// may use.
+    pub fn model_not_found(model: &str) -> Self {
+        GatewayError::ModelNotFound {
+            model: model.chars().take(MAX_SHOWN_MODEL_CHARS).collect(),
+        }
+    }
+
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
         GatewayError::InvalidRequest {
             message: message.into(),
@@ -191,6 +203,17 @@ impl GatewayError {
         }
     }
 
+    /// Whose failure this is, for error ratios that page only on the gateway's and the
+    /// providers' failures: a storm of wrong keys or budget refusals is the clients' business.
+    pub fn fault(&self) -> Fault {
+        match self {
+            // The provider throttles the gateway's key: the tenant did nothing wrong.
+            GatewayError::UpstreamStatus { status: 429, .. } => Fault::Server,
+            _ if self.status().is_server_error() => Fault::Server,
+            _ => Fault::Client,
+        }
+    }
+
     /// Low-cardinality label for metrics and OpenAI's `error.code` field.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -213,6 +236,11 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::Internal(_) => "internal_error",
         }
+    }
+
+    /// The response extension (and stream failure record) the metrics label the outcome by.
+    pub fn error_kind(&self) -> ErrorKind {
+        ErrorKind(self.kind(), self.fault())
     }
 
     fn param(&self) -> Option<&str> {
@@ -293,7 +321,7 @@ impl GatewayError {
                 }
             }
         }
-        response.extensions_mut().insert(ErrorKind(self.kind()));
+        response.extensions_mut().insert(self.error_kind());
         response
     }
 }
@@ -312,13 +340,98 @@ pub fn usd(amount: f64) -> String {
     text.trim_end_matches('0').to_string()
 }
 
-/// Put on error responses so the metrics layer can label the outcome.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorKind(pub &'static str);
+/// Put on error responses so the metrics layer can label the outcome: the error's `kind()`
+/// and whose fault it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKind(pub &'static str, pub Fault);
+
+/// Whose failure an error is (the `class` of `deliberate_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was refused: malformed, unauthenticated, unknown model, too large, too
+    /// slow to arrive, over a budget or a rate limit, or rejected by the provider as invalid.
+    Client,
+    /// The gateway or a provider failed it: every 5xx (upstream errors and timeouts, load
+    /// shedding, a missing provider key, an internal error) and a provider's own 429.
+    Server,
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream(status: u16) -> GatewayError {
+        GatewayError::UpstreamStatus {
+            provider: "p".into(),
+            status,
+            message: "m".into(),
+            param: None,
+            retry_after_secs: None,
+        }
+    }
+
+    #[test]
+    fn refusals_are_the_clients_fault_and_failures_the_servers() {
+        let client = [
+            GatewayError::invalid("bad", None),
+            GatewayError::InvalidApiKey,
+            GatewayError::ModelNotFound { model: "m".into() },
+            GatewayError::PayloadTooLarge { limit_bytes: 1 },
+            GatewayError::BodyTimeout { after_ms: 1 },
+            GatewayError::BudgetExceeded {
+                which: "daily budget",
+                detail: "d".into(),
+                retry_after_secs: 1,
+            },
+            GatewayError::RequestCostCap {
+                worst_usd: 2.0,
+                cap_usd: 1.0,
+            },
+            GatewayError::RateLimited {
+                limit: "requests",
+                limit_value: 1,
+                retry_after_secs: 1,
+                headers: vec![],
+            },
+            upstream(400),
+        ];
+        for e in client {
+            assert_eq!(e.fault(), Fault::Client, "{e:?}");
+        }
+        let server = [
+            upstream(429),
+            upstream(500),
+            upstream(401),
+            GatewayError::UpstreamTimeout {
+                provider: "p".into(),
+                which: TimeoutKind::FirstToken,
+                after_ms: 1,
+            },
+            GatewayError::UpstreamUnavailable {
+                provider: "p".into(),
+                kind: FailureKind::Connect,
+                message: "m".into(),
+            },
+            GatewayError::UpstreamInvalid {
+                provider: "p".into(),
+                message: "m".into(),
+            },
+            GatewayError::ProviderKeyMissing {
+                provider: "p".into(),
+                env: "E".into(),
+            },
+            GatewayError::Overloaded,
+            GatewayError::Internal("x".into()),
+        ];
+        for e in server {
+            assert_eq!(e.fault(), Fault::Server, "{e:?}");
+        }
+        let response = GatewayError::InvalidApiKey.into_response();
+        assert_eq!(
+            response.extensions().get::<ErrorKind>(),
+            Some(&ErrorKind("invalid_api_key", Fault::Client))
+        );
+    }
 
     #[test]
     fn body_has_openai_shape() {

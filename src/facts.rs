@@ -3,6 +3,8 @@
 //!
 //! On the request, going down:
 //! - `RequestCtx` (request-id layer): the request's id and when it arrived;
+//! - `Endpoint` (router): the API the request came in through, which decides how its body
+//!   is parsed, how its answer is rendered, and its cache key's namespace;
 //! - `layers::tenant::TenantCtx` (tenant auth): the tenant and the config snapshot;
 //! - `policy::Decision` (decide): tier, model, fallbacks, reason.
 //!
@@ -12,6 +14,10 @@
 //! - `Served` (where the answer was produced: the upstream call, or the cache): the model
 //!   and deployment that actually answered, after retries and fallbacks, and the
 //!   `CallRecord` of that answer (usage, data events, first token, stream failure).
+//! - `CacheResult` (cache): hit, miss or bypass, for tenants with the cache on;
+//! - `FellBack` (chat service): how many fallback models were tried, and why;
+//! - `Billed` (decide): what the request was billed, written by its settlement when the body
+//!   ends (before the access log, which runs later, reads it);
 //! - `body::observed::OnEnd`: the work each layer leaves for the end of the body.
 //!
 //! No fact travels as a header that another layer parses back.
@@ -27,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::classify::Tier;
 use crate::config::Model;
+use crate::cost::{Nanos, Usage};
 use crate::layers::request_id::RequestId;
 use crate::record::CallRecord;
 
@@ -35,6 +42,37 @@ use crate::record::CallRecord;
 pub struct RequestCtx {
     pub id: RequestId,
     pub started: Instant,
+}
+
+/// Request extension (router): the API a request came in through. Every endpoint goes down
+/// the same stack (limits, decide, cache, service): its request is translated to the
+/// internal chat request when the body is parsed, and the answer back by the response
+/// adapter (see `endpoints`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// OpenAI Chat Completions, the gateway's internal shape.
+    Chat,
+    /// OpenAI Responses.
+    Responses,
+    /// Anthropic Messages.
+    Messages,
+    /// OpenAI Embeddings.
+    Embeddings,
+    /// Anthropic's `messages/count_tokens`: a Messages body counted by the gateway's own
+    /// estimate; it never goes down the chat stack (no model is called).
+    CountTokens,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::CountTokens => "count_tokens",
+        }
+    }
 }
 
 /// Response extension: the authenticated tenant.
@@ -46,7 +84,46 @@ pub struct TenantName(pub Arc<str>);
 pub struct Routed {
     pub tier: Tier,
     pub model: Arc<str>,
+    /// Why: the decision's short reason, and the classifier's score when it ran.
+    pub reason: Arc<str>,
+    pub score: Option<f32>,
 }
+
+impl Routed {
+    pub fn of(decision: &crate::policy::Decision) -> Routed {
+        Routed {
+            tier: decision.tier,
+            model: decision.model.name.clone(),
+            reason: decision.reason.as_str().into(),
+            score: decision.score,
+        }
+    }
+}
+
+/// Response extension (cache): the cache's part in this answer (`hit`, `miss`, `bypass`).
+#[derive(Debug, Clone, Copy)]
+pub struct CacheResult(pub &'static str);
+
+/// Response extension (chat service): fallback models tried after the decided one failed.
+#[derive(Debug, Clone)]
+pub struct FellBack {
+    pub count: u32,
+    pub reason: Arc<str>,
+}
+
+/// What a request was billed: the usage priced (the provider's, or an estimate) and the cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bill {
+    pub usage: Option<Usage>,
+    /// The usage is the gateway's estimate (the provider reported none).
+    pub estimated: bool,
+    pub cost: Nanos,
+}
+
+/// Response extension (decide): the request's `Bill`, set once by its settlement at the end
+/// of the body.
+#[derive(Debug, Clone, Default)]
+pub struct Billed(pub Arc<OnceLock<Bill>>);
 
 /// Response extension: who answered.
 #[derive(Debug, Clone)]

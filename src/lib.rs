@@ -17,12 +17,15 @@ pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod cost;
+pub mod demo;
+pub mod embeddings;
 pub mod endpoints;
 pub mod error;
 pub mod facts;
 
 pub mod layers;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod policy;
 pub mod record;
@@ -31,6 +34,7 @@ pub mod reload;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod telemetry;
 
 pub mod upstream;
 
@@ -67,7 +71,7 @@ pub async fn run(
     snapshot: Snapshot,
     shutdown: CancellationToken,
 ) {
-    serve(api, admin, snapshot, None, shutdown).await
+    serve(api, admin, snapshot, None, shutdown, 0).await
 }
 
 /// Like `run`, for a `snapshot` loaded from `paths`: reloads them on SIGHUP, when they
@@ -79,7 +83,24 @@ pub async fn run_with_reload(
     paths: ConfigPaths,
     shutdown: CancellationToken,
 ) {
-    serve(api, admin, snapshot, Some(paths), shutdown).await
+    serve(api, admin, snapshot, Some(paths), shutdown, 0).await
+}
+
+/// `run_with_reload` with the API listener served by `threads` threads, each with its own
+/// single-threaded runtime (what `deliberate serve` does: one per core). A connection and
+/// everything its requests do stay on the thread that accepted it, so no task wakes a task
+/// on another core (measured in BENCHMARKS.md: ~10% of the CPU per request, and most of the
+/// added latency at concurrency 1). Background work (reload, Redis, the admin listener)
+/// stays on the caller's runtime. `threads == 0` serves on the caller's runtime.
+pub async fn run_with_reload_on_threads(
+    api: TcpListener,
+    admin: TcpListener,
+    snapshot: Snapshot,
+    paths: Option<ConfigPaths>,
+    shutdown: CancellationToken,
+    threads: usize,
+) {
+    serve(api, admin, snapshot, paths, shutdown, threads).await
 }
 
 async fn serve(
@@ -88,6 +109,7 @@ async fn serve(
     mut snapshot: Snapshot,
     paths: Option<ConfigPaths>,
     shutdown: CancellationToken,
+    threads: usize,
 ) {
     install_crypto_provider();
     let options = server::ServeOptions {
@@ -109,7 +131,7 @@ async fn serve(
                 classify::stage2::SecondStage::off("failed to start", state.metrics.clone())
             }),
     );
-    let api_service = app::api_service(&state);
+    let api_service = app::api_service(&state, shutdown.clone());
     let tasks = TaskTracker::new();
     let reloader = paths.map(|paths| {
         let reloader = Arc::new(Reloader::new(
@@ -135,16 +157,28 @@ async fn serve(
             ..options
         },
     );
+    // The API threads' runtimes live until the end: what their requests left running
+    // (settlements, cache writes) finishes before the process does.
+    let finish = CancellationToken::new();
     let api_task = async {
-        server::serve(api, api_service, shutdown, options).await;
+        let threads = if threads == 0 {
+            server::serve(api, api_service, shutdown, options).await;
+            Vec::new()
+        } else {
+            server::serve_on_threads(api, api_service, shutdown, options, threads, finish.clone())
+                .await
+        };
         admin_stop.cancel();
+        threads
     };
-    tokio::join!(api_task, admin_task);
+    let (threads, ()) = tokio::join!(api_task, admin_task);
     // The reload task stops when shutdown fires; a reload in progress finishes first.
     tasks.wait().await;
     // Settlements and cache writes of the last responses reach Redis before we exit.
     if let Some(shared) = &state.policy.shared {
         shared.drain(Duration::from_secs(5)).await;
     }
+    finish.cancel();
+    server::join_threads(threads).await;
     tracing::info!("shutdown complete");
 }

@@ -1,26 +1,46 @@
 //! Every Prometheus metric of the gateway, in one place, on the gateway's own registry.
 //!
 //! Label values come only from config (tenant names, model names, provider names) or from
-//! small enums (tier, outcome = error kind, token kind, decision source): never request ids,
-//! prompts, keys or raw error strings, so cardinality stays bounded by the config.
+//! small enums (tier, outcome = error kind, class, token kind, decision source): never
+//! request ids, prompts, keys or raw error strings, so cardinality stays bounded by the config.
 //!
 //! Who records what: the metrics layer counts requests from the typed facts on each response
 //! (`facts.rs`); `record::CallRecorder` counts what happens upstream (time to first token,
-//! tokens, upstream duration) for the model that served.
+//! tokens, upstream duration) for the model that served. `series.rs` creates at zero the
+//! series the config names (so a first failure is an increase, not a new series) and sets
+//! the gauges of config values; `admin::scrape` sets, at each scrape, the gauges that
+//! describe state that changes with time alone (breakers, spend windows).
+//!
+//! A scrape renders under one lock, and the code that resets and refills a gauge family
+//! takes the same lock (`update`), so no scrape sees a family half refilled.
 
-use std::sync::Arc;
+mod outcome;
+mod overhead;
+mod series;
+
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts,
+    HistogramVec,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use outcome::OutcomeClass;
+pub use overhead::Overhead;
+pub use series::declare_config;
+
 pub struct Metrics {
     registry: Registry,
+    /// Held while a scrape renders or a family is refilled (see the module docs).
+    scrape: Mutex<()>,
+    /// By tenant, tier, model, outcome and `class` (`OutcomeClass`).
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub time_to_first_token: HistogramVec,
     pub upstream_duration: HistogramVec,
+    /// `deliberate_overhead_seconds` by stage (`overhead.rs`).
+    pub overhead: Overhead,
     pub tokens: IntCounterVec,
     pub in_flight: IntGauge,
     pub classifier_decisions: IntCounterVec,
@@ -32,8 +52,11 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub shadow_decisions: IntCounterVec,
     // --- Resilience (upstream/deployments.rs, upstream/route.rs, endpoints.rs) ---
-    /// 0 closed, 1 open, 2 half-open.
+    /// 0 closed, 1 open, 2 half-open; set at each scrape (`admin::scrape`).
     pub breaker_state: IntGaugeVec,
+    /// Times each deployment's breaker opened (re-opened after a failed probe included);
+    /// brought up to the registry's count at each scrape.
+    pub breaker_opened: IntCounterVec,
     pub upstream_retries: IntCounterVec,
     pub fallbacks: IntCounterVec,
     // --- config reload (src/reload.rs) ---
@@ -41,6 +64,16 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Generation of the live config: 1 at startup, +1 per successful reload.
     pub config_generation: IntGauge,
+    /// 1 if the last reload (or the startup load) succeeded, 0 while the files on disk are
+    /// rejected: stays 0 until a reload succeeds.
+    pub config_last_reload_successful: IntGauge,
+    /// Unix time the live config went live (startup or the last successful reload).
+    pub config_last_reload_success_time: Gauge,
+    // --- config values (series.rs) ---
+    /// `server.max_in_flight_requests` in effect (startup only).
+    pub max_in_flight: IntGauge,
+    /// Each tenant's daily and monthly budget, by window: what `spend_usd` is measured against.
+    pub budget_limit_usd: GaugeVec,
     // --- response cache (src/layers/cache.rs) ---
     /// Cacheable-tenant requests by result: `hit`, `miss` or `bypass`.
     pub cache_requests: IntCounterVec,
@@ -69,12 +102,13 @@ fn latency_buckets() -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
+        let overhead = Overhead::register(&registry);
         let requests = IntCounterVec::new(
             Opts::new(
                 "deliberate_requests_total",
-                "Completed requests by tenant, tier, model and outcome (ok, an error kind, client_disconnected, or cancelled: the client left before the response head).",
+                "Completed requests by tenant, tier, model, outcome (ok, an error kind, client_disconnected, or cancelled: the client left before the response head) and class (ok, client_error, server_error, client_gone).",
             ),
-            &["tenant", "tier", "model", "outcome"],
+            &["tenant", "tier", "model", "outcome", "class"],
         )
         .expect("valid metric");
         let request_duration = HistogramVec::new(
@@ -223,8 +257,17 @@ impl Metrics {
             &["tenant", "from_model", "to_model"],
         )
         .expect("valid metric");
+        let breaker_opened = IntCounterVec::new(
+            Opts::new(
+                "deliberate_deployment_breaker_opened_total",
+                "Times a deployment's circuit breaker opened, re-opening after a failed half-open probe included.",
+            ),
+            &["model", "deployment"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(breaker_state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(breaker_opened.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(fallbacks.clone()),
         ] {
@@ -250,11 +293,65 @@ impl Metrics {
         )
         .expect("valid metric");
         config_generation.set(1);
+        let config_last_reload_successful = IntGauge::new(
+            "deliberate_config_last_reload_successful",
+            "1 if the last config load (startup or reload) succeeded, 0 while the files are rejected and an older config serves.",
+        )
+        .expect("valid metric");
+        config_last_reload_successful.set(1);
+        let config_last_reload_success_time = Gauge::new(
+            "deliberate_config_last_reload_success_timestamp_seconds",
+            "Unix time the live config went live (startup or the last successful reload).",
+        )
+        .expect("valid metric");
+        config_last_reload_success_time.set(unix_now());
+        let max_in_flight = IntGauge::new(
+            "deliberate_max_in_flight_requests",
+            "server.max_in_flight_requests in effect: past it requests are shed with 503.",
+        )
+        .expect("valid metric");
+        let budget_limit_usd = GaugeVec::new(
+            Opts::new(
+                "deliberate_tenant_budget_limit_usd",
+                "A tenant's budget per window (day, month), from its policy: compare with deliberate_tenant_spend_usd.",
+            ),
+            &["tenant", "window"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "deliberate_build_info",
+                "Always 1; the labels say which build runs (revision: DELIBERATE_REVISION at build time, or unknown).",
+            ),
+            &["version", "revision"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("DELIBERATE_REVISION").unwrap_or("unknown"),
+            ])
+            .set(1);
+        for collector in [
+            Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_generation.clone()),
+            Box::new(config_last_reload_successful.clone()),
+            Box::new(config_last_reload_success_time.clone()),
+            Box::new(max_in_flight.clone()),
+            Box::new(budget_limit_usd.clone()),
+            Box::new(build_info),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        // process_max_fds, process_start_time_seconds, ... read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(config_reloads.clone()))
-            .expect("metric names are unique");
-        registry
-            .register(Box::new(config_generation.clone()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("metric names are unique");
         // --- response cache (src/layers/cache.rs) ---
         let cache_requests = IntCounterVec::new(
@@ -326,10 +423,12 @@ impl Metrics {
         }
         Arc::new(Metrics {
             registry,
+            scrape: Mutex::new(()),
             requests,
             request_duration,
             time_to_first_token,
             upstream_duration,
+            overhead,
             tokens,
             in_flight,
             classifier_decisions,
@@ -340,10 +439,15 @@ impl Metrics {
             rate_limited,
             shadow_decisions,
             breaker_state,
+            breaker_opened,
             upstream_retries,
             fallbacks,
             config_reloads,
             config_generation,
+            config_last_reload_successful,
+            config_last_reload_success_time,
+            max_in_flight,
+            budget_limit_usd,
             cache_requests,
             cache_saved_usd,
             cache_shared_hits,
@@ -365,8 +469,15 @@ impl Metrics {
         }
     }
 
+    /// Runs `refill` while no scrape renders: for code that resets a family and sets it again.
+    pub fn update(&self, refill: impl FnOnce(&Metrics)) {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        refill(self);
+    }
+
     /// The registry in Prometheus text exposition format.
     pub fn render(&self) -> Vec<u8> {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -377,3 +488,10 @@ impl Metrics {
 
 /// Label value for a fact a request does not have (e.g. a 401 has no tenant).
 pub const UNKNOWN: &str = "none";
+
+/// Now as Unix seconds (for timestamp gauges).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::classify::Tier;
 use crate::cost::Usage;
-use crate::error::GatewayError;
+use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::Metrics;
 
 /// The facts of one upstream answer; see the module docs.
@@ -28,7 +28,10 @@ pub struct CallRecord {
     usage: Mutex<Option<Usage>>,
     data_events: AtomicU64,
     first_token_after: OnceLock<Duration>,
-    failure: OnceLock<&'static str>,
+    failure: OnceLock<ErrorKind>,
+    /// From the request's first upstream attempt to the end of this answer's upstream
+    /// (the overhead histogram's upstream time).
+    upstream_span: OnceLock<(Instant, Instant)>,
 }
 
 impl CallRecord {
@@ -42,14 +45,26 @@ impl CallRecord {
         self.data_events.load(Ordering::Relaxed)
     }
 
+    /// The gateway itself ended the answer (the shutdown deadline cut the stream): that,
+    /// not the client going away, is its outcome. A failure already recorded stays.
+    pub fn cut_by(&self, error: &GatewayError) {
+        let _ = self.failure.set(error.error_kind());
+    }
+
     /// Time from the request's arrival to the first token, if one was relayed.
     pub fn first_token_after(&self) -> Option<Duration> {
         self.first_token_after.get().copied()
     }
 
-    /// The error kind that ended a stream after its 200, if one did.
-    pub fn failure(&self) -> Option<&'static str> {
+    /// The error that ended a stream after its 200, if one did.
+    pub fn failure(&self) -> Option<ErrorKind> {
         self.failure.get().copied()
+    }
+
+    /// When the request's first upstream attempt started and this answer's upstream ended;
+    /// `None` until it ended (and for cache hits).
+    pub fn upstream_span(&self) -> Option<(Instant, Instant)> {
+        self.upstream_span.get().copied()
     }
 }
 
@@ -69,20 +84,33 @@ pub struct CallRecorder {
     labels: CallLabels,
     record: Arc<CallRecord>,
     request_started: Instant,
+    /// The request's first upstream attempt (this one, or an earlier retry or fallback).
+    first_attempt: Instant,
     upstream_started: Instant,
     upstream_done: AtomicBool,
 }
 
 impl CallRecorder {
+    /// A recorder for an attempt starting now (the request's first, unless
+    /// `after_earlier_attempts` says otherwise).
     pub fn new(metrics: Arc<Metrics>, labels: CallLabels, request_started: Instant) -> Self {
+        let now = Instant::now();
         CallRecorder {
             metrics,
             labels,
             record: Arc::default(),
             request_started,
-            upstream_started: Instant::now(),
+            first_attempt: now,
+            upstream_started: now,
             upstream_done: AtomicBool::new(false),
         }
+    }
+
+    /// The request's first upstream attempt started at `first_attempt` (a retry or a
+    /// fallback): the overhead histogram counts the time since as upstream time.
+    pub fn after_earlier_attempts(mut self, first_attempt: Instant) -> Self {
+        self.first_attempt = first_attempt.min(self.upstream_started);
+        self
     }
 
     pub fn record(&self) -> &Arc<CallRecord> {
@@ -157,10 +185,15 @@ impl CallRecorder {
         if self.upstream_done.swap(true, Ordering::Relaxed) {
             return false;
         }
+        let now = Instant::now();
+        let _ = self.record.upstream_span.set((self.first_attempt, now));
         self.metrics
             .upstream_duration
             .with_label_values(&[&self.labels.provider, &self.labels.model])
-            .observe(self.upstream_started.elapsed().as_secs_f64());
+            .observe(
+                now.saturating_duration_since(self.upstream_started)
+                    .as_secs_f64(),
+            );
         true
     }
 
@@ -172,7 +205,7 @@ impl CallRecorder {
     /// A stream failed after its 200; the error kind becomes the request's outcome.
     pub fn stream_failed(&self, error: &GatewayError) {
         if self.finish_upstream() {
-            let _ = self.record.failure.set(error.kind());
+            let _ = self.record.failure.set(error.error_kind());
         }
     }
 }
@@ -215,8 +248,23 @@ mod tests {
         r.first_token();
         r.stream_failed(&GatewayError::Overloaded);
         r.stream_failed(&GatewayError::InvalidApiKey);
-        assert_eq!(r.record().failure(), Some(GatewayError::Overloaded.kind()));
+        assert_eq!(
+            r.record().failure(),
+            Some(GatewayError::Overloaded.error_kind())
+        );
         assert_eq!(r.record().data_events(), 1);
         assert!(r.record().first_token_after().is_some());
+    }
+
+    #[test]
+    fn the_upstream_span_starts_at_the_first_attempt_and_ends_once() {
+        let first = Instant::now();
+        let r = recorder().after_earlier_attempts(first);
+        assert_eq!(r.record().upstream_span(), None, "not ended yet");
+        r.stream_completed();
+        let (started, ended) = r.record().upstream_span().unwrap();
+        assert_eq!(started, first);
+        r.stream_completed();
+        assert_eq!(r.record().upstream_span(), Some((started, ended)));
     }
 }

@@ -135,6 +135,8 @@ impl Reloader {
                     .config_reloads
                     .with_label_values(&["failure"])
                     .inc();
+                // Stays 0 until a reload succeeds: the files on disk are not what serves.
+                self.metrics.config_last_reload_successful.set(0);
                 return Err(problems);
             }
         };
@@ -149,13 +151,19 @@ impl Reloader {
         let hash = snapshot.content_hash.clone();
         // The one step that makes the new config live; requests that already loaded the
         // old snapshot keep it until they end.
-        self.live.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.live.store(snapshot.clone());
         state.loaded_at = SystemTime::now();
+        crate::metrics::declare_config(&self.metrics, &snapshot);
         self.metrics
             .config_reloads
             .with_label_values(&["success"])
             .inc();
         self.metrics.config_generation.set(generation as i64);
+        self.metrics.config_last_reload_successful.set(1);
+        self.metrics
+            .config_last_reload_success_time
+            .set(crate::metrics::unix_now());
         tracing::info!(generation, hash = %hash, "config reloaded");
         Ok(generation)
     }
@@ -217,6 +225,7 @@ fn keep_startup_settings(old: &Snapshot, new: &mut Snapshot) {
         "server.max_in_flight_requests"
     );
     keep!(server.shutdown_grace, "server.shutdown_grace_ms");
+    keep!(server.api_threads, "server.api_threads");
     keep!(
         server.connections,
         "server connection timeouts and max_connections"
@@ -374,5 +383,14 @@ mod tests {
         assert_eq!(live.load().generation, 2);
         let failures = metrics.config_reloads.with_label_values(&["failure"]).get();
         assert_eq!(failures, 1);
+        assert_eq!(metrics.config_last_reload_successful.get(), 0);
+        // Still broken after any time: only a good reload says otherwise.
+        assert!(reloader.reload_now().is_err());
+        assert_eq!(metrics.config_last_reload_successful.get(), 0);
+        let before = metrics.config_last_reload_success_time.get();
+        std::fs::write(&paths.config, config("127.0.0.1:7001")).unwrap();
+        assert_eq!(reloader.reload_now().unwrap(), 3);
+        assert_eq!(metrics.config_last_reload_successful.get(), 1);
+        assert!(metrics.config_last_reload_success_time.get() >= before);
     }
 }

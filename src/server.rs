@@ -157,3 +157,74 @@ pub async fn serve<S>(
         }
     }
 }
+
+/// Serves `service` on `listener` from `threads` threads, each with a single-threaded
+/// runtime and its own handle on the listening socket (the kernel wakes them in turn; one
+/// accept wins). Returns when every thread has drained; the threads keep their runtimes
+/// (and so what their requests spawned) running until `finish` fires; join them with
+/// `join_threads`.
+pub async fn serve_on_threads<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+    threads: usize,
+    finish: CancellationToken,
+) -> Vec<std::thread::JoinHandle<()>>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let listener = listener
+        .into_std()
+        .expect("a bound listener converts back to std");
+    let mut drained = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let listener = listener
+            .try_clone()
+            .expect("the listening socket can be shared");
+        let (service, shutdown, finish) = (service.clone(), shutdown.clone(), finish.clone());
+        let (done, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name(format!("deliberate-api-{i}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime starts");
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("the listener registers");
+                    serve(listener, service, shutdown, options).await;
+                    let _ = done.send(());
+                    finish.cancelled().await;
+                });
+                // Blocking work still running on this runtime gets a bounded wait, like the
+                // connections' final write.
+                runtime.shutdown_timeout(FINAL_WRITE);
+            })
+            .expect("an API thread starts");
+        drained.push(drained_rx);
+        handles.push(handle);
+    }
+    for rx in drained {
+        let _ = rx.await;
+    }
+    handles
+}
+
+/// Waits for the threads of `serve_on_threads` to end (after their `finish`).
+pub async fn join_threads(threads: Vec<std::thread::JoinHandle<()>>) {
+    if threads.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
+}

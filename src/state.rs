@@ -50,6 +50,7 @@ impl AppState {
             shared,
             ..PolicyState::default()
         };
+        crate::metrics::declare_config(&metrics, &snapshot);
         AppState {
             live: Arc::new(ArcSwap::from_pointee(snapshot)),
             second_stage: Arc::new(SecondStage::off("not started", metrics.clone())),

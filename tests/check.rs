@@ -79,6 +79,8 @@ fn each_mistake_names_file_line_column_and_key() {
         ("[providers.s]\nkind = \"simulated\"\n[models.m]\nprovider = \"s\"\ntier = \"fast\"\ncapabilities = { max_output_tokens = 0 }\n", GOOD_TENANT, "deliberate.toml:6:38: max_output_tokens must be between 1 and"),
         ("[tiers.fast]\nfirst_token_timeout_ms = 0\n", GOOD_TENANT, "deliberate.toml:2:26: must be greater than 0"),
         ("[tiers.fast]\nfirst_token_timeout_ms = 9000\ntotal_timeout_ms = 10\n", GOOD_TENANT, "deliberate.toml:2:26: first_token_timeout_ms must not exceed"),
+        ("[server]\napi_threads = 0\n", GOOD_TENANT, "deliberate.toml:2:15: api_threads must be between 1 and 256"),
+        ("[server]\napi_threads = 100000\n", GOOD_TENANT, "deliberate.toml:2:15: api_threads must be between 1 and 256"),
     ];
     for (config_extra, tenant, expected) in cases {
         let config = format!("{GOOD_CONFIG}\n{config_extra}");
@@ -347,4 +349,26 @@ fn cache_mistakes_name_the_file_line_and_key() {
             "want `{message}` in:\n{out}"
         );
     }
+}
+
+#[test]
+fn check_prints_per_tenant_which_models_serve_which_endpoint() {
+    let config =
+        format!("{GOOD_CONFIG}\n[models.vectors]\nprovider = \"sim\"\nkind = \"embedding\"\n");
+    let with_embeddings = format!("{GOOD_TENANT}embedding_model = \"vectors\"\n");
+    let other = GOOD_TENANT.replace("c7fa7b", "d7fa7b");
+    let (code, out) = check(
+        &config,
+        &[("acme.toml", &with_embeddings), ("zed.toml", &other)],
+    );
+    assert_eq!(code, 0, "{out}");
+    let chat = "  chat.completions, responses, messages: auto (fast: small, reasoning: big), \
+                fast (small), reasoning (big), small, big";
+    let acme = format!(
+        "tenant acme:\n{chat}\n  embeddings: auto (vectors), fast (vectors), reasoning (vectors), vectors\n"
+    );
+    assert!(out.contains(&acme), "want\n{acme}in:\n{out}");
+    // A tenant without an embedding model has none for embeddings, even if one is declared.
+    let zed = format!("tenant zed:\n{chat}\n  embeddings: none\n");
+    assert!(out.contains(&zed), "want\n{zed}in:\n{out}");
 }

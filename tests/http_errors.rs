@@ -74,3 +74,37 @@ async fn hyper_refusals_have_openai_shaped_bodies() {
     assert_eq!(r.status(), 200);
     assert_eq!(mock.count(), 1);
 }
+
+#[tokio::test]
+async fn an_unknown_model_name_is_not_echoed_whole() {
+    let mock = MockUpstream::start(|_| MockReply::json(serde_json::json!({}))).await;
+    let gw = Gateway::with_openai_upstream(&mock, "").await;
+    let name = format!("{}{}", "m".repeat(200), "x".repeat(20_000));
+    let response = gw
+        .chat(serde_json::json!({"model": name, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(response.status(), 404);
+    let text = response.text().await.unwrap();
+    assert!(text.contains(&"m".repeat(200)), "{text}");
+    assert!(!text.contains("xx"), "{text}");
+    assert!(text.len() < 600, "{} bytes", text.len());
+    // The same on the Anthropic endpoint, in its error shape.
+    let response = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"model": name, "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 400 && !message.contains("xx"), "{message}");
+    assert!(mock.requests().is_empty());
+}

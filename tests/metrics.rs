@@ -9,6 +9,18 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// A chat request with a wrong key: a 401 that reaches no tenant and no upstream.
+async fn send_with_wrong_key(gw: &Gateway) {
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("wrong")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
 #[tokio::test]
 async fn a_finished_request_shows_up_with_its_labels() {
     let upstream = MockUpstream::start(|r| {
@@ -38,14 +50,7 @@ async fn a_finished_request_shows_up_with_its_labels() {
         .await;
     let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     read_text(r).await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("wrong")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    send_with_wrong_key(&gw).await;
 
     let m = gw.metrics().await;
     let fast = ["tenant=\"acme\"", "tier=\"fast\"", "model=\"chat-model\""];
@@ -112,9 +117,26 @@ async fn a_finished_request_shows_up_with_its_labels() {
         metric_value(
             &m,
             "deliberate_requests_total",
-            &["outcome=\"invalid_api_key\"", "tenant=\"none\""]
+            &[
+                "outcome=\"invalid_api_key\"",
+                "tenant=\"none\"",
+                "class=\"client_error\""
+            ]
         ),
         1.0
+    );
+    // Declared at zero for the configured tenant and models, before any failure.
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_requests_total",
+            &[
+                &fast[..],
+                &["outcome=\"upstream_status\"", "class=\"server_error\""]
+            ]
+            .concat()
+        ),
+        0.0
     );
     assert_eq!(
         metric_value(
@@ -159,8 +181,10 @@ async fn a_stream_is_in_flight_until_it_ends_and_counted_after() {
     // Headers are out, the stream is not over: in flight, not yet counted.
     let m = gw.metrics().await;
     assert_eq!(metric_value(&m, "deliberate_in_flight_requests", &[]), 1.0);
-    assert!(
-        !has_series(&m, "deliberate_requests_total"),
+    // (The configured series exist from the start, at zero.)
+    assert_eq!(
+        metric_value(&m, "deliberate_requests_total", &[]),
+        0.0,
         "not counted before it ends"
     );
     read_text(r).await;
@@ -248,4 +272,129 @@ async fn a_request_cancelled_before_the_response_head_is_counted_as_cancelled() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn the_gateways_overhead_is_recorded_without_the_upstreams_time() {
+    let upstream_time = Duration::from_millis(300);
+    let upstream = MockUpstream::start(move |r| {
+        if r.body["stream"] == json!(true) {
+            // Three chunks 100 ms apart: the stream's upstream time is ~300 ms.
+            MockReply::sse(vec![chunk("a"), chunk("b")], Duration::from_millis(100))
+        } else {
+            MockReply::Delay(
+                upstream_time,
+                Box::new(MockReply::json(completion("chat-model", "ok"))),
+            )
+        }
+    })
+    .await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "deliberate_overhead_seconds_count", &[]),
+        0.0,
+        "series exist from the start, empty"
+    );
+
+    let r = gw
+        .chat(json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    read_text(r).await;
+    let r = gw.chat(stream_request("fast")).await;
+    assert_eq!(r.status(), 200);
+    read_text(r).await;
+    // A 401 reaches no upstream: no overhead sample.
+    send_with_wrong_key(&gw).await;
+
+    let m = gw.metrics().await;
+    for stage in ["before_upstream", "after_upstream", "total"] {
+        let label = format!("stage=\"{stage}\"");
+        assert_eq!(
+            metric_value(&m, "deliberate_overhead_seconds_count", &[&label]),
+            2.0,
+            "{m}"
+        );
+    }
+    let requests = metric_value(&m, "deliberate_request_duration_seconds_sum", &[]);
+    let overhead = metric_value(&m, "deliberate_overhead_seconds_sum", &["stage=\"total\""]);
+    let parts = metric_value(
+        &m,
+        "deliberate_overhead_seconds_sum",
+        &["stage=\"before_upstream\""],
+    ) + metric_value(
+        &m,
+        "deliberate_overhead_seconds_sum",
+        &["stage=\"after_upstream\""],
+    );
+    // Both requests waited ~300 ms on the upstream, which is not overhead.
+    assert!(requests >= 0.55, "request time {requests}");
+    assert!(
+        overhead > 0.0 && overhead < upstream_time.as_secs_f64(),
+        "overhead {overhead} of {requests} s"
+    );
+    assert!((overhead - parts).abs() < 1e-6, "{overhead} != {parts}");
+}
+
+#[tokio::test]
+async fn the_breaker_gauge_follows_time_without_traffic() {
+    let mock = MockUpstream::always(503).await;
+    let extra = "[resilience]\nmax_retries = 0\nbreaker_failures = 2\nbreaker_open_ms = 300\n";
+    let gw = Gateway::with_openai_upstream(&mock, extra).await;
+    let gauge = |m: &str, deployment: &str| {
+        let label = format!("deployment=\"{deployment}\"");
+        metric_value(m, "deliberate_deployment_breaker_state", &[&label])
+    };
+    // Every configured deployment has its gauge from the start.
+    let m = gw.metrics().await;
+    assert_eq!(
+        (gauge(&m, "chat-model@mock"), gauge(&m, "think-model@mock")),
+        (0.0, 0.0)
+    );
+    for _ in 0..2 {
+        let r = gw
+            .chat(json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 502);
+    }
+    let m = gw.metrics().await;
+    assert_eq!(gauge(&m, "chat-model@mock"), 1.0, "open");
+    assert_eq!(
+        metric_value(
+            &m,
+            "deliberate_deployment_breaker_opened_total",
+            &["deployment=\"chat-model@mock\""]
+        ),
+        1.0
+    );
+    // No request comes; the open period ends and the next scrape says half-open.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(gauge(&gw.metrics().await, "chat-model@mock"), 2.0);
+}
+
+#[tokio::test]
+async fn build_process_and_config_gauges_are_exported() {
+    let upstream = MockUpstream::ok("hi").await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    let m = gw.metrics().await;
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(metric_value(&m, "deliberate_build_info", &[&version]), 1.0);
+    assert!(metric_value(&m, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(metric_value(&m, "process_start_time_seconds", &[]) > 0.0);
+    assert_eq!(
+        metric_value(&m, "deliberate_max_in_flight_requests", &[]),
+        4096.0
+    );
+    assert_eq!(
+        metric_value(&m, "deliberate_config_last_reload_successful", &[]),
+        1.0
+    );
+    assert!(
+        metric_value(
+            &m,
+            "deliberate_config_last_reload_success_timestamp_seconds",
+            &[]
+        ) > 1.7e9
+    );
 }

@@ -190,6 +190,23 @@ async fn budget_reserves_settles_and_rejects_with_retry_after() {
         .await,
         1.0
     );
+    // The refusal keeps the route it was refused on, and is the client's error (no page).
+    let refused = [
+        "tenant=\"acme\"",
+        "tier=\"fast\"",
+        "model=\"chat-model\"",
+        "outcome=\"budget_exceeded\"",
+    ];
+    let m = gw.metrics().await;
+    let class = |c: &str| {
+        let class = format!("class=\"{c}\"");
+        metric_value(
+            &m,
+            "deliberate_requests_total",
+            &[&refused[..], &[&class]].concat(),
+        )
+    };
+    assert_eq!((class("client_error"), class("server_error")), (1.0, 0.0));
 }
 
 #[tokio::test]

@@ -255,6 +255,14 @@ async fn a_client_that_asked_for_usage_gets_an_estimate_from_a_server_that_sends
         "usage is last before [DONE]"
     );
 
+    // The output estimate (one per data event, role and finish chunks included) never
+    // exceeds the client's own limit.
+    let body = json!({"model": "fast", "stream": true, "stream_options": {"include_usage": true},
+        "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
+    let text = read_text(gw.chat(body).await).await;
+    let usage = usage_chunks(&text);
+    assert_eq!(usage[0]["usage"]["completion_tokens"], 2, "{text}");
+
     // A client that did not ask gets none.
     let text = read_text(gw.chat(hi(true)).await).await;
     assert!(usage_chunks(&text).is_empty(), "{text}");

@@ -1,9 +1,11 @@
-//! The admin listener: `/metrics` (Prometheus text format, the gateway's own registry),
+//! The admin listener: `/metrics` (Prometheus text format, the gateway's own registry, with
+//! the gauges that change with time alone set at each scrape: `scrape.rs`),
 //! `/healthz` (the process is up) and `/readyz` (it takes traffic: false once shutdown began;
 //! its body also says whether the second-stage classifier runs, and why not),
 //! all unauthenticated; and the token-protected admin API under `/admin/` (`api.rs`).
 
 mod api;
+mod scrape;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -56,7 +58,7 @@ impl AdminService {
             "/metrics" => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                Bytes::from(self.metrics.render()),
+                Bytes::from(scrape::render(&self.state)),
             ),
             "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
             "/readyz" if self.shutdown.is_cancelled() => (

@@ -1,6 +1,7 @@
 //! The in-process response cache: canonical tenant-scoped keys and a byte-bounded moka store.
 //!
-//! A key is a SHA-256 over the tenant, the config fingerprint, the resolved model, whether the
+//! A key is a SHA-256 over the tenant, the config fingerprint, the endpoint (each stores its
+//! own response shape), the resolved model, whether the
 //! answer is a stream, and the request body in a canonical form (object keys sorted at every
 //! depth, no whitespace, without `stream`, `stream_options` and `user`), so field order and
 //! formatting never cause a miss and tenants never share an entry. The config fingerprint
@@ -28,6 +29,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::facts::Endpoint;
 
 pub type Key = [u8; 32];
 
@@ -174,6 +177,7 @@ pub async fn wait(mut flight: Flight) -> Option<Arc<Entry>> {
 pub fn key(
     tenant: &str,
     scope: &[u8; 32],
+    endpoint: Endpoint,
     model: &str,
     stream: bool,
     body: &Map<String, Value>,
@@ -185,6 +189,10 @@ pub fn key(
     h.update(tenant.as_bytes());
     h.update([0]);
     h.update(scope);
+    // The same chat request may come from two endpoints: each answer is stored in its own
+    // endpoint's shape.
+    h.update(endpoint.as_str().as_bytes());
+    h.update([0]);
     h.update(model.as_bytes());
     h.update([0, stream as u8, 0]);
     h.update(&canonical);
@@ -298,32 +306,36 @@ mod tests {
                 "messages": [ {"content": "hi", "role": "user"} ], "model": "m" }"#,
         );
         assert_eq!(
-            key("t", &[1; 32], "m", false, &a),
-            key("t", &[1; 32], "m", false, &b)
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &a),
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &b)
         );
         assert_ne!(
-            key("t", &[1; 32], "m", false, &a),
-            key("u", &[1; 32], "m", false, &a)
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &a),
+            key("u", &[1; 32], Endpoint::Chat, "m", false, &a)
         );
         assert_ne!(
-            key("t", &[1; 32], "m", false, &a),
-            key("t", &[2; 32], "m", false, &a)
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &a),
+            key("t", &[2; 32], Endpoint::Chat, "m", false, &a)
         );
         assert_ne!(
-            key("t", &[1; 32], "m", false, &a),
-            key("t", &[1; 32], "n", false, &a)
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &a),
+            key("t", &[1; 32], Endpoint::Chat, "n", false, &a)
         );
         assert_ne!(
-            key("t", &[1; 32], "m", false, &a),
-            key("t", &[1; 32], "m", true, &a)
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &a),
+            key("t", &[1; 32], Endpoint::Chat, "m", true, &a)
+        );
+        assert_ne!(
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &a),
+            key("t", &[1; 32], Endpoint::Responses, "m", false, &a)
         );
         // Nested `user` fields are content, not the top-level end-user id.
         let c = body(
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,"x":{"user":1}}"#,
         );
         assert_ne!(
-            key("t", &[1; 32], "m", false, &a),
-            key("t", &[1; 32], "m", false, &c)
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &a),
+            key("t", &[1; 32], Endpoint::Chat, "m", false, &c)
         );
     }
 

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::embed::StaticEmbedder;
-use super::eval::{self, at_threshold, auc};
-use super::features::FeatureExtractor;
-use super::learned::LearnedClassifier;
+use super::eval::{self, at_threshold, auc, Group};
+use super::features::{Block, FeatureExtractor};
+use super::learned::{LearnedClassifier, ModelFile};
 use super::rules::RulesClassifier;
 use super::train::{self, load_examples, Example, TrainOptions};
 use super::{Classifier, Tier};
@@ -100,29 +100,72 @@ fn labelled(examples: Vec<Example>) -> Result<Vec<Example>, String> {
     Ok(examples)
 }
 
-/// `classify train`: trains on `data`, writes the model to `out`; the default threshold is
-/// the lowest that keeps the out-of-fold false-positive rate at or under `max_fpr`.
-pub fn train_command(
-    data: &[PathBuf],
-    out: &Path,
+fn labels_of(examples: &[Example]) -> Vec<bool> {
+    examples.iter().map(|e| e.label == Some(true)).collect()
+}
+
+/// Trains a model on `examples` with `blocks`; the default threshold is the lowest that keeps
+/// the out-of-fold false-positive rate at or under `max_fpr`. Returns the model and the
+/// out-of-fold scores it was chosen on.
+fn fit_model(
+    examples: &[Example],
+    blocks: &[Block],
     opts: &TrainOptions,
     max_fpr: f64,
-) -> Result<String, String> {
-    let examples = labelled(load_examples(data)?)?;
-    let extractor = FeatureExtractor::new(StaticEmbedder::builtin());
-    let features = train::featurize(&extractor, &examples);
-    let labels: Vec<bool> = examples.iter().map(|e| e.label == Some(true)).collect();
-    let oof = eval::cross_validated_scores(&features, &labels, opts);
+    data: &[PathBuf],
+) -> (ModelFile, Vec<f32>) {
+    let extractor = FeatureExtractor::with_blocks(blocks);
+    let features = train::featurize(&extractor, examples);
+    let labels = labels_of(examples);
+    let weights = train::example_weights(examples, opts);
+    let oof = eval::cross_validated_scores(&features, &labels, &weights, opts);
     let threshold = threshold_for_fpr(&oof, &labels, max_fpr);
+    let names = extractor.layout().names();
     let provenance = format!(
-        "deliberate classify train --seed {} --max-fpr {max_fpr} on {} examples ({} reasoning) from {}",
+        "deliberate classify train --seed {} --max-fpr {max_fpr} --non-english-weight {} --features {} on {} examples ({} reasoning) from {}",
         opts.seed,
+        opts.non_english_weight,
+        names.join(","),
         examples.len(),
         labels.iter().filter(|l| **l).count(),
         data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
     );
-    let model = train::train(&features, &labels, opts, threshold, provenance);
+    let names = names.into_iter().map(String::from).collect();
+    let model = train::train(
+        names, &features, &labels, &weights, opts, threshold, provenance,
+    );
+    (model, oof)
+}
+
+/// `classify train`: trains on `data`, writes the model to `out`. With `calibrate`
+/// (a traffic sample and a share), the default threshold is the one that sends that share
+/// of the sample to reasoning instead of the `max_fpr` one.
+pub fn train_command(
+    data: &[PathBuf],
+    out: &Path,
+    blocks: &[Block],
+    opts: &TrainOptions,
+    max_fpr: f64,
+    calibrate: Option<(PathBuf, f64)>,
+) -> Result<String, String> {
+    let examples = labelled(load_examples(data)?)?;
+    let (mut model, oof) = fit_model(&examples, blocks, opts, max_fpr, data);
+    if let Some((sample, share)) = calibrate {
+        let classifier =
+            LearnedClassifier::new(&model, StaticEmbedder::builtin()).map_err(|e| e.to_string())?;
+        let scores: Vec<f32> = load_examples(std::slice::from_ref(&sample))?
+            .iter()
+            .map(|e| classifier.score(&conversation_of(&e.messages)).score)
+            .collect();
+        model.default_threshold = eval::threshold_for_share(&scores, share);
+        model.provenance += &format!(
+            "; default threshold sends {share} of {} to reasoning",
+            sample.display()
+        );
+    }
     train::write_model(&model, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let labels = labels_of(&examples);
+    let threshold = model.default_threshold;
     let m = at_threshold(&oof, &labels, threshold);
     Ok(format!(
         "wrote {} ({} examples); out-of-fold AUC {:.3}; default threshold {threshold:.3}: recall {:.1}%, FPR {:.1}%",
@@ -144,37 +187,145 @@ fn threshold_for_fpr(scores: &[f32], labels: &[bool], max_fpr: f64) -> f32 {
     eval::threshold_for_share(&negatives, max_fpr)
 }
 
-/// `classify eval`: the learned model (shipped, and cross-validated on `data`), the two
-/// baselines, and optionally leave-one-source-out, as Markdown.
-pub fn eval_command(
-    data: &[PathBuf],
-    threshold: Option<f32>,
-    loso: bool,
-    opts: &TrainOptions,
-) -> Result<String, String> {
-    let examples = labelled(load_examples(data)?)?;
-    let shipped = LearnedClassifier::builtin();
-    let threshold = threshold.unwrap_or(shipped.default_threshold());
-    let features = train::featurize(shipped.extractor(), &examples);
-    let labels: Vec<bool> = examples.iter().map(|e| e.label == Some(true)).collect();
+/// What `classify eval` runs.
+pub struct EvalOptions {
+    pub data: Vec<PathBuf>,
+    /// Threshold (default: the model's).
+    pub threshold: Option<f32>,
+    /// Or: the threshold that sends this share of this traffic sample to reasoning.
+    pub calibrate: Option<(PathBuf, f64)>,
+    pub loso: bool,
+    pub lolo: bool,
+    /// A directory of held-out JSONL files (`data/heldout`), never trained on.
+    pub heldout: Option<PathBuf>,
+    /// Train a model with these blocks on `data` and evaluate it instead of the shipped one.
+    pub features: Option<Vec<Block>>,
+    pub max_fpr: f64,
+    /// Print only the one-line-per-figure summary.
+    pub summary: bool,
+    pub train: TrainOptions,
+}
+
+/// `classify eval`: the model under test (shipped, or trained here with `--features`), its
+/// cross-validated, leave-one-source-out and leave-one-language-out scores, the held-out
+/// files, and two baselines, as Markdown.
+pub fn eval_command(o: &EvalOptions) -> Result<String, String> {
+    let examples = labelled(load_examples(&o.data)?)?;
+    let labels = labels_of(&examples);
+    let model = match &o.features {
+        Some(blocks) => {
+            let (model, _) = fit_model(&examples, blocks, &o.train, o.max_fpr, &o.data);
+            LearnedClassifier::new(&model, StaticEmbedder::builtin()).map_err(|e| e.to_string())?
+        }
+        None => LearnedClassifier::builtin(),
+    };
+    let score_all = |examples: &[Example]| -> Vec<f32> {
+        examples
+            .iter()
+            .map(|e| model.score(&conversation_of(&e.messages)).score)
+            .collect()
+    };
+    let threshold = match &o.calibrate {
+        Some((sample, share)) => eval::threshold_for_share(
+            &score_all(&load_examples(std::slice::from_ref(sample))?),
+            *share,
+        ),
+        None => o.threshold.unwrap_or(model.default_threshold()),
+    };
+    let features = train::featurize(model.extractor(), &examples);
+    let in_sample = score_all(&examples);
+    let mut summary = format!(
+        "features {}; threshold {threshold:.3}\n\n| figure | value |\n|---|---|\n",
+        model.extractor().layout().names().join(",")
+    );
     let mut out = String::new();
-    let shipped_scores: Vec<f32> = examples
-        .iter()
-        .map(|e| shipped.score(&conversation_of(&e.messages)).score)
-        .collect();
-    out += &eval::report("Shipped model", &examples, &shipped_scores, threshold);
-    if loso {
-        let cv = eval::cross_validated_scores(&features, &labels, opts);
+    let mut line = |name: &str, s: eval::Summary| {
+        summary += &format!("| {name} | {} |\n", s.line());
+    };
+    out += &eval::report(
+        "Model under test, in sample",
+        &examples,
+        &in_sample,
+        threshold,
+    );
+    if o.loso || o.lolo {
+        let weights = train::example_weights(&examples, &o.train);
+        let cv = eval::cross_validated_scores(&features, &labels, &weights, &o.train);
+        line("5-fold CV", eval::summarize(&labels, &cv, threshold));
+        let (ls, ss): (Vec<bool>, Vec<f32>) = examples
+            .iter()
+            .zip(&cv)
+            .filter(|(e, _)| e.lang != "en")
+            .map(|(e, s)| (e.label == Some(true), *s))
+            .unzip();
+        if !ls.is_empty() {
+            line(
+                "5-fold CV, non-English rows",
+                eval::summarize(&ls, &ss, threshold),
+            );
+        }
         out += "\n";
-        out += &eval::report(
-            "Learned model, 5-fold cross-validation",
+        out += &eval::report("5-fold cross-validation", &examples, &cv, threshold);
+    }
+    for (enabled, group) in [(o.loso, Group::Source), (o.lolo, Group::Lang)] {
+        if !enabled {
+            continue;
+        }
+        let held = eval::leave_one_group_out(group, &examples, &features, &o.train);
+        line(
+            &format!("leave-one-{}-out", group.name()),
+            eval::summarize(&labels, &held, threshold),
+        );
+        if group == Group::Lang {
+            let (idx, ls): (Vec<usize>, Vec<bool>) = examples
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.lang != "en")
+                .map(|(i, e)| (i, e.label == Some(true)))
+                .unzip();
+            let s: Vec<f32> = idx.iter().map(|&i| held[i]).collect();
+            line(
+                "leave-one-language-out, non-English rows",
+                eval::summarize(&ls, &s, threshold),
+            );
+        }
+        out += "\n";
+        out += &eval::report_by(
+            &format!(
+                "Leave-one-{}-out (each {} scored by a model trained without it)",
+                group.name(),
+                group.name()
+            ),
+            group,
             &examples,
-            &cv,
+            &held,
             threshold,
         );
-        let held_out = eval::leave_one_source_out(&examples, &features, opts);
-        out += "\n";
-        out += &eval::report("Learned model, leave-one-source-out (each source scored by a model trained without it)", &examples, &held_out, threshold);
+    }
+    if let Some(dir) = &o.heldout {
+        out += "\n### Held-out files (never trained on)\n\n";
+        for (name, held) in load_heldout(dir)? {
+            let scores = score_all(&held);
+            let labels = labels_of(&held);
+            line(
+                &format!("held-out {name}"),
+                eval::summarize(&labels, &scores, threshold),
+            );
+            let non_english: Vec<usize> =
+                (0..held.len()).filter(|&i| held[i].lang != "en").collect();
+            if !non_english.is_empty() && non_english.len() < held.len() {
+                let l: Vec<bool> = non_english.iter().map(|&i| labels[i]).collect();
+                let s: Vec<f32> = non_english.iter().map(|&i| scores[i]).collect();
+                line(
+                    &format!("held-out {name}, non-English"),
+                    eval::summarize(&l, &s, threshold),
+                );
+            }
+            out += &eval::heldout_report(&name, &held, &scores, threshold);
+        }
+    }
+    if o.summary {
+        return Ok(summary);
     }
     let rules: Vec<f32> = examples
         .iter()
@@ -182,10 +333,10 @@ pub fn eval_command(
         .collect();
     out += "\n";
     out += &eval::report("Keyword baseline (the rules alone)", &examples, &rules, 0.5);
-    let length = eval::length_scores(&features);
+    let length = eval::length_scores(&examples);
     let length_threshold = eval::threshold_for_share(
         &length,
-        at_threshold(&shipped_scores, &labels, threshold).reasoning_share,
+        at_threshold(&in_sample, &labels, threshold).reasoning_share,
     );
     out += "\n";
     out += &eval::report(
@@ -194,7 +345,28 @@ pub fn eval_command(
         &length,
         length_threshold,
     );
-    Ok(out)
+    Ok(format!("{summary}\n{out}"))
+}
+
+/// Every `*.jsonl` of a held-out directory, by file stem.
+fn load_heldout(dir: &Path) -> Result<Vec<(String, Vec<Example>)>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let name = f
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("heldout")
+                .to_string();
+            Ok((name, labelled(load_examples(&[f])?)?))
+        })
+        .collect()
 }
 
 /// `classify calibrate`: the threshold that sends `share` of a traffic sample to reasoning.

@@ -1,53 +1,226 @@
-//! Feature extraction for the learned classifier: one fixed-length vector per conversation.
+//! Feature extraction for the learned classifier: one fixed-length vector per conversation,
+//! made of named blocks. The model file lists the blocks it was trained on, so a model and
+//! the extractor always agree, and `classify eval --features` can measure what each block
+//! adds (EVAL.md).
 //!
-//! Blocks, in order:
-//! - the static embedding of the last user turn (what it is about, not how it is phrased);
-//! - the static embedding of the previous user turn (context for short follow-ups), zeros
-//!   when there is none;
-//! - the rule categories' contributions (`rules::RuleSignals`), follow-up carry included;
-//! - structural counts of the last user turn and of the conversation's shape.
+//! Blocks:
+//! - `prose`: the static embedding of the newest user turn's own lines (pasted tables, logs
+//!   and code left out, see `segment`), plus the English glosses of multilingual keywords;
+//! - `context`: the same for the previous user turn (for short follow-ups), zeros if none;
+//! - `rules`: the rule categories' contributions (`rules::RuleSignals`), follow-up carry
+//!   included;
+//! - `shape`: what the prose holds (numbers, quantities with units, maths symbols,
+//!   questions), computed on the prose lines so a paste does not move it;
+//! - `dialog`: the conversation's shape (turns, system prompt, tool results, follow-up);
+//! - `script`: which writing systems the prose uses;
+//! - `grams`: hashed word stems and CJK character pairs of the prose (`grams`), unit length:
+//!   the languages the English token table spells badly get words of their own;
+//! - `turn`, `style`, `paste`: the whole-text embedding, length / word / line counts and
+//!   paste flags. They mostly encode how the training data was written, not what it asks;
+//!   they are kept only to measure that (EVAL.md) and the shipped model leaves them out.
 //!
 //! System prompts and tool results are not the user's question: they only enter through the
-//! shape features. All work is bounded by the embedder's and the rules' scan windows.
+//! dialog block. All work is bounded by the scan windows.
+
+use std::ops::Range;
 
 use super::embed::{StaticEmbedder, DIMS};
 use super::rules::{category_signed_name, RuleSignals, RulesClassifier, RULE_CATEGORIES};
+use super::{grams, segment};
 use super::{Conversation, Role, MAX_SCAN_BYTES};
 
-/// Shape features as (`+` name, `-` name): the sign says which way the feature pushed.
-pub const STRUCTURAL: [(&str, &str); 12] = [
-    ("+prompt length", "-prompt length"),
-    ("+word count", "-word count"),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    Prose,
+    Context,
+    Rules,
+    Shape,
+    Dialog,
+    Script,
+    Turn,
+    Style,
+    Paste,
+    Grams,
+}
+
+const SHAPE_NAMES: [(&str, &str); 5] = [
     ("+numbers", "-numbers"),
+    ("+quantities", "-quantities"),
     ("+math symbols", "-math symbols"),
-    ("+code block", "-code block"),
-    ("+line count", "-line count"),
     ("+questions", "-questions"),
+    ("+many constraints", "-many constraints"),
+];
+const DIALOG_NAMES: [(&str, &str); 4] = [
     ("+conversation length", "-conversation length"),
     ("+system prompt", "-system prompt"),
     ("+tool results", "-tool results"),
     ("+short follow-up", "-short follow-up"),
-    ("+non-English text", "-non-English text"),
+];
+const SCRIPT_NAMES: [(&str, &str); 6] = [
+    ("+accented Latin", "-accented Latin"),
+    ("+Cyrillic text", "-Cyrillic text"),
+    ("+Chinese characters", "-Chinese characters"),
+    ("+Japanese kana", "-Japanese kana"),
+    ("+Korean text", "-Korean text"),
+    ("+other script", "-other script"),
+];
+const STYLE_NAMES: [(&str, &str); 3] = [
+    ("+prompt length", "-prompt length"),
+    ("+word count", "-word count"),
+    ("+line count", "-line count"),
+];
+const PASTE_NAMES: [(&str, &str); 2] = [
+    ("+code block", "-code block"),
+    ("+pasted data", "-pasted data"),
 ];
 
-pub const LAST_TURN: usize = 0;
-pub const CONTEXT: usize = DIMS;
-pub const RULES: usize = 2 * DIMS;
-pub const SHAPE: usize = RULES + RULE_CATEGORIES;
-pub const NUM_FEATURES: usize = SHAPE + STRUCTURAL.len();
+impl Block {
+    pub const ALL: [Block; 10] = [
+        Block::Prose,
+        Block::Context,
+        Block::Rules,
+        Block::Shape,
+        Block::Dialog,
+        Block::Script,
+        Block::Turn,
+        Block::Style,
+        Block::Paste,
+        Block::Grams,
+    ];
 
-/// `(+name, -name)` of a named feature (rules and shape blocks), for signed reasons.
-pub fn signed_name(i: usize) -> Option<(&'static str, &'static str)> {
-    match i {
-        i if (RULES..SHAPE).contains(&i) => Some(category_signed_name(i - RULES)),
-        i if (SHAPE..NUM_FEATURES).contains(&i) => Some(STRUCTURAL[i - SHAPE]),
-        _ => None,
+    pub fn name(self) -> &'static str {
+        match self {
+            Block::Prose => "prose",
+            Block::Context => "context",
+            Block::Rules => "rules",
+            Block::Shape => "shape",
+            Block::Dialog => "dialog",
+            Block::Script => "script",
+            Block::Turn => "turn",
+            Block::Style => "style",
+            Block::Paste => "paste",
+            Block::Grams => "grams",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Block> {
+        Block::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    pub fn width(self) -> usize {
+        match self {
+            Block::Prose | Block::Context | Block::Turn => DIMS,
+            Block::Rules => RULE_CATEGORIES,
+            Block::Shape => SHAPE_NAMES.len(),
+            Block::Dialog => DIALOG_NAMES.len(),
+            Block::Script => SCRIPT_NAMES.len(),
+            Block::Style => STYLE_NAMES.len(),
+            Block::Paste => PASTE_NAMES.len(),
+            Block::Grams => grams::BUCKETS,
+        }
+    }
+
+    /// Signed name of feature `i` of a named block; `None` for embedding blocks, which are
+    /// explained as a whole (`block_reason`).
+    pub fn signed_name(self, i: usize) -> Option<(&'static str, &'static str)> {
+        match self {
+            Block::Rules => Some(category_signed_name(i)),
+            Block::Shape => SHAPE_NAMES.get(i).copied(),
+            Block::Dialog => DIALOG_NAMES.get(i).copied(),
+            Block::Script => SCRIPT_NAMES.get(i).copied(),
+            Block::Style => STYLE_NAMES.get(i).copied(),
+            Block::Paste => PASTE_NAMES.get(i).copied(),
+            Block::Prose | Block::Context | Block::Turn | Block::Grams => None,
+        }
+    }
+
+    /// `(+reason, -reason)` for an embedding block as a whole.
+    pub fn block_reason(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Block::Prose | Block::Turn => Some((
+                "+content like reasoning tasks",
+                "-content like everyday chat",
+            )),
+            Block::Context => Some(("+earlier turn needs reasoning", "-earlier turn is chat")),
+            Block::Grams => Some((
+                "+wording like reasoning tasks",
+                "-wording like everyday chat",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The blocks the shipped model uses, in order (`classify train` without `--features`).
+pub const DEFAULT_BLOCKS: [Block; 6] = [
+    Block::Prose,
+    Block::Context,
+    Block::Rules,
+    Block::Shape,
+    Block::Dialog,
+    Block::Script,
+];
+
+/// Parses a comma-separated block list ("prose,rules,shape").
+pub fn parse_blocks(list: &str) -> Result<Vec<Block>, String> {
+    let blocks: Vec<Block> = list
+        .split(',')
+        .map(|n| Block::parse(n.trim()).ok_or_else(|| format!("unknown feature block `{n}`")))
+        .collect::<Result<_, _>>()?;
+    for (i, b) in blocks.iter().enumerate() {
+        if blocks[..i].contains(b) {
+            return Err(format!("feature block `{}` listed twice", b.name()));
+        }
+    }
+    if blocks.is_empty() {
+        return Err("no feature blocks".into());
+    }
+    Ok(blocks)
+}
+
+/// Where each block sits in the feature vector.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub blocks: Vec<(Block, Range<usize>)>,
+    pub len: usize,
+}
+
+impl Layout {
+    pub fn new(blocks: &[Block]) -> Layout {
+        let mut at = 0;
+        let blocks = blocks
+            .iter()
+            .map(|&b| {
+                let range = at..at + b.width();
+                at += b.width();
+                (b, range)
+            })
+            .collect();
+        Layout { blocks, len: at }
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.blocks.iter().map(|(b, _)| b.name()).collect()
+    }
+
+    pub fn range(&self, block: Block) -> Option<Range<usize>> {
+        self.blocks
+            .iter()
+            .find(|(b, _)| *b == block)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// `(+name, -name)` of a named (non-embedding) feature.
+    pub fn signed_name(&self, i: usize) -> Option<(&'static str, &'static str)> {
+        let (block, range) = self.blocks.iter().find(|(_, r)| r.contains(&i))?;
+        block.signed_name(i - range.start)
     }
 }
 
 pub struct FeatureExtractor {
     embedder: StaticEmbedder,
     rules: RulesClassifier,
+    layout: Layout,
 }
 
 pub struct Extracted {
@@ -57,36 +230,72 @@ pub struct Extracted {
 }
 
 impl FeatureExtractor {
-    pub fn new(embedder: StaticEmbedder) -> FeatureExtractor {
+    pub fn new(embedder: StaticEmbedder, blocks: &[Block]) -> FeatureExtractor {
         FeatureExtractor {
             embedder,
             rules: RulesClassifier,
+            layout: Layout::new(blocks),
         }
     }
 
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn embedder(&self) -> &StaticEmbedder {
+        &self.embedder
+    }
+
+    /// The same extractor with other blocks (shares nothing: loads its own table).
+    pub fn with_blocks(blocks: &[Block]) -> FeatureExtractor {
+        FeatureExtractor::new(StaticEmbedder::builtin(), blocks)
+    }
+
     pub fn extract(&self, conversation: &Conversation<'_>) -> Extracted {
-        let mut values = vec![0f32; NUM_FEATURES];
+        let mut values = vec![0f32; self.layout.len];
         let mut users = conversation
             .turns
             .iter()
             .rev()
             .filter(|t| t.role == Role::User && !t.text.trim().is_empty());
-        let last = users.next();
-        let previous = users.next();
-        if let Some(last) = last {
-            values[LAST_TURN..CONTEXT].copy_from_slice(&self.embedder.embed(&last.text));
-        }
-        if let Some(previous) = previous {
-            values[CONTEXT..RULES].copy_from_slice(&self.embedder.embed(&previous.text));
-        }
+        let last = users.next().map(|t| &*t.text);
+        let previous = users.next().map(|t| &*t.text);
         let rules = self.rules.signals(conversation);
-        values[RULES..SHAPE].copy_from_slice(&rules.contrib);
-        shape(
-            conversation,
-            last.map(|t| &*t.text),
-            previous.is_some(),
-            &mut values[SHAPE..],
-        );
+        let mut lines: Vec<&str> = Vec::with_capacity(16);
+        let split = last.map(|t| segment::prose(t, &mut lines));
+        let text = last.unwrap_or_default();
+        for (block, range) in &self.layout.blocks {
+            let out = &mut values[range.clone()];
+            match block {
+                Block::Prose => {
+                    if last.is_some() {
+                        out.copy_from_slice(&self.embedder.embed_parts(&lines, rules.glosses()));
+                    }
+                }
+                Block::Context => {
+                    if let Some(previous) = previous {
+                        let mut context = Vec::with_capacity(8);
+                        segment::prose(previous, &mut context);
+                        out.copy_from_slice(&self.embedder.embed_parts(&context, []));
+                    }
+                }
+                Block::Turn => {
+                    if let Some(last) = last {
+                        out.copy_from_slice(&self.embedder.embed(last));
+                    }
+                }
+                Block::Rules => out.copy_from_slice(&rules.contrib),
+                Block::Shape => shape(&lines, rules.constraints, out),
+                Block::Dialog => dialog(conversation, &lines, previous.is_some(), out),
+                Block::Script => script(&lines, out),
+                Block::Style => style(text, out),
+                Block::Grams => grams::grams(&lines, out),
+                Block::Paste => {
+                    out[0] = text.contains("```") as u8 as f32;
+                    out[1] = split.is_some_and(|s| s.data_bytes > 0) as u8 as f32;
+                }
+            }
+        }
         Extracted {
             values,
             rules,
@@ -95,87 +304,220 @@ impl FeatureExtractor {
     }
 }
 
-fn shape(conversation: &Conversation<'_>, last: Option<&str>, has_previous: bool, out: &mut [f32]) {
-    let text = last.unwrap_or_default();
-    let scan = &text.as_bytes()[..text.len().min(MAX_SCAN_BYTES)];
-    // Table-driven and branch-free: one class lookup and one packed-counter add per byte.
-    let (mut words, mut numbers) = (0u32, 0u32);
-    let (mut in_word, mut in_number) = (0u32, 0u32);
-    let mut packed = 0u64;
-    for &b in scan {
-        let class = u32::from(BYTE_CLASS[usize::from(b)]);
-        packed += BYTE_COUNTS[usize::from(b)];
-        let word = class & WORD;
-        words += word & !in_word;
-        in_word = word;
-        let digit = (class & DIGIT) >> 1;
-        numbers += digit & !in_number & 1;
-        in_number = digit | (in_number & (class & DOT) >> 2);
+fn log(n: f32) -> f32 {
+    (1.0 + n).ln()
+}
+
+/// Counts over the prose lines; each is capped, since a long list of figures is not a
+/// harder question than a short one.
+fn shape(lines: &[&str], constraints: u16, out: &mut [f32]) {
+    let (mut numbers, mut quantities, mut math, mut questions) = (0u32, 0u32, 0u32, 0u32);
+    for line in lines {
+        let c = count_line(line.as_bytes());
+        numbers += c.numbers;
+        quantities += c.quantities;
+        math += c.math;
+        questions += c.questions;
     }
-    let field = |i: u32| ((packed >> (16 * i)) & 0xFFFF) as u32;
-    let (math, lines, questions, non_ascii) = (field(0), field(1), field(2), field(3));
-    let log = |n: f32| (1.0 + n).ln();
+    out[0] = log(numbers.min(12) as f32);
+    out[1] = log(quantities.min(6) as f32);
+    out[2] = log(math.min(12) as f32);
+    out[3] = log(questions.min(4) as f32);
+    out[4] = log(f32::from(constraints.min(6)));
+}
+
+#[derive(Default)]
+struct LineCounts {
+    numbers: u32,
+    quantities: u32,
+    math: u32,
+    questions: u32,
+}
+
+/// Units written after a number, in any language: `5 km`, `3kg`, `12%`, `40 €`, `9 m/s`.
+const UNITS: &[&str] = &[
+    "%", "€", "$", "£", "¥", "°", "km", "m", "cm", "mm", "kg", "g", "mg", "t", "l", "ml", "s",
+    "ms", "h", "min", "mph", "kmh", "mol", "j", "kj", "n", "w", "kw", "kwh", "v", "a", "hz", "pa",
+    "bar", "gb", "mb", "kb", "years", "year", "days", "hours", "minutes", "seconds", "people",
+    "dollars", "euros", "miles", "meters", "metres", "km/h", "m/s",
+];
+
+/// One byte pass over a line: numbers, numbers with a unit, maths operators and symbols
+/// (ASCII and Unicode), question marks (ASCII and fullwidth).
+fn count_line(b: &[u8]) -> LineCounts {
+    let mut c = LineCounts::default();
+    let mut i = 0;
+    while i < b.len() {
+        let ch = b[i];
+        if ch.is_ascii_digit() {
+            c.numbers += 1;
+            while i < b.len() && (b[i].is_ascii_digit() || matches!(b[i], b'.' | b',')) {
+                i += 1;
+            }
+            let mut j = i;
+            while j < b.len() && b[j] == b' ' {
+                j += 1;
+            }
+            let mut k = j;
+            while k < b.len() && !b[k].is_ascii_whitespace() && !b",.;:)?!".contains(&b[k]) {
+                k += 1;
+            }
+            let unit = &b[j..k];
+            if !unit.is_empty()
+                && UNITS
+                    .iter()
+                    .any(|u| unit.eq_ignore_ascii_case(u.as_bytes()))
+            {
+                c.quantities += 1;
+            }
+            continue;
+        }
+        match ch {
+            b'=' | b'^' | b'+' | b'*' | b'<' | b'>' => c.math += 1,
+            b'?' => c.questions += 1,
+            // Non-ASCII, matched on UTF-8 bytes (a lead byte is never a continuation byte,
+            // so no decoding is needed): the fullwidth question mark of CJK text (U+FF1F),
+            // maths operators U+2200..U+22FF, superscripts ² ³, π, × and ÷.
+            0xC2 | 0xC3 | 0xCF | 0xE2 | 0xEF => match (ch, b.get(i + 1).copied().unwrap_or(0)) {
+                (0xEF, 0xBC) if b.get(i + 2) == Some(&0x9F) => c.questions += 1,
+                (0xE2, 0x88..=0x8B) | (0xC2, 0xB2 | 0xB3) | (0xCF, 0x80) | (0xC3, 0x97 | 0xB7) => {
+                    c.math += 1;
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    c
+}
+
+fn dialog(conversation: &Conversation<'_>, lines: &[&str], has_previous: bool, out: &mut [f32]) {
     let user_turns = conversation
         .turns
         .iter()
         .filter(|t| t.role == Role::User)
         .count();
-    out[0] = log(text.len() as f32);
-    out[1] = log(words as f32);
-    out[2] = log(numbers as f32);
-    out[3] = log(math as f32);
-    out[4] = text.contains("```") as u8 as f32;
-    // Line breaks, so a one-line prompt has none.
-    out[5] = log(lines as f32);
-    out[6] = log(questions as f32);
-    out[7] = log(user_turns as f32);
-    out[8] = conversation.turns.iter().any(|t| t.role == Role::System) as u8 as f32;
-    out[9] = conversation.turns.iter().any(|t| t.role == Role::Tool) as u8 as f32;
-    out[10] = (has_previous && words <= 25) as u8 as f32;
-    out[11] = non_ascii as f32 / (words.max(1)) as f32;
+    out[0] = log(user_turns as f32);
+    out[1] = conversation.turns.iter().any(|t| t.role == Role::System) as u8 as f32;
+    out[2] = conversation.turns.iter().any(|t| t.role == Role::Tool) as u8 as f32;
+    // Words are only counted for a turn that follows another, and only up to the limit.
+    out[3] = (has_previous && at_most_words(lines, SHORT_FOLLOW_UP_WORDS)) as u8 as f32;
 }
 
-const WORD: u32 = 1;
-const DIGIT: u32 = 2;
-const DOT: u32 = 4;
+/// A turn of at most this many words after an earlier user turn is a short follow-up.
+const SHORT_FOLLOW_UP_WORDS: usize = 25;
 
-/// Per byte: `WORD` for ASCII letters and digits and any non-ASCII byte, `DIGIT`, `DOT`.
-static BYTE_CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        if c.is_ascii_alphanumeric() || c >= 0x80 {
-            t[b] |= WORD as u8;
+/// Whether the lines hold at most `max` whitespace-separated words (as `split_whitespace`
+/// counts them); stops reading once there are more.
+fn at_most_words(lines: &[&str], max: usize) -> bool {
+    let mut words = 0;
+    for line in lines {
+        words += line.split_whitespace().take(max + 1 - words).count();
+        if words > max {
+            return false;
         }
-        if c.is_ascii_digit() {
-            t[b] |= DIGIT as u8;
-        }
-        if c == b'.' {
-            t[b] |= DOT as u8;
-        }
-        b += 1;
     }
-    t
-};
+    true
+}
 
-/// Per byte, the counters it bumps, packed in 16-bit fields (a scan is at most
-/// `MAX_SCAN_BYTES` < 2^16 bytes): math symbols, line breaks, question marks, leading bytes
-/// of multi-byte characters.
-static BYTE_COUNTS: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = match b as u8 {
-            b'=' | b'^' | b'+' | b'*' | b'<' | b'>' | b'%' => 1,
-            b'\n' => 1 << 16,
-            b'?' => 1 << 32,
-            0xC0..=0xFF => 1 << 48,
-            _ => 0,
-        };
-        b += 1;
+/// Share of the prose's letters in each script (English, plain ASCII, is the rest).
+fn script(lines: &[&str], out: &mut [f32]) {
+    let mut counts = [0u32; 6];
+    let mut letters = 0u32;
+    for line in lines {
+        // ASCII bytes are counted without decoding; only non-ASCII characters are decoded.
+        let b = line.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] < 0x80 {
+                letters += u32::from(b[i].is_ascii_alphabetic());
+                i += 1;
+                continue;
+            }
+            let ch = line[i..].chars().next().expect("a char at a boundary");
+            i += ch.len_utf8();
+            if !ch.is_alphabetic() {
+                continue;
+            }
+            letters += 1;
+            let slot = match ch as u32 {
+                0x80..=0x24F | 0x1E00..=0x1EFF => 0,
+                0x400..=0x52F => 1,
+                0x3400..=0x9FFF | 0xF900..=0xFAFF => 2,
+                0x3040..=0x30FF | 0xFF66..=0xFF9F => 3,
+                0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x3130..=0x318F => 4,
+                _ => 5,
+            };
+            counts[slot] += 1;
+        }
     }
-    t
-};
+    for (o, c) in out.iter_mut().zip(counts) {
+        *o = c as f32 / letters.max(1) as f32;
+    }
+}
 
-const _: () = assert!(MAX_SCAN_BYTES < 1 << 16);
+fn style(text: &str, out: &mut [f32]) {
+    let scan = &text.as_bytes()[..text.len().min(MAX_SCAN_BYTES)];
+    let words = scan
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .count();
+    let lines = scan.iter().filter(|&&b| b == b'\n').count();
+    out[0] = log(text.len() as f32);
+    out[1] = log(words as f32);
+    out[2] = log(lines as f32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_lists_parse_and_lay_out() {
+        let blocks = parse_blocks("prose,rules,shape").unwrap();
+        let layout = Layout::new(&blocks);
+        assert_eq!(layout.len, DIMS + RULE_CATEGORIES + SHAPE_NAMES.len());
+        assert_eq!(
+            layout.range(Block::Rules),
+            Some(DIMS..DIMS + RULE_CATEGORIES)
+        );
+        assert_eq!(layout.signed_name(DIMS), Some(category_signed_name(0)));
+        assert_eq!(layout.signed_name(0), None);
+        assert!(parse_blocks("prose,nope").is_err());
+        assert!(parse_blocks("rules,rules").is_err());
+    }
+
+    #[test]
+    fn quantities_in_any_language_count() {
+        let c = count_line("Un tren va a 80 km/h durante 2,5 h y gasta 12 €.".as_bytes());
+        assert_eq!((c.numbers, c.quantities), (3, 3));
+        let c = count_line(b"x = 3, y = 4");
+        assert_eq!((c.numbers, c.quantities, c.math), (2, 0, 2));
+    }
+
+    #[test]
+    fn unicode_maths_and_fullwidth_questions_count_and_other_symbols_do_not() {
+        let c = count_line("x² ≤ π × 3 ÷ 2 ∑ — é 证明吗？".as_bytes());
+        assert_eq!((c.numbers, c.math, c.questions), (2, 6, 1));
+        let c = count_line("³√8 ∀x — Café, naïve?".as_bytes());
+        assert_eq!((c.numbers, c.math, c.questions), (1, 3, 1));
+    }
+
+    #[test]
+    fn word_limit_counts_across_lines_and_unicode_spaces() {
+        assert!(at_most_words(&["one two", "three"], 3));
+        assert!(!at_most_words(&["one two", "three"], 2));
+        assert!(!at_most_words(&["一\u{3000}二 three"], 2));
+        assert!(at_most_words(&[], 0));
+    }
+
+    #[test]
+    fn scripts_are_shares_of_letters() {
+        let mut out = [0f32; 6];
+        script(&["Докажите это", "证明"], &mut out);
+        assert!((out[1] - 11.0 / 13.0).abs() < 1e-6 && (out[2] - 2.0 / 13.0).abs() < 1e-6);
+        script(&["plain English"], &mut out);
+        assert_eq!(out, [0.0; 6]);
+    }
+}

@@ -1,7 +1,8 @@
 //! Training data and training for the learned classifier (`deliberate classify train`).
 //!
 //! Data: JSON Lines, one example per line: `{"id", "prompt" | "messages", "label": 0|1,
-//! "category", "source"?}` (source defaults to the file name). Training: class-balanced,
+//! "category", "source"?, "lang"?, "shape"?, "family"?}` (source defaults to the file name,
+//! lang to "en"; shape and family are reporting groups of held-out files). Training: class-balanced,
 //! L2-regularised logistic regression on standardised features, full-batch Adam for a fixed
 //! number of epochs: deterministic, the only randomness is the seeded fold assignment used
 //! to fit the Platt calibration on out-of-fold scores.
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::features::{FeatureExtractor, NUM_FEATURES};
+use super::features::FeatureExtractor;
 use super::learned::{sigmoid, ModelFile, MODEL_VERSION};
 use crate::api::conversation_of;
 
@@ -21,6 +22,12 @@ pub struct Example {
     pub label: Option<bool>,
     pub source: String,
     pub category: String,
+    /// ISO 639-1 code of the prompt's language ("en" when the row says none).
+    pub lang: String,
+    /// The prompt's shape (held-out and new written files), empty if none.
+    pub shape: String,
+    /// Puzzle family (held-out puzzles), empty if none.
+    pub family: String,
 }
 
 /// Reads one JSONL line into an example; `prompt` becomes a single user message.
@@ -50,6 +57,9 @@ pub fn parse_example(line: &str, default_source: &str) -> Result<Example, String
         label,
         source: text("source").unwrap_or_else(|| default_source.to_string()),
         category: text("category").unwrap_or_default(),
+        lang: text("lang").unwrap_or_else(|| "en".to_string()),
+        shape: text("shape").unwrap_or_default(),
+        family: text("family").unwrap_or_default(),
     })
 }
 
@@ -105,6 +115,8 @@ pub struct TrainOptions {
     pub learning_rate: f32,
     pub l2: f32,
     pub folds: usize,
+    /// Weight of a non-English example relative to an English one.
+    pub non_english_weight: f32,
 }
 
 impl Default for TrainOptions {
@@ -115,6 +127,7 @@ impl Default for TrainOptions {
             learning_rate: 0.05,
             l2: 3e-3,
             folds: 5,
+            non_english_weight: 1.0,
         }
     }
 }
@@ -140,9 +153,29 @@ impl Linear {
     }
 }
 
-pub fn fit_linear(features: &[&[f32]], labels: &[bool], opts: &TrainOptions) -> Linear {
+/// Per-example weights: non-English rows count `opts.non_english_weight` times, so the
+/// few hundred prompts of each language are not drowned by the English majority.
+pub fn example_weights(examples: &[Example], opts: &TrainOptions) -> Vec<f32> {
+    examples
+        .iter()
+        .map(|e| {
+            if e.lang == "en" {
+                1.0
+            } else {
+                opts.non_english_weight
+            }
+        })
+        .collect()
+}
+
+pub fn fit_linear(
+    features: &[&[f32]],
+    labels: &[bool],
+    weights: &[f32],
+    opts: &TrainOptions,
+) -> Linear {
     let n = features.len().max(1);
-    let d = NUM_FEATURES;
+    let d = features.first().map_or(0, |x| x.len());
     let mut mean = vec![0f32; d];
     for x in features {
         for (m, v) in mean.iter_mut().zip(x.iter()) {
@@ -167,9 +200,21 @@ pub fn fit_linear(features: &[&[f32]], labels: &[bool], opts: &TrainOptions) -> 
         })
         .collect();
     // Balance the classes: each class carries half of the loss.
-    let positives = labels.iter().filter(|l| **l).count().max(1) as f32;
-    let negatives = (labels.len() as f32 - positives).max(1.0);
-    let sample_weight = |l: bool| if l { 0.5 / positives } else { 0.5 / negatives };
+    let positives: f32 = labels
+        .iter()
+        .zip(weights)
+        .filter(|(l, _)| **l)
+        .map(|(_, w)| w)
+        .sum();
+    let negatives: f32 = weights.iter().sum::<f32>() - positives;
+    let (positives, negatives) = (positives.max(1.0), negatives.max(1.0));
+    let sample_weight = |l: bool, w: f32| {
+        if l {
+            0.5 * w / positives
+        } else {
+            0.5 * w / negatives
+        }
+    };
 
     let mut w = vec![0f32; d];
     let mut b = 0f32;
@@ -180,9 +225,9 @@ pub fn fit_linear(features: &[&[f32]], labels: &[bool], opts: &TrainOptions) -> 
     for epoch in 1..=opts.epochs {
         grad.iter_mut().for_each(|g| *g = 0.0);
         let mut grad_b = 0f32;
-        for (x, &label) in standardized.iter().zip(labels) {
+        for ((x, &label), &weight) in standardized.iter().zip(labels).zip(weights) {
             let z = b + x.iter().zip(&w).map(|(x, w)| x * w).sum::<f32>();
-            let err = (sigmoid(z) - label as u8 as f32) * sample_weight(label);
+            let err = (sigmoid(z) - label as u8 as f32) * sample_weight(label, weight);
             for (g, v) in grad.iter_mut().zip(x) {
                 *g += err * v;
             }
@@ -266,18 +311,20 @@ pub fn folds(n: usize, k: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Out-of-fold raw logits for every example.
-pub fn out_of_fold_logits(features: &[Vec<f32>], labels: &[bool], opts: &TrainOptions) -> Vec<f32> {
+pub fn out_of_fold_logits(
+    features: &[Vec<f32>],
+    labels: &[bool],
+    weights: &[f32],
+    opts: &TrainOptions,
+) -> Vec<f32> {
     let fold = folds(features.len(), opts.folds, opts.seed);
     let mut logits = vec![0f32; features.len()];
     for f in 0..opts.folds {
-        let (train_x, train_y): (Vec<&[f32]>, Vec<bool>) = features
-            .iter()
-            .zip(labels)
-            .zip(&fold)
-            .filter(|(_, k)| **k != f)
-            .map(|((x, y), _)| (x.as_slice(), *y))
-            .unzip();
-        let model = fit_linear(&train_x, &train_y, opts);
+        let train: Vec<usize> = (0..features.len()).filter(|&i| fold[i] != f).collect();
+        let train_x: Vec<&[f32]> = train.iter().map(|&i| features[i].as_slice()).collect();
+        let train_y: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
+        let train_w: Vec<f32> = train.iter().map(|&i| weights[i]).collect();
+        let model = fit_linear(&train_x, &train_y, &train_w, opts);
         for i in (0..features.len()).filter(|i| fold[*i] == f) {
             logits[i] = model.logit(&features[i]);
         }
@@ -287,19 +334,22 @@ pub fn out_of_fold_logits(features: &[Vec<f32>], labels: &[bool], opts: &TrainOp
 
 /// Trains on everything, calibrates on out-of-fold scores.
 pub fn train(
+    blocks: Vec<String>,
     features: &[Vec<f32>],
     labels: &[bool],
+    weights: &[f32],
     opts: &TrainOptions,
     default_threshold: f32,
     provenance: String,
 ) -> ModelFile {
-    let oof = out_of_fold_logits(features, labels, opts);
+    let oof = out_of_fold_logits(features, labels, weights, opts);
     let (platt_a, platt_b) = fit_platt(&oof, labels);
     let all: Vec<&[f32]> = features.iter().map(Vec::as_slice).collect();
-    let model = fit_linear(&all, labels, opts);
+    let model = fit_linear(&all, labels, weights, opts);
     ModelFile {
         version: MODEL_VERSION,
         provenance,
+        features: blocks,
         mean: model.mean,
         std: model.std,
         weights: model.weights,

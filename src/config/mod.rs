@@ -12,6 +12,7 @@ mod tenant_policy;
 mod validate;
 mod validate_models;
 mod validate_server;
+mod validate_telemetry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct ServerSettings {
     pub admin_listen: SocketAddr,
     pub max_request_body_bytes: usize,
     pub max_in_flight_requests: usize,
+    /// Threads serving the API listener; `None`: one per available core (startup only).
+    pub api_threads: Option<usize>,
     pub shutdown_grace: Duration,
     /// SHA-256 of the admin API token; `None`: the admin API is off (401 for every call).
     pub admin_token_hash: Option<[u8; 32]>,
@@ -52,6 +55,19 @@ pub struct ServerSettings {
     pub body_limits: BodyLimits,
     /// `[second_stage]` (startup only).
     pub second_stage: crate::classify::stage2::Settings,
+    /// `[logging]` and `[tracing]` (startup only).
+    pub telemetry: TelemetrySettings,
+}
+
+/// How the process logs and exports traces.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TelemetrySettings {
+    /// `None`: text at a terminal, json elsewhere (the command line and env may override).
+    pub log_format: Option<crate::telemetry::LogFormat>,
+    /// The OTLP/HTTP traces URL; `None`: only the standard OTEL environment turns export on.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    pub sample_ratio: f64,
 }
 
 /// How long a client may take, and how many connections may be open (see `server.rs`).
@@ -145,6 +161,8 @@ pub struct Provider {
     pub api_key_env: Option<String>,
     /// Whether `x-request-id` goes upstream (OpenAI-compatible providers only).
     pub send_request_id: bool,
+    /// Whether W3C `traceparent`/`tracestate` go upstream (not to simulated providers).
+    pub send_trace_context: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -217,9 +235,30 @@ pub struct Model {
     pub provider: Arc<Provider>,
     /// Every deployment, in config order (the first is `provider`/`upstream_model`).
     pub deployments: Vec<Arc<Deployment>>,
+    /// A chat model's tier; an embedding model has none of its own and uses the fast
+    /// tier's timeouts and client.
     pub tier: Tier,
+    pub kind: ModelKind,
     pub price: Price,
     pub capabilities: Capabilities,
+}
+
+/// Which endpoints a model serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Chat completions, and the endpoints translated to them (responses, messages).
+    Chat,
+    /// `/v1/embeddings` only.
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embedding => "embedding",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -236,6 +275,8 @@ pub struct Tenant {
     pub reasoning_model: Arc<Model>,
     /// Concrete models the tenant may name, tier models included, in config order.
     pub allowed_models: Vec<Arc<Model>>,
+    /// The `embedding_model` policy key (also in `allowed_models`).
+    pub embedding_model: Option<Arc<Model>>,
     pub auto: AutoPolicy,
     pub policy: TenantPolicy,
 }
@@ -309,20 +350,30 @@ pub fn load_texts(config: &str, policies: &[(&str, &str)]) -> Result<Loaded, Pro
     )
 }
 
-/// The built-in demo: simulated provider behind both tiers, tenant `demo` with key
-/// `deliberate-demo`. Same loader as real files, so the demo cannot drift from the format.
+/// The built-in demo: simulated provider behind both tiers and two tenants: `demo` (key
+/// `deliberate-demo`: the response cache, a generous rate limit) and `trial` (key
+/// `deliberate-trial`: a rate limit and a budget small enough to hit in a minute). Same
+/// loader as real files, so the demo cannot drift from the format. `crate::demo` holds
+/// the guide `serve --demo` prints.
 pub fn demo() -> Loaded {
     validate::load_sources(
         (Path::new("<demo>/deliberate.toml"), DEMO_CONFIG),
-        vec![(
-            PathBuf::from("<demo>/policies/demo.toml"),
-            DEMO_TENANT.to_string(),
-        )],
+        vec![
+            (
+                PathBuf::from("<demo>/policies/demo.toml"),
+                DEMO_TENANT.to_string(),
+            ),
+            (
+                PathBuf::from("<demo>/policies/trial.toml"),
+                DEMO_TRIAL_TENANT.to_string(),
+            ),
+        ],
     )
     .expect("the built-in demo config is valid")
 }
 
 pub const DEMO_API_KEY: &str = "deliberate-demo";
+pub const DEMO_TRIAL_API_KEY: &str = "deliberate-trial";
 
 const DEMO_CONFIG: &str = r#"
 [providers.simulated]
@@ -345,13 +396,49 @@ provider = "simulated-reasoning"
 tier = "reasoning"
 price = { input_per_1m = 1.10, output_per_1m = 4.40, cached_input_per_1m = 0.55 }
 capabilities = { max_tokens_param = "max_completion_tokens", system_role = "developer", reasoning_effort = true, unsupported_params = ["temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias"], on_unsupported = "drop" }
+
+[models.sim-embed]
+provider = "simulated"
+kind = "embedding"
+price = { input_per_1m = 0.02 }
 "#;
 
 const DEMO_TENANT: &str = r#"
 name = "demo"
-description = "Built-in demo tenant (serve --demo)."
+description = "Built-in demo tenant (serve --demo): routing, the response cache, a generous rate limit."
 # sha256("deliberate-demo")
 api_keys = [{ sha256 = "c7fa7b6662c547fa9cadb4ad755e0f63c0dd1328e4d703b96601d331245f8bf4" }]
 fast_model = "sim-fast"
 reasoning_model = "sim-reasoning"
+embedding_model = "sim-embed"
+
+# Deterministic requests (temperature 0 or a seed) are answered from the cache when repeated.
+[cache]
+enabled = true
+ttl_seconds = 600
+
+# High enough never to get in the way; every answer shows the x-ratelimit-* headers.
+[rate_limits]
+requests_per_minute = 600
+"#;
+
+const DEMO_TRIAL_TENANT: &str = r#"
+name = "trial"
+description = "Built-in demo tenant (serve --demo) with limits you can hit in a minute."
+# sha256("deliberate-trial")
+api_keys = [{ sha256 = "e4dee862a0d2791a04103f445be08b43e006bfdd931b9dab3964a565f4bc98cb" }]
+fast_model = "sim-fast"
+reasoning_model = "sim-reasoning"
+embedding_model = "sim-embed"
+
+# The 6th request within a minute gets 429 rate_limit_exceeded.
+[rate_limits]
+requests_per_minute = 5
+
+# A reasoning answer's worst case (4096 output tokens at $4.40/1M, about $0.018) does not
+# fit: it is refused with 429 budget_exceeded. Fast answers (about $0.0025 reserved, a few
+# hundredths of a cent spent) fit.
+[budget]
+daily_usd = 0.01
+on_limit = "reject"
 "#;

@@ -29,6 +29,30 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     #[serde(default)]
     pub second_stage: RawSecondStage,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub tracing: RawTracing,
+}
+
+/// `[logging]`: how log lines are written (startup only).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `text` or `json`; default: text at a terminal, json elsewhere.
+    pub format: Option<Spanned<String>>,
+}
+
+/// `[tracing]`: OpenTelemetry export over OTLP/HTTP (startup only).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// Base URL of an OTLP/HTTP receiver (`/v1/traces` is appended); absent: traces are
+    /// exported only if `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub service_name: Option<Spanned<String>>,
+    /// Share of new traces kept (a client's sampled flag is followed).
+    pub sample_ratio: Option<Spanned<f64>>,
 }
 
 /// `[second_stage]` in `deliberate.toml`: the encoder asked about uncertain requests
@@ -99,6 +123,8 @@ pub struct RawServer {
     pub admin_listen: Option<Spanned<String>>,
     pub max_request_body_bytes: Option<Spanned<u64>>,
     pub max_in_flight_requests: Option<Spanned<u64>>,
+    /// Threads serving the API listener (default: one per available core).
+    pub api_threads: Option<Spanned<u64>>,
     pub shutdown_grace_ms: Option<Spanned<u64>>,
     /// Environment variable holding the admin API token (never the token itself).
     pub admin_token_env: Option<Spanned<String>>,
@@ -156,6 +182,9 @@ pub struct RawProvider {
     /// OpenAI-compatible provider: send the request id upstream as `x-request-id` (default
     /// true; only ever a UUID, which every server accepts).
     pub send_request_id: Option<Spanned<bool>>,
+    /// OpenAI-compatible or Anthropic provider: send W3C `traceparent`/`tracestate` upstream
+    /// (default true).
+    pub send_trace_context: Option<Spanned<bool>>,
     /// Simulated provider: milliseconds before the first token.
     pub time_to_first_token_ms: Option<Spanned<u64>>,
     /// Simulated provider: generation speed.
@@ -170,7 +199,10 @@ pub struct RawModel {
     /// Several deployments (regions, keys) of the same model.
     #[serde(default)]
     pub deployments: Vec<Spanned<RawDeployment>>,
-    pub tier: Spanned<String>,
+    /// `fast` or `reasoning`; required for chat models, absent for embedding models.
+    pub tier: Option<Spanned<String>>,
+    /// `chat` (the default) or `embedding` (served on `/v1/embeddings` only).
+    pub kind: Option<Spanned<String>>,
     /// The model's name at the provider (deployment name on Azure); defaults to the key.
     pub upstream_model: Option<String>,
     pub price: Option<RawPrice>,
@@ -225,6 +257,8 @@ pub struct RawTenant {
     pub reasoning_model: Spanned<String>,
     #[serde(default)]
     pub allowed_models: Vec<Spanned<String>>,
+    /// The model `/v1/embeddings` uses unless the request names another allowed one.
+    pub embedding_model: Option<Spanned<String>>,
     #[serde(default)]
     pub auto: RawAuto,
     pub budget: Option<RawBudget>,

@@ -102,9 +102,12 @@ pub(super) fn load_sources(
         .as_ref()
         .and_then(|r| super::redis::settings(r, &mut p));
     let second_stage = super::second_stage::settings(&raw.second_stage, &mut p);
+    let telemetry =
+        super::validate_telemetry::telemetry_settings(&raw.logging, &raw.tracing, &mut p);
     let server = server.map(|s| ServerSettings {
         redis,
         second_stage,
+        telemetry,
         ..s
     });
     let fast_timeouts = tier_timeouts(raw.tiers.fast.as_ref(), FAST_DEFAULTS, &mut p);
@@ -400,7 +403,12 @@ fn tenant(
         (&fast_model, Tier::Fast, &raw.fast_model),
         (&reasoning_model, Tier::Reasoning, &raw.reasoning_model),
     ] {
-        if let Some(m) = model.as_ref().filter(|m| m.tier != want) {
+        if let Some(m) = model.as_ref().filter(|m| m.kind != ModelKind::Chat) {
+            p.at(
+                v.span(),
+                format!("model `{}` is an embedding model, not a chat model", m.name),
+            );
+        } else if let Some(m) = model.as_ref().filter(|m| m.tier != want) {
             p.at(
                 v.span(),
                 format!(
@@ -423,6 +431,23 @@ fn tenant(
             }
         }
     }
+    let embedding_model = raw.embedding_model.as_ref().and_then(|v| {
+        let m = lookup(v, p)?;
+        if m.kind != ModelKind::Embedding {
+            p.at(
+                v.span(),
+                format!(
+                    "model `{}` is not an embedding model (kind = \"embedding\")",
+                    m.name
+                ),
+            );
+            return None;
+        }
+        if !allowed.iter().any(|a| a.name == m.name) {
+            allowed.push(m.clone());
+        }
+        Some(m)
+    });
     let default_tier = match &raw.auto.default_tier {
         None => Some(Tier::Fast),
         Some(v) => tier_of(v, p),
@@ -447,6 +472,7 @@ fn tenant(
             fast_model: fast_model?,
             reasoning_model: reasoning_model?,
             allowed_models: allowed,
+            embedding_model,
             auto: AutoPolicy {
                 default_tier: default_tier?,
                 reasoning_threshold: threshold,

@@ -76,6 +76,11 @@ pub(super) fn provider(
                 raw.send_request_id.as_ref().map(|v| v.span()),
                 p,
             );
+            not_for(
+                "send_trace_context",
+                raw.send_trace_context.as_ref().map(|v| v.span()),
+                p,
+            );
             let tps = raw.tokens_per_second.as_ref();
             if let Some(v) = tps.filter(|v| !(*v.get_ref() > 0.0 && v.get_ref().is_finite())) {
                 p.at(v.span(), "tokens_per_second must be a positive number");
@@ -196,6 +201,7 @@ pub(super) fn provider(
         api_key,
         api_key_env: raw.api_key_env.as_ref().map(|e| e.get_ref().clone()),
         send_request_id: raw.send_request_id.as_ref().is_none_or(|v| *v.get_ref()),
+        send_trace_context: raw.send_trace_context.as_ref().is_none_or(|v| *v.get_ref()),
     })
 }
 
@@ -306,7 +312,32 @@ pub(super) fn model(
         ),
         (None, true) => p.at(name.span(), "model needs a `provider` or `deployments`"),
     }
-    let tier = tier_of(&raw.tier, p);
+    let kind = match raw.kind.as_ref() {
+        None => Some(ModelKind::Chat),
+        Some(v) => match v.get_ref().as_str() {
+            "chat" => Some(ModelKind::Chat),
+            "embedding" => Some(ModelKind::Embedding),
+            other => {
+                p.at(
+                    v.span(),
+                    format!("unknown model kind `{other}`; expected chat or embedding"),
+                );
+                None
+            }
+        },
+    };
+    let tier = match (kind, raw.tier.as_ref()) {
+        (Some(ModelKind::Embedding), None) => Some(Tier::Fast),
+        (Some(ModelKind::Embedding), Some(v)) => {
+            p.at(v.span(), "an embedding model has no tier");
+            None
+        }
+        (_, Some(v)) => tier_of(v, p),
+        (_, None) => {
+            p.at(name.span(), "model needs a `tier` (fast or reasoning)");
+            None
+        }
+    };
     let price = raw.price.as_ref().map(|raw| {
         let mut get = |v: &Option<Spanned<f64>>| match v {
             Some(v) if !(*v.get_ref() >= 0.0 && v.get_ref().is_finite()) => {
@@ -330,6 +361,16 @@ pub(super) fn model(
         }
     });
     let capabilities = capabilities(&raw.capabilities, p);
+    if kind == Some(ModelKind::Embedding)
+        && deployments
+            .iter()
+            .any(|d| matches!(d.provider.kind, ProviderKind::Anthropic { .. }))
+    {
+        p.at(
+            name.span(),
+            "an embedding model needs an OpenAI-compatible or simulated provider (Anthropic serves no embeddings)",
+        );
+    }
     if p.out.len() > before {
         return None;
     }
@@ -340,6 +381,7 @@ pub(super) fn model(
         provider: first.provider.clone(),
         deployments,
         tier: tier?,
+        kind: kind?,
         price: price.unwrap_or_default(),
         capabilities,
     })

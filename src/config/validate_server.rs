@@ -14,6 +14,8 @@ use super::{BodyLimits, ConnectionSettings, ServerSettings};
 
 /// Deepest JSON nesting a config may allow: serde_json itself stops at 128.
 const MAX_JSON_DEPTH_CEILING: u64 = 128;
+/// Each API thread has its own runtime and provider pool: more than this is a typo.
+const MAX_API_THREADS: u64 = 256;
 
 pub(super) fn server_settings(
     raw: &RawServer,
@@ -39,6 +41,19 @@ pub(super) fn server_settings(
     let admin_listen = addr(&raw.admin_listen, "127.0.0.1:9090", p);
     let body = positive(&raw.max_request_body_bytes, 4 * 1024 * 1024, p);
     let in_flight = positive(&raw.max_in_flight_requests, 4096, p);
+    let api_threads = match &raw.api_threads {
+        None => None,
+        Some(v) if (1..=MAX_API_THREADS).contains(v.get_ref()) => {
+            usize::try_from(*v.get_ref()).ok()
+        }
+        Some(v) => {
+            p.at(
+                v.span(),
+                format!("api_threads must be between 1 and {MAX_API_THREADS}"),
+            );
+            None
+        }
+    };
     let grace = positive(&raw.shutdown_grace_ms, 30_000, p);
     let admin_token_hash = match &raw.admin_token_env {
         None => None,
@@ -71,10 +86,12 @@ pub(super) fn server_settings(
         admin_listen: admin_listen?,
         max_request_body_bytes: usize::try_from(body).unwrap_or(usize::MAX),
         max_in_flight_requests: usize::try_from(in_flight).unwrap_or(usize::MAX),
+        api_threads,
         shutdown_grace: Duration::from_millis(grace),
         connections,
         body_limits,
         second_stage: Default::default(),
+        telemetry: Default::default(),
     })
 }
 

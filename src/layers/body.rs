@@ -1,7 +1,9 @@
 //! Bounded body read and parse, once: a body over the limit gets 413 (early, from
 //! `Content-Length`, or while reading), one that does not arrive within the body timeout
-//! gets 408, bad JSON or a bad `messages` gets 400 naming the field. Downstream services
-//! receive `Request<ChatRequest>` and never touch bytes again.
+//! gets 408, bad JSON or a bad `messages` gets 400 naming the field. The body is parsed in
+//! the shape of the request's `Endpoint` and translated to the internal chat request
+//! (`endpoints::parse_request`). Downstream services receive `Request<ChatRequest>` and
+//! never touch bytes again.
 //!
 //! Memory: a body may become a tree only within the shape limits (nesting depth, values per
 //! body limit, `messages` count), checked on the bytes before the tree is built (see
@@ -21,6 +23,7 @@ use super::BoxFuture;
 use crate::api::ChatRequest;
 use crate::body::{Body, BoxError};
 use crate::config::BodyLimits;
+use crate::endpoints::{self, Endpoint};
 use crate::error::GatewayError;
 
 #[derive(Clone)]
@@ -90,7 +93,11 @@ where
             if declared.is_some_and(|n| n > limit as u64) {
                 return Err(GatewayError::PayloadTooLarge { limit_bytes: limit });
             }
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            let endpoint = *parts
+                .extensions
+                .get::<Endpoint>()
+                .ok_or_else(|| GatewayError::Internal("endpoint missing".into()))?;
             // A client that stalls mid-body is cut here: it holds nothing else meanwhile (the
             // in-flight permit is taken below this layer).
             let read = tokio::time::timeout(read_timeout, Limited::new(body, limit).collect());
@@ -112,7 +119,7 @@ where
                 }
             };
             check_shape(&bytes, &limits)?;
-            let chat = ChatRequest::parse(&bytes)?;
+            let chat = endpoints::parse_request(endpoint, &bytes, &mut parts.extensions)?;
             drop(bytes);
             if chat.messages().len() > limits.max_messages {
                 return Err(GatewayError::invalid(

@@ -15,9 +15,16 @@
 //!   `bypass`: neither read nor stored.
 //!
 //! JSON answers and streams are stored under separate keys (the key includes the mode); a
-//! request whose own mode is not stored is served the other mode's entry converted
+//! chat request whose own mode is not stored is served the other mode's entry converted
 //! (`cache::convert`: JSON -> `delta` chunks, SSE -> concatenated deltas) when the answer
 //! is plain text; tool calls do not convert and are a miss.
+//!
+//! The key includes the request's `Endpoint`: an entry holds the bytes of that endpoint's
+//! answer (the response adapter sits below), so a Responses hit replays Responses events.
+//! Mode conversion and the stored stream's usage chunk are chat's only; other endpoints'
+//! answers are stored as they were sent, when `endpoints::clean_answer` says they are a
+//! clean success, and replayed through `endpoints::replay` (a Responses hit gets a fresh
+//! response id).
 //!
 //! ```text
 //! ServiceBuilder::new().layer(DecideLayer::new(..)).layer(CacheLayer::new(cache, metrics))
@@ -40,8 +47,9 @@ use crate::body::{full, Body};
 use crate::cache::{self, Entry, Key, Leader, ResponseCache};
 use crate::config::CachePolicy;
 use crate::cost::Usage;
+use crate::endpoints::{self, Endpoint};
 use crate::error::GatewayError;
-use crate::facts::Served;
+use crate::facts::{CacheResult, Served};
 use crate::metrics::Metrics;
 use crate::policy::Decision;
 use crate::redis::Shared;
@@ -127,6 +135,7 @@ struct Pending {
     key: Key,
     shared: Option<Arc<Shared>>,
     policy: CachePolicy,
+    endpoint: Endpoint,
     stream: bool,
     /// Who produced the answer being stored.
     served: Served,
@@ -164,6 +173,11 @@ where
         let Some(decision) = request.extensions().get::<Decision>().cloned() else {
             return Box::pin(async { Err(GatewayError::Internal("decision missing".into())) });
         };
+        let Some(endpoint) = request.extensions().get::<Endpoint>().copied() else {
+            return Box::pin(async { Err(GatewayError::Internal("endpoint missing".into())) });
+        };
+        // Open from the lookup to its result (a miss closes it before the upstream call).
+        let span = tracing::debug_span!("cache", result = tracing::field::Empty);
         let metrics = self.metrics.clone();
         let tenant = ctx.tenant.name.clone();
         let count = move |result: &str| {
@@ -177,6 +191,7 @@ where
             || !(policy.nondeterministic || cache::deterministic(&request.body().body))
         {
             count("bypass");
+            span.record("result", "bypass");
             let future = inner.call(request);
             return Box::pin(async move {
                 let mut response = future.await?;
@@ -190,22 +205,24 @@ where
             cache::key(
                 &ctx.tenant.name,
                 &ctx.snapshot.fingerprint,
+                endpoint,
                 &decision.model.name,
                 stream,
                 &request.body().body,
             )
         };
         let key = key_of(stream);
-        // The same answer stored in the other mode serves too, converted.
-        let other = key_of(!stream);
+        // A chat answer stored in the other mode serves too, converted.
+        let other = (endpoint == Endpoint::Chat).then(|| key_of(!stream));
         if !directives.no_cache {
             let stored = self.cache.get(&key).or_else(|| {
-                let entry = self.cache.get(&other)?;
+                let entry = self.cache.get(other.as_ref()?)?;
                 convert(&entry, include_usage).map(Arc::new)
             });
             if let Some(entry) = stored {
                 record_hit(&self.metrics, &ctx.tenant.name, &entry);
-                let response = hit_response(&entry, include_usage, &ctx, &decision);
+                span.record("result", "hit");
+                let response = hit_response(&entry, endpoint, include_usage, &ctx, &decision);
                 return Box::pin(async move { Ok(response) });
             }
         }
@@ -225,17 +242,26 @@ where
                         let got = tokio::time::timeout(wait_limit, cache::wait(flight)).await;
                         if let Ok(Some(entry)) = got {
                             record_hit(&hit_metrics, &ctx.tenant.name, &entry);
-                            return Ok(hit_response(&entry, include_usage, &ctx, &decision));
+                            span.record("result", "hit");
+                            return Ok(hit_response(
+                                &entry,
+                                endpoint,
+                                include_usage,
+                                &ctx,
+                                &decision,
+                            ));
                         }
                         Store::Direct(cache.clone(), key)
                     }
                 }
             };
             if let (Some(shared), false) = (&shared, directives.no_cache) {
-                let found = crate::cache::redis::get(shared, [&key, &other], policy.ttl).await;
+                // Without another mode to try, the key is asked twice: the second cannot hit.
+                let second = other.as_ref().unwrap_or(&key);
+                let found = crate::cache::redis::get(shared, [&key, second], policy.ttl).await;
                 let found = found.and_then(|(i, entry)| {
                     // Kept here too: the next hits on this replica are local.
-                    cache.insert(if i == 0 { key } else { other }, entry.clone());
+                    cache.insert(if i == 0 { key } else { *second }, entry.clone());
                     match i {
                         0 => Some(entry),
                         _ => convert(&entry, include_usage).map(Arc::new),
@@ -247,12 +273,15 @@ where
                         .cache_shared_hits
                         .with_label_values(&[&ctx.tenant.name])
                         .inc();
-                    let response = hit_response(&entry, include_usage, &ctx, &decision);
+                    span.record("result", "hit");
+                    let response = hit_response(&entry, endpoint, include_usage, &ctx, &decision);
                     store.finish_local(Some(entry));
                     return Ok(response);
                 }
             }
             count("miss");
+            span.record("result", "miss");
+            drop(span);
             let estimate = request.extensions().get::<TokenEstimate>().copied();
             let mut response = inner.call(request).await?;
             mark(&mut response, "miss");
@@ -273,6 +302,7 @@ where
                 key,
                 shared,
                 policy,
+                endpoint,
                 stream,
                 served,
                 estimate,
@@ -307,17 +337,12 @@ impl Pending {
     fn complete(self, bytes: Bytes, headers: Vec<(HeaderName, HeaderValue)>) {
         let call = &self.served.call;
         let failed = call.failure().is_some();
-        let valid = if self.stream {
-            cache::clean_stream(&bytes)
-        } else {
-            serde_json::from_slice::<serde_json::Value>(&bytes)
-                .is_ok_and(|v| v.get("error").is_none())
-        };
+        let valid = endpoints::clean_answer(self.endpoint, self.stream, &bytes);
         if failed || !valid {
             return self.store.finish_local(None);
         }
         let usage = call.usage();
-        let bytes = if self.stream {
+        let bytes = if self.stream && self.endpoint == Endpoint::Chat {
             // Stored with its usage whether or not this client asked: a later hit may ask.
             // A server that reports none gets the gateway's estimate, marked as such.
             let usage = usage.map(|u| u.to_openai()).or_else(|| {
@@ -384,6 +409,7 @@ fn convert(entry: &Entry, include_usage: bool) -> Option<Entry> {
 }
 
 fn mark(response: &mut Response<Body>, result: &'static str) {
+    response.extensions_mut().insert(CacheResult(result));
     response.headers_mut().insert(
         HeaderName::from_static(CACHE_HEADER),
         HeaderValue::from_static(result),
@@ -394,14 +420,15 @@ fn mark(response: &mut Response<Body>, result: &'static str) {
 /// by the model that produced it (the decided one if a reload removed that model).
 fn hit_response(
     entry: &Entry,
+    endpoint: Endpoint,
     include_usage: bool,
     ctx: &TenantCtx,
     decision: &Decision,
 ) -> Response<Body> {
-    let body = if entry.stream {
+    let body = if entry.stream && endpoint == Endpoint::Chat {
         cache::convert::stream_for_client(&entry.body, include_usage)
     } else {
-        entry.body.clone()
+        endpoints::replay(endpoint, entry.stream, &entry.body)
     };
     let mut response = Response::new(full(body));
     let headers = response.headers_mut();

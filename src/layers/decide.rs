@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use super::rate_limit::TokenEstimate;
 use super::tenant::TenantCtx;
@@ -21,8 +22,9 @@ use crate::body::Body;
 use crate::classify::stage2::SecondStage;
 use crate::classify::{Classifier, Role, Tier};
 use crate::cost::cost;
+use crate::embeddings::EmbeddingsRequest;
 use crate::error::GatewayError;
-use crate::facts::{HeadWitness, RequestCtx, Routed, Served};
+use crate::facts::{Billed, HeadWitness, RequestCtx, Routed, Served};
 use crate::metrics::Metrics;
 use crate::policy::admission::{self, Admitted, PolicyState, RequestDeadline};
 use crate::policy::billing::{cost_header, Settlement};
@@ -100,11 +102,34 @@ where
             });
         };
         let tier_header = request.headers().get(TIER_HEADER).map(|v| v.as_bytes());
-        let decision =
-            match policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier) {
-                Ok(d) => d,
-                Err(e) => return Box::pin(async { Err(e) }),
-            };
+        let classify = tracing::debug_span!(
+            "classify",
+            tier = tracing::field::Empty,
+            score = tracing::field::Empty,
+            source = tracing::field::Empty
+        );
+        // Embeddings are not classified: the tenant's embedding model, or the one named.
+        let decided =
+            classify.in_scope(
+                || match request.extensions().get::<Arc<EmbeddingsRequest>>() {
+                    Some(embeddings) => policy::decide_embedding(&ctx.tenant, &embeddings.model),
+                    None => {
+                        policy::decide(&ctx.tenant, request.body(), tier_header, &*self.classifier)
+                    }
+                },
+            );
+        let decision = match decided {
+            Ok(d) => d,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
+        if !classify.is_disabled() {
+            classify.record("tier", decision.tier.as_str());
+            classify.record("source", decision.source.as_str());
+            if let Some(score) = decision.score {
+                classify.record("score", f64::from(score));
+            }
+        }
+        drop(classify);
         let estimate = match request.extensions().get::<TokenEstimate>() {
             Some(e) => *e,
             None => match TokenEstimate::of(&ctx, request.body()) {
@@ -128,11 +153,11 @@ where
                 hold_ttl: longest.max(ctx.snapshot.timeouts(Tier::Fast).total) + HOLD_SLACK,
             };
             // A refusal (budget, deadline header) is counted for where it was headed.
-            let routed = Routed {
-                tier: decision.tier,
-                model: decision.model.name.clone(),
-            };
-            let admitted = match admission::admit(&policy, &metrics, input, decision).await {
+            let routed = Routed::of(&decision);
+            let admitted = match admission::admit(&policy, &metrics, input, decision)
+                .instrument(tracing::debug_span!("admission"))
+                .await
+            {
                 Ok(admitted) => admitted,
                 Err(error) => {
                     let mut response = error.respond();
@@ -199,7 +224,10 @@ where
         warning,
         shadow_would,
     } = admitted;
-    if decision.source != DecisionSource::Model {
+    if !matches!(
+        decision.source,
+        DecisionSource::Model | DecisionSource::Embedding
+    ) {
         metrics
             .classifier_decisions
             .with_label_values(&[decision.tier.as_str(), decision.source.as_str()])
@@ -212,10 +240,7 @@ where
         reason = %decision.reason,
         "routing decision"
     );
-    let routed = Routed {
-        tier: decision.tier,
-        model: decision.model.name.clone(),
-    };
+    let routed = Routed::of(&decision);
     HeadWitness::routed(&request, &routed);
     let started = request
         .extensions()
@@ -269,7 +294,10 @@ where
             http::HeaderValue::from_static(would.as_str()),
         );
     }
+    let billed = Billed::default();
+    response.extensions_mut().insert(billed.clone());
     let settle = Settlement {
+        billed,
         metrics,
         latency: policy.latency.clone(),
         tenant: ctx.tenant.name.clone(),

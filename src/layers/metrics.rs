@@ -1,15 +1,19 @@
 //! Request metrics, and the one `ObservedBody` every response passes through.
 //!
-//! Counts and duration by tenant, tier, model and outcome, and the in-flight gauge. Sits above
-//! the error layer so synthesized errors (401, 413, ...) count too, and records when the
-//! response *body* ends (end of stream, or the client leaving), not when the headers go out:
-//! it wraps the body in the `ObservedBody` that also runs the end-of-body hooks the layers
-//! below left in `OnEnd`. A request whose client leaves before the response head (the
+//! Counts and duration by tenant, tier, model and outcome, and the in-flight gauge. Each
+//! outcome has a class (`OutcomeClass`): `ok`, `client_error` (refused: 4xx), `server_error`
+//! (the gateway's or a provider's failure: 5xx, a provider's 429, a stream broken after its
+//! 200) or `client_gone` (the client left), so error ratios can count server failures only.
+//! Sits above the error layer so synthesized errors (401, 413, ...) count too, and records
+//! when the response *body* ends (end of stream, or the client leaving), not when the
+//! headers go out: it wraps the body in the `ObservedBody` that also runs the end-of-body
+//! hooks the layers below left in `OnEnd`. A request whose client leaves before the response head (the
 //! request future is dropped) is recorded too, with the outcome `cancelled`, under the
 //! tenant and route its `HeadWitness` noted on the way down.
 //!
 //! Labels come from typed facts on the response (`TenantName`, `Routed`, `Served`,
 //! `ErrorKind`): a request served by a fallback is counted for the model that served it.
+//! A request a provider answered also gets its overhead observed (`metrics::Overhead`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,7 +28,7 @@ use crate::body::observed::{BodyEnd, ObservedBody, OnEnd};
 use crate::body::Body;
 use crate::error::ErrorKind;
 use crate::facts::{HeadWitness, RequestCtx, Routed, Served, TenantName};
-use crate::metrics::{Metrics, UNKNOWN};
+use crate::metrics::{Metrics, OutcomeClass, UNKNOWN};
 use crate::record::CallRecord;
 
 #[derive(Clone)]
@@ -105,18 +109,28 @@ impl Labels {
         }
     }
 
-    fn record(&self, metrics: &Metrics, outcome: &str, started: Instant) {
+    fn record(&self, metrics: &Metrics, outcome: Outcome, started: Instant) {
         let tenant = self.tenant.as_deref().unwrap_or(UNKNOWN);
         let model = self.model.as_deref().unwrap_or(UNKNOWN);
+        let (outcome, class) = outcome;
         metrics
             .requests
-            .with_label_values(&[tenant, self.tier, model, outcome])
+            .with_label_values(&[tenant, self.tier, model, outcome, class.as_str()])
             .inc();
         metrics
             .request_duration
             .with_label_values(&[tenant, self.tier, model])
             .observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// A request's `outcome` label and its class.
+type Outcome = (&'static str, OutcomeClass);
+
+const OK: Outcome = ("ok", OutcomeClass::Ok);
+
+fn failed(kind: ErrorKind) -> Outcome {
+    (kind.0, OutcomeClass::of_fault(kind.1))
 }
 
 /// Records a request whose future was dropped before it had a response head.
@@ -132,9 +146,9 @@ impl Drop for UntilHead {
         if self.armed {
             // Dropped while unwinding: a handler panicked (the panic layer answers 500).
             let outcome = if std::thread::panicking() {
-                "internal_error"
+                ("internal_error", OutcomeClass::ServerError)
             } else {
-                "cancelled"
+                ("cancelled", OutcomeClass::ClientGone)
             };
             let routed = self.witness.routed.get();
             let labels = Labels {
@@ -185,7 +199,7 @@ where
             let head_outcome = response
                 .extensions()
                 .get::<ErrorKind>()
-                .map_or("ok", |k| k.0);
+                .map_or(OK, |k| failed(*k));
             let call: Option<Arc<CallRecord>> = response
                 .extensions()
                 .get::<Served>()
@@ -193,13 +207,20 @@ where
             let on_end = response.extensions_mut().remove::<OnEnd>();
             let (parts, body) = response.into_parts();
             let body = ObservedBody::new(body, on_end, move |ended| {
-                let failed = call.as_ref().and_then(|c| c.failure());
-                let outcome = failed.unwrap_or(match ended.end {
-                    BodyEnd::Complete => head_outcome,
-                    BodyEnd::Error => "body_error",
-                    BodyEnd::Dropped => "client_disconnected",
-                });
+                let stream_failure = call.as_ref().and_then(|c| c.failure());
+                let outcome = stream_failure.map_or(
+                    match ended.end {
+                        BodyEnd::Complete => head_outcome,
+                        // The body broke on our side (hyper aborts the connection).
+                        BodyEnd::Error => ("body_error", OutcomeClass::ServerError),
+                        BodyEnd::Dropped => ("client_disconnected", OutcomeClass::ClientGone),
+                    },
+                    failed,
+                );
                 labels.record(&metrics, outcome, started);
+                if let Some(upstream) = call.as_ref().and_then(|c| c.upstream_span()) {
+                    metrics.overhead.observe(started, upstream, Instant::now());
+                }
                 drop(in_flight);
             });
             Ok(Response::from_parts(parts, Body::new(body)))

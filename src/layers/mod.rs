@@ -1,9 +1,13 @@
 //! The gateway's middleware, one concern per file. `app.rs` decides their order.
 
+pub mod access_log;
+pub mod adapt;
 pub mod body;
 pub mod cache;
 pub mod decide;
 pub mod error;
+pub mod error_shape;
+pub mod health;
 pub mod in_flight;
 pub mod json_shape;
 pub mod metrics;

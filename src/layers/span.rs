@@ -1,5 +1,8 @@
 //! One tracing span per request, carrying its id, method and path, entered while the request
-//! is handled (every log line of the request path is in it).
+//! is handled (every log line of the request path is in it). Also owns the client's W3C trace
+//! context: a valid `traceparent` becomes the span's parent when traces are exported, and a
+//! `ClientTrace` request extension for the access log and the upstream call.
+//! (The access log keeps the span open until the response body ends.)
 //!
 //! Not tower-http's `TraceLayer`: that one also enters the span on every poll of the response
 //! body, a cost paid per streamed chunk for events we do not emit. A stream's end is recorded
@@ -13,6 +16,7 @@ use tracing::Instrument;
 
 use super::BoxFuture;
 use crate::facts::RequestCtx;
+use crate::telemetry::{self, ClientTrace};
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestSpanLayer;
@@ -42,7 +46,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Disabled at the configured level, this is a no-op span and no formatting happens.
         let span = tracing::info_span!(
             "request",
@@ -58,6 +62,10 @@ where
             {
                 span.record("id", id);
             }
+        }
+        if let Some(client) = ClientTrace::from_headers(request.headers()) {
+            telemetry::adopt(&span, Some(&client));
+            request.extensions_mut().insert(client);
         }
         let future = {
             let _entered = span.enter();

@@ -239,7 +239,8 @@ pub async fn admit(
 
     // 4. Shadow mode: record, then route as before.
     let mut shadow_would = None;
-    if let Some(shadow) = policy.shadow.filter(|_| request.model() == "auto") {
+    let shadowed = request.model() == "auto" && decision.source != DecisionSource::Embedding;
+    if let Some(shadow) = policy.shadow.filter(|_| shadowed) {
         let would = decision.tier;
         metrics
             .shadow_decisions

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::body::observed::{BodyEnd, Ended};
 use crate::cost::{cost, usd, Usage};
-use crate::facts::Served;
+use crate::facts::{Bill, Billed, Served};
 use crate::layers::rate_limit::TokenEstimate;
 use crate::limits::{Reservation, TenantLimits};
 use crate::metrics::Metrics;
@@ -24,6 +24,8 @@ pub fn cost_header(cost: u64) -> String {
 }
 
 pub struct Settlement {
+    /// Where the bill is left for the access log.
+    pub billed: Billed,
     pub metrics: Arc<Metrics>,
     pub latency: Arc<LatencyBook>,
     pub tenant: Arc<str>,
@@ -66,6 +68,11 @@ impl Settlement {
             None => None,
         };
         let amount = billed.map_or(0, |u| cost(&served.model.price, &u));
+        let _ = self.billed.0.set(Bill {
+            usage: billed,
+            estimated: billed.is_some() && call.usage().is_none(),
+            cost: amount,
+        });
         let now = self.limits.ledger.now();
         match self.reservation {
             Some(r) => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::api::ChatRequest;
 use crate::classify::{Classifier, Role, Tier};
-use crate::config::{Model, Tenant};
+use crate::config::{Model, ModelKind, Tenant};
 use crate::error::GatewayError;
 
 /// What decided the tier; a metric label, so a small fixed set.
@@ -33,6 +33,9 @@ pub enum DecisionSource {
     Deadline,
     /// Shadow mode: routed to the tenant's fixed tier, the policy only recorded.
     Shadow,
+    /// An embeddings request: the tenant's `embedding_model` or the embedding model named;
+    /// never classified, and no tier policy applies to it.
+    Embedding,
 }
 
 impl DecisionSource {
@@ -48,6 +51,7 @@ impl DecisionSource {
             DecisionSource::Budget => "budget",
             DecisionSource::Deadline => "deadline",
             DecisionSource::Shadow => "shadow",
+            DecisionSource::Embedding => "embedding",
         }
     }
 }
@@ -109,11 +113,7 @@ pub fn decide(
             ));
         }
         name => {
-            let model = tenant
-                .allowed_model(name)
-                .ok_or_else(|| GatewayError::ModelNotFound {
-                    model: name.to_string(),
-                })?;
+            let model = named_model(tenant, name, ModelKind::Chat)?;
             return Ok(Decision {
                 tier: model.tier,
                 fallbacks: fallbacks(model.tier, model),
@@ -210,6 +210,60 @@ pub fn with_second_stage(
         reason: format!("second stage; first stage: {}", decision.reason),
         source: decision.source,
     }
+}
+
+/// A model the request named: one the tenant may use (404 otherwise), of the endpoint's
+/// `kind` (400 otherwise).
+pub fn named_model<'t>(
+    tenant: &'t Tenant,
+    name: &str,
+    kind: ModelKind,
+) -> Result<&'t Arc<Model>, GatewayError> {
+    let model = tenant
+        .allowed_model(name)
+        .ok_or_else(|| GatewayError::model_not_found(name))?;
+    match (kind, model.kind) {
+        (ModelKind::Chat, ModelKind::Embedding) => Err(GatewayError::invalid(
+            format!("`{name}` is an embedding model: it serves /v1/embeddings only."),
+            Some("model".to_string()),
+        )),
+        (ModelKind::Embedding, ModelKind::Chat) => Err(GatewayError::invalid(
+            format!("`{name}` is a chat model; /v1/embeddings needs an embedding model."),
+            Some("model".to_string()),
+        )),
+        _ => Ok(model),
+    }
+}
+
+/// The model of an embeddings request (`requested` is the `model` the client sent): the
+/// tenant's `embedding_model` for `auto` (and the tier names, which mean nothing here), or
+/// the embedding model named, if the tenant may use it.
+pub fn decide_embedding(tenant: &Tenant, requested: &str) -> Result<Decision, GatewayError> {
+    let (model, reason) = match requested {
+        "auto" | "fast" | "reasoning" => {
+            let model = tenant.embedding_model.as_ref().ok_or_else(|| {
+                GatewayError::invalid(
+                    format!(
+                        "This tenant has no `embedding_model`: name an embedding model instead of `{requested}`."
+                    ),
+                    Some("model".to_string()),
+                )
+            })?;
+            (model, "tenant embedding_model")
+        }
+        name => (
+            named_model(tenant, name, ModelKind::Embedding)?,
+            "model named in request",
+        ),
+    };
+    Ok(Decision {
+        tier: model.tier,
+        model: model.clone(),
+        score: None,
+        reason: reason.into(),
+        source: DecisionSource::Embedding,
+        fallbacks: Vec::new(),
+    })
 }
 
 /// Keeps a client-supplied value header-safe and short.

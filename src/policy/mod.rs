@@ -14,4 +14,7 @@ mod decide;
 pub mod latency;
 pub mod sticky;
 
-pub use decide::{decide, fallbacks_for, with_second_stage, Decision, DecisionSource, TIER_HEADER};
+pub use decide::{
+    decide, decide_embedding, fallbacks_for, named_model, with_second_stage, Decision,
+    DecisionSource, TIER_HEADER,
+};

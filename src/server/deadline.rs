@@ -20,6 +20,8 @@ use tower::Service;
 use super::activity::{ConnActivity, RequestActivity};
 use crate::body::{sse_data, Body, BoxError};
 use crate::error::GatewayError;
+use crate::facts::Served;
+use crate::record::CallRecord;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -73,8 +75,10 @@ where
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             let (parts, body) = response.into_parts();
+            let call = parts.extensions.get::<Served>().map(|s| s.call.clone());
             let body = DeadlineBody {
                 inner: Some(body),
+                call,
                 deadline: Box::pin(deadline.cancelled_owned()),
                 sse,
                 _activity: activity,
@@ -88,6 +92,8 @@ where
 struct DeadlineBody {
     /// `None` once the deadline ended it.
     inner: Option<Body>,
+    /// The upstream answer's record, told when the deadline (not the client) ends it.
+    call: Option<Arc<CallRecord>>,
     deadline: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     sse: bool,
     /// Until the body ends or is dropped, the connection is not idle.
@@ -111,6 +117,9 @@ impl HttpBody for DeadlineBody {
         }
         if this.deadline.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
+        }
+        if let Some(call) = &this.call {
+            call.cut_by(&GatewayError::ShuttingDown);
         }
         // Drop the inner body now: its upstream stream is cancelled and its guards fire.
         this.inner = None;

@@ -96,6 +96,8 @@ struct Stats {
     breaker: Breaker,
     /// The provider asked us not to come back before this (`Retry-After`).
     not_before: Option<Instant>,
+    /// Times the breaker opened (never reset: `deliberate_deployment_breaker_opened_total`).
+    opened: u64,
 }
 
 /// Is a deployment usable now?
@@ -116,6 +118,7 @@ impl Stats {
             failures: 0,
             breaker: Breaker::Closed,
             not_before: None,
+            opened: 0,
         }
     }
 
@@ -189,6 +192,18 @@ impl DeploymentState {
         self.lock().breaker
     }
 
+    /// What the breaker is at `now`, whether or not a request came to look: an open breaker
+    /// whose period has passed is half-open (the next request is its probe). With the
+    /// times it opened.
+    pub fn health_at(&self, now: Instant) -> (Breaker, u64) {
+        let s = self.lock();
+        let breaker = match s.breaker {
+            Breaker::Open { until } if until <= now => Breaker::HalfOpen { probing: false },
+            other => other,
+        };
+        (breaker, s.opened)
+    }
+
     /// Claims the deployment for one attempt; `None` if it stopped being usable (another
     /// request took the half-open probe first).
     fn acquire(&self, now: Instant) -> Option<Breaker> {
@@ -230,11 +245,15 @@ impl DeploymentState {
                 let reopen = Breaker::Open {
                     until: deadline_after(now, cfg.breaker_open),
                 };
+                let was_open = matches!(s.breaker, Breaker::Open { .. });
                 s.breaker = match s.breaker {
                     Breaker::HalfOpen { .. } => reopen,
                     Breaker::Closed if s.failures >= cfg.breaker_failures => reopen,
                     other => other,
                 };
+                if !was_open && matches!(s.breaker, Breaker::Open { .. }) {
+                    s.opened = s.opened.saturating_add(1);
+                }
             }
         }
         s.breaker
@@ -321,6 +340,18 @@ impl Registry {
             .entry(d.id.clone())
             .or_insert_with(|| Arc::new(DeploymentState::new(Instant::now())))
             .clone()
+    }
+
+    /// The breaker of deployment `id` as a request under config `generation` would find it
+    /// now (a newer generation than any request brought clears it), and the times it
+    /// opened; `None` for a deployment no request has used yet.
+    pub fn health(&self, id: &str, generation: u64) -> Option<(Breaker, u64)> {
+        let read = self.states.read().unwrap_or_else(PoisonError::into_inner);
+        let (breaker, opened) = read.get(id)?.health_at(Instant::now());
+        if generation > self.generation.load(Ordering::Acquire) {
+            return Some((Breaker::Closed, opened));
+        }
+        Some((breaker, opened))
     }
 
     /// Called with the config generation of every routed request: the first request of a

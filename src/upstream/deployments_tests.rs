@@ -31,6 +31,7 @@ fn deployment(provider: &str, weight: u32) -> Arc<Deployment> {
             api_key: None,
             api_key_env: None,
             send_request_id: true,
+            send_trace_context: true,
         }),
         upstream_model: "m".into(),
         weight,

@@ -3,10 +3,13 @@
 //! The caller hands over an adapted request and the per-tier timing; it gets back either an
 //! error from before the first response byte (which the error layer turns into a proper
 //! status), or a response whose body streams with the timing rules of `body::relay`.
-//! The reqwest client is built once per tier (the connect timeout is per client); we never
-//! use reqwest's total `timeout()`, which would cut long streams.
+//! The HTTP client (`client.rs`) is built once per tier (the connect timeout is per client);
+//! the total and idle deadlines are the gateway's own, so a long stream is never cut by a
+//! client-wide timeout.
 
+pub mod client;
 pub mod deployments;
+mod embed;
 pub mod providers;
 pub mod redact;
 mod route;
@@ -41,22 +44,24 @@ const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
 const MAX_UPSTREAM_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct Upstream {
-    fast: reqwest::Client,
-    reasoning: reqwest::Client,
+    /// Tells this `Upstream`'s clients apart in each thread's `THREAD_CLIENTS`.
+    id: u64,
+    /// Connect timeouts of the fast and reasoning clients.
+    connect: (Duration, Duration),
+    /// TLS settings every thread's clients share (built here, at startup or reload).
+    tls: Arc<rustls::ClientConfig>,
     /// Per-deployment latency, breakers and the retry budget; kept across config reloads.
     deployments: Arc<deployments::Registry>,
 }
 
-fn client(timeouts: &TierTimeouts) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(timeouts.connect)
-        .tcp_nodelay(true)
-        // Below the providers' keep-alive so we never reuse a connection they just closed.
-        .pool_idle_timeout(Duration::from_secs(50))
-        .pool_max_idle_per_host(256)
-        .no_proxy()
-        .build()
-        .expect("the TLS backend is installed at startup")
+static NEXT_UPSTREAM_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Upstreams whose clients a thread keeps (a reload makes a new one; the oldest goes).
+const MAX_THREAD_CLIENTS: usize = 4;
+
+thread_local! {
+    static THREAD_CLIENTS: std::cell::RefCell<Vec<(u64, (client::Client, client::Client))>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Everything one call needs besides the request itself.
@@ -71,6 +76,10 @@ pub struct CallContext {
     pub request_started: Instant,
     pub recorder: Arc<CallRecorder>,
     pub request_id: crate::layers::request_id::RequestId,
+    /// Set for a `/v1/embeddings` request: the call is `embed::call`, not a completion.
+    pub embeddings: Option<Arc<crate::embeddings::EmbeddingsRequest>>,
+    /// The client's W3C trace context (`telemetry::upstream_headers`).
+    pub trace: Option<crate::telemetry::ClientTrace>,
 }
 
 impl CallContext {
@@ -98,8 +107,12 @@ impl CallContext {
 impl Upstream {
     pub fn new(snapshot: &Snapshot) -> Upstream {
         Upstream {
-            fast: client(&snapshot.fast_timeouts),
-            reasoning: client(&snapshot.reasoning_timeouts),
+            id: NEXT_UPSTREAM_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            connect: (
+                snapshot.fast_timeouts.connect,
+                snapshot.reasoning_timeouts.connect,
+            ),
+            tls: client::tls_config(),
             deployments: Arc::default(),
         }
     }
@@ -113,11 +126,43 @@ impl Upstream {
         }
     }
 
-    fn client(&self, tier: Tier) -> &reqwest::Client {
-        match tier {
-            Tier::Fast => &self.fast,
-            Tier::Reasoning => &self.reasoning,
-        }
+    /// Deployment `id`'s breaker as a request under config `generation` would find it, and
+    /// the times it opened (`None`: never used); read by the metrics scrape.
+    pub fn deployment_health(
+        &self,
+        id: &str,
+        generation: u64,
+    ) -> Option<(deployments::Breaker, u64)> {
+        self.deployments.health(id, generation)
+    }
+
+    /// This thread's client for `tier`: a connection's task runs on the thread that opened
+    /// it, so a pool per thread keeps a request and its provider connection on one core
+    /// (the API threads of `run_with_reload_on_threads`; on a multi-threaded runtime it is
+    /// simply a pool per worker).
+    fn client(&self, tier: Tier) -> client::Client {
+        THREAD_CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            let index = match clients.iter().position(|(id, _)| *id == self.id) {
+                Some(index) => index,
+                None => {
+                    if clients.len() >= MAX_THREAD_CLIENTS {
+                        clients.remove(0);
+                    }
+                    let pair = (
+                        client::Client::new(self.connect.0, &self.tls),
+                        client::Client::new(self.connect.1, &self.tls),
+                    );
+                    clients.push((self.id, pair));
+                    clients.len() - 1
+                }
+            };
+            let (fast, reasoning) = &clients[index].1;
+            match tier {
+                Tier::Fast => fast.clone(),
+                Tier::Reasoning => reasoning.clone(),
+            }
+        })
     }
 
     pub async fn call(
@@ -126,7 +171,11 @@ impl Upstream {
         request: &ChatRequest,
     ) -> Result<Response<Body>, GatewayError> {
         let stream = request.is_stream();
-        let client = self.client(ctx.tier).clone();
+        let client = self.client(ctx.tier);
+        if let Some(embeddings) = ctx.embeddings.clone() {
+            let json = embed::call(&client, &ctx, &embeddings).await?;
+            return Ok(finish_json(&ctx, json));
+        }
         match (&ctx.deployment.provider.kind, stream) {
             (ProviderKind::Simulated { .. }, false) => {
                 let json = simulated::complete(&ctx, request).await?;
@@ -230,14 +279,14 @@ fn auth(provider: &Provider) -> Result<Option<(header::HeaderName, HeaderValue)>
 }
 
 /// The provider's completion endpoint (parsed once, at config load).
-fn url(provider: &Provider) -> Result<reqwest::Url, GatewayError> {
-    provider.endpoint.clone().ok_or_else(|| {
+fn url(provider: &Provider) -> Result<&reqwest::Url, GatewayError> {
+    provider.endpoint.as_ref().ok_or_else(|| {
         GatewayError::Internal(format!("provider `{}` has no endpoint", provider.name))
     })
 }
 
-/// Maps a reqwest failure before the response head.
-fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
+/// Maps a client failure before the response head.
+fn send_error(ctx: &CallContext, e: client::Error) -> GatewayError {
     if e.is_timeout() {
         return ctx.timeout(TimeoutKind::Connect, ctx.timeouts.connect);
     }
@@ -248,19 +297,19 @@ fn send_error(ctx: &CallContext, e: reqwest::Error) -> GatewayError {
     }
 }
 
-/// What a reqwest error says failed.
-fn failure_kind(e: &reqwest::Error) -> FailureKind {
+/// What a client error says failed.
+fn failure_kind(e: &client::Error) -> FailureKind {
     if e.is_connect() {
         FailureKind::Connect
-    } else if e.is_body() || e.is_decode() {
+    } else if e.is_body() {
         FailureKind::Body
     } else {
         FailureKind::NoAnswer
     }
 }
 
-/// A readable, secret-free description of a reqwest error (the URL is left out).
-fn error_chain(e: &reqwest::Error) -> String {
+/// A readable, secret-free description of a client error (the URL is left out).
+fn error_chain(e: &client::Error) -> String {
     let mut message = match failure_kind(e) {
         FailureKind::Connect => "connection failed",
         FailureKind::Body => "response body failed",
@@ -277,7 +326,7 @@ fn error_chain(e: &reqwest::Error) -> String {
 }
 
 /// Reads a whole (bounded) response body before the total deadline.
-async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Bytes, GatewayError> {
+async fn read_body(ctx: &CallContext, response: client::Response) -> Result<Bytes, GatewayError> {
     use futures_util::StreamExt;
     let deadline = ctx.total_deadline();
     let read = async {
@@ -307,10 +356,7 @@ async fn read_body(ctx: &CallContext, response: reqwest::Response) -> Result<Byt
 /// A streaming request must be answered with `text/event-stream`: anything else (a JSON
 /// body, an HTML error page) would be relayed to the client as if it were events. A response
 /// without a content type is left to the SSE parser, which bounds what it buffers.
-fn expect_event_stream(
-    ctx: &CallContext,
-    response: &reqwest::Response,
-) -> Result<(), GatewayError> {
+fn expect_event_stream(ctx: &CallContext, response: &client::Response) -> Result<(), GatewayError> {
     let Some(value) = response.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -329,7 +375,7 @@ fn expect_event_stream(
 /// Turns a provider error status into a `GatewayError` with the provider's message.
 async fn status_error(
     ctx: &CallContext,
-    response: reqwest::Response,
+    response: client::Response,
     message_of: fn(u16, &[u8]) -> String,
 ) -> GatewayError {
     let status = response.status().as_u16();

@@ -30,10 +30,13 @@ use crate::body::relay::deadline_after;
 use crate::body::Body;
 use crate::classify::Tier;
 use crate::config::{Model, Resilience, TierTimeouts};
+use crate::embeddings::EmbeddingsRequest;
 use crate::error::{FailureKind, GatewayError, TimeoutKind};
 use crate::facts::Served;
 use crate::metrics::Metrics;
 use crate::record::{CallLabels, CallRecorder};
+use crate::telemetry::ClientTrace;
+use tracing::Instrument;
 
 /// What routing one request to one model needs.
 #[derive(Clone)]
@@ -45,10 +48,17 @@ pub struct RouteRequest {
     pub tenant: Arc<str>,
     /// When the request arrived: every deadline counts from here.
     pub started: Instant,
+    /// When the request's first upstream attempt started (the overhead histogram's upstream
+    /// time runs from there, across retries and fallbacks).
+    pub upstream_started: Instant,
     pub metrics: Arc<Metrics>,
     pub request_id: crate::layers::request_id::RequestId,
+    /// The client's W3C trace context, for the upstream's trace headers.
+    pub trace: Option<ClientTrace>,
     /// The config generation the request runs on: a newer one resets deployment health.
     pub generation: u64,
+    /// Set for a `/v1/embeddings` request: what the provider is asked instead of a chat.
+    pub embeddings: Option<Arc<EmbeddingsRequest>>,
 }
 
 /// Every attempt failed before the first byte.
@@ -105,12 +115,6 @@ impl Upstream {
         }
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<GatewayError> = None;
-        let gauge = |id: &str, value: i64| {
-            r.metrics
-                .breaker_state
-                .with_label_values(&[&r.model.name, id])
-                .set(value);
-        };
         while tried.len() <= cfg.max_retries as usize {
             let attempt = match self.deployments.pick(&r.model.deployments, &tried) {
                 Pick::Ready(attempt) => attempt,
@@ -126,7 +130,6 @@ impl Upstream {
                 break;
             }
             let d = attempt.deployment.clone();
-            gauge(&d.id, attempt.breaker.gauge());
             if retry {
                 r.metrics
                     .upstream_retries
@@ -140,25 +143,46 @@ impl Upstream {
                 tier: r.tier,
                 timeouts: r.timeouts,
                 request_started: r.started,
-                recorder: Arc::new(CallRecorder::new(
-                    r.metrics.clone(),
-                    CallLabels {
-                        tenant: r.tenant.clone(),
-                        tier: r.tier,
-                        model: r.model.name.clone(),
-                        provider: d.provider.name.clone(),
-                    },
-                    r.started,
-                )),
+                recorder: Arc::new(
+                    CallRecorder::new(
+                        r.metrics.clone(),
+                        CallLabels {
+                            tenant: r.tenant.clone(),
+                            tier: r.tier,
+                            model: r.model.name.clone(),
+                            provider: d.provider.name.clone(),
+                        },
+                        r.started,
+                    )
+                    .after_earlier_attempts(r.upstream_started),
+                ),
                 request_id: r.request_id.clone(),
+                embeddings: r.embeddings.clone(),
+                trace: r.trace.clone(),
             };
             // Deployments of one model may use different names for it.
             request
                 .body
                 .insert("model".into(), Value::String(d.upstream_model.clone()));
-            match self.call(ctx.clone(), &request).await {
+            let span = tracing::debug_span!(
+                "upstream_attempt",
+                model = &*r.model.name,
+                deployment = &*d.id,
+                attempt = tried.len().saturating_add(1),
+                outcome = tracing::field::Empty
+            );
+            let called = self
+                .call(ctx.clone(), &request)
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "outcome",
+                called.as_ref().map_or_else(GatewayError::kind, |_| "ok"),
+            );
+            drop(span);
+            match called {
                 Ok(mut response) => {
-                    gauge(&d.id, attempt.finish(Outcome::Success, &cfg).gauge());
+                    attempt.finish(Outcome::Success, &cfg);
                     response.extensions_mut().insert(Served {
                         model: r.model.clone(),
                         deployment: d.id.clone(),
@@ -181,15 +205,14 @@ impl Upstream {
                         }
                         _ => None,
                     };
-                    let breaker = attempt.finish(Outcome::Failure { retry_after }, &cfg);
-                    gauge(&d.id, breaker.gauge());
+                    attempt.finish(Outcome::Failure { retry_after }, &cfg);
                     // Ends this attempt's upstream timing without touching the outcome.
                     ctx.recorder.stream_completed();
                     tried.push(d.id.clone());
                     last = Some(error);
                 }
                 Err(error) => {
-                    gauge(&d.id, attempt.finish(Outcome::Answered, &cfg).gauge());
+                    attempt.finish(Outcome::Answered, &cfg);
                     ctx.recorder.stream_failed(&error);
                     return Err(RouteFailure {
                         summary: summary(&error),

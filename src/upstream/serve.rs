@@ -17,9 +17,12 @@ use crate::api::ChatRequest;
 use crate::body::relay::deadline_after;
 use crate::body::Body;
 use crate::config::{Model, Resilience, TierTimeouts};
+use crate::embeddings::EmbeddingsRequest;
 use crate::error::GatewayError;
 use crate::layers::request_id::RequestId;
 use crate::metrics::Metrics;
+use crate::telemetry::ClientTrace;
+use tracing::Instrument;
 
 /// What serving one request needs besides the request itself.
 pub struct ServePlan<'a> {
@@ -30,9 +33,12 @@ pub struct ServePlan<'a> {
     pub resilience: Resilience,
     pub tenant: &'a Arc<str>,
     pub request_id: &'a RequestId,
+    pub trace: Option<&'a ClientTrace>,
     pub started: Instant,
     pub generation: u64,
     pub metrics: &'a Arc<Metrics>,
+    /// Set for a `/v1/embeddings` request (its chat request is only a stand-in).
+    pub embeddings: Option<Arc<EmbeddingsRequest>>,
 }
 
 /// A response and how it came about.
@@ -42,6 +48,8 @@ pub struct Answer {
     pub adjusted: Vec<String>,
     /// Set when a fallback served: which model failed, and how.
     pub fallback_reason: Option<String>,
+    /// Fallback models tried (skipped ones not counted).
+    pub fallbacks: u32,
 }
 
 impl Upstream {
@@ -53,8 +61,13 @@ impl Upstream {
         // The client's body before adaptation, kept only when a fallback may need it (each
         // model gets parameters adapted from what the client sent).
         let original = (!plan.fallbacks.is_empty()).then(|| chat.clone());
-        let mut adjusted = translate::adapt_request(&mut chat.body, plan.model)?;
-        translate::request_stream_usage(&mut chat, plan.model);
+        // An embeddings request's stand-in is never sent: nothing to adapt.
+        let mut adjusted = Vec::new();
+        if plan.embeddings.is_none() {
+            adjusted = translate::adapt_request(&mut chat.body, plan.model)?;
+            translate::request_stream_usage(&mut chat, plan.model);
+        }
+        let upstream_started = Instant::now();
         let route = |model: &Arc<Model>| RouteRequest {
             model: model.clone(),
             tier: model.tier,
@@ -62,13 +75,23 @@ impl Upstream {
             resilience: plan.resilience,
             tenant: plan.tenant.clone(),
             started: plan.started,
+            upstream_started,
             metrics: plan.metrics.clone(),
             request_id: plan.request_id.clone(),
+            trace: plan.trace.cloned(),
             generation: plan.generation,
+            embeddings: plan.embeddings.clone(),
         };
-        let mut result = self.route(&route(plan.model), chat).await;
+        let span = |model: &Arc<Model>, fallback: bool| {
+            tracing::debug_span!("upstream", model = &*model.name, fallback)
+        };
+        let mut result = self
+            .route(&route(plan.model), chat)
+            .instrument(span(plan.model, false))
+            .await;
         let mut served = plan.model;
         let mut fallback_reason = None;
+        let mut fallbacks = 0u32;
         let deadline = deadline_after(plan.started, plan.timeouts.total);
         for next in plan.fallbacks {
             let first = match &result {
@@ -93,13 +116,18 @@ impl Upstream {
             tracing::info!(from = &*served.name, to = &*next.name, "falling back");
             served = next;
             adjusted = next_adjusted;
-            result = self.route(&route(next), body).await;
+            fallbacks = fallbacks.saturating_add(1);
+            result = self
+                .route(&route(next), body)
+                .instrument(span(next, true))
+                .await;
         }
         let response = result.map_err(|failure| failure.error)?;
         Ok(Answer {
             response,
             adjusted,
             fallback_reason,
+            fallbacks,
         })
     }
 }

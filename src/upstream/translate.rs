@@ -130,9 +130,11 @@ mod tests {
                 api_key: None,
                 api_key_env: None,
                 send_request_id: true,
+                send_trace_context: true,
             }),
             deployments: Vec::new(),
             tier: Tier::Reasoning,
+            kind: crate::config::ModelKind::Chat,
             price: Price::default(),
             capabilities: Capabilities {
                 max_tokens_param: MaxTokensParam::MaxCompletionTokens,

@@ -15,12 +15,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod certs;
 mod files;
 mod mock;
+mod process;
 mod redis_server;
 #[allow(unused_imports)] // only the reload tests use it
 pub use files::admin_token;
 pub use mock::*;
+#[allow(unused_imports)] // only the tests of the binary's logs and traces use it
+pub use process::GatewayProcess;
 #[allow(unused_imports)] // only the Redis tests and the cache-hit bench use it
 pub use redis_server::RedisServer;
 
@@ -123,6 +127,13 @@ impl Gateway {
     /// A gateway whose `fast`/`reasoning` models are OpenAI-compatible models on `upstream`.
     pub async fn with_openai_upstream(upstream: &MockUpstream, extra_config: &str) -> Gateway {
         Gateway::with_openai_at(upstream.addr, extra_config).await
+    }
+
+    /// Like `with_openai_upstream` (no extra config), `acme`'s policy file ending with
+    /// `policy` (e.g. `"[cache]\nenabled = true\n"`).
+    pub async fn with_openai_policy(upstream: &MockUpstream, policy: &str) -> Gateway {
+        let tenant = tenant_toml("acme", KEY, "chat-model", "think-model", policy);
+        Gateway::start(&openai_config(upstream.addr, ""), &[("acme", tenant)]).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -29,75 +29,6 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// A CA and a server certificate for 127.0.0.1, valid for a day.
-fn make_certificates() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let run = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run openssl ({e}): apt-get install openssl"));
-        assert!(status.success(), "openssl {args:?} failed");
-    };
-    std::fs::write(dir.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test CA",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat());
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    dir
-}
-
 impl RedisServer {
     /// Starts a plain-TCP server on a free port and waits (at most 5 s) until it answers.
     pub fn start() -> RedisServer {
@@ -106,7 +37,7 @@ impl RedisServer {
 
     /// Starts a TLS-only server (`rediss://`); its CA certificate is `ca_file()`.
     pub fn start_tls() -> RedisServer {
-        RedisServer::start_with(Some(make_certificates()))
+        RedisServer::start_with(Some(super::certs::make_certificates()))
     }
 
     fn start_with(mut tls: Option<tempfile::TempDir>) -> RedisServer {

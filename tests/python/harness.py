@@ -29,8 +29,8 @@ GREETING = "hi there!"
 PROOF = "Prove that there are infinitely many prime numbers."
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-API_LINE = re.compile(r"api listening on http://(\S+)")
-ADMIN_LINE = re.compile(r"admin listening on http://(\S+)")
+API_LINE = re.compile(r"api listening on http://([^\s\"]+)")
+ADMIN_LINE = re.compile(r"admin listening on http://([^\s\"]+)")
 
 
 def gateway_binary() -> Path:

@@ -179,6 +179,15 @@ def test_models_list(client: openai.OpenAI) -> None:
     assert "sim-fast" in ids and "sim-reasoning" in ids, ids
 
 
+def test_models_say_what_they_serve(client: openai.OpenAI) -> None:
+    # The SDK keeps the gateway's extra field: an embedding model is no chat tier.
+    serves = {m.id: m.to_dict()["deliberate"] for m in client.models.list()}
+    assert serves["sim-embed"] == {"kind": "embedding", "endpoints": ["embeddings"]}
+    assert serves["sim-fast"]["tier"] == "fast"
+    assert "embeddings" not in serves["sim-fast"]["endpoints"]
+    assert serves["auto"]["routes_to"]["embeddings"] == "sim-embed"
+
+
 def test_models_retrieve(client: openai.OpenAI) -> None:
     model = client.models.retrieve("auto")
     assert model.id == "auto"

@@ -16,6 +16,7 @@
 // Numbers here come from providers and config: no unchecked arithmetic (issue 10).
 #![deny(clippy::arithmetic_side_effects)]
 
+use crate::upstream::client;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -33,10 +34,10 @@ use crate::upstream::{
 };
 
 fn build(
-    client: &reqwest::Client,
+    client: &client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
-) -> Result<reqwest::RequestBuilder, GatewayError> {
+) -> Result<client::RequestBuilder, GatewayError> {
     let provider = &ctx.deployment.provider;
     let mut builder = client
         .post(url(provider)?)
@@ -44,6 +45,11 @@ fn build(
         .body(request.to_bytes());
     if let (true, Some(id)) = (provider.send_request_id, ctx.request_id.upstream()) {
         builder = builder.header("x-request-id", id.clone());
+    }
+    if provider.send_trace_context {
+        for (name, value) in crate::telemetry::upstream_headers(ctx.trace.as_ref()) {
+            builder = builder.header(name, value);
+        }
     }
     if let Some((name, value)) = auth(provider)? {
         builder = builder.header(name, value);
@@ -58,7 +64,7 @@ struct UsageOnly {
 }
 
 /// OpenAI's `{"error":{"message":...}}`, or the start of the raw body.
-pub(super) fn error_message(status: u16, body: &[u8]) -> String {
+pub(in crate::upstream) fn error_message(status: u16, body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
@@ -74,7 +80,7 @@ pub(super) fn error_message(status: u16, body: &[u8]) -> String {
 }
 
 pub(in crate::upstream) async fn complete(
-    client: &reqwest::Client,
+    client: &client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<Bytes, GatewayError> {
@@ -106,7 +112,7 @@ pub(in crate::upstream) async fn complete(
 }
 
 pub(in crate::upstream) fn stream(
-    client: reqwest::Client,
+    client: client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> PendingStream {
@@ -117,6 +123,9 @@ pub(in crate::upstream) fn stream(
     // sends none (the prompt estimate is only needed then).
     let estimate_usage = (request.include_usage() && !request.usage_added)
         .then(|| crate::cost::estimate_prompt_tokens(request));
+    // The output estimate counts data events, role and finish chunks included: never more
+    // than the client allowed.
+    let max_output = crate::cost::requested_max_output(request).ok().flatten();
     Box::pin(async move {
         let response = builder?.send().await.map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
@@ -134,13 +143,14 @@ pub(in crate::upstream) fn stream(
             content_events: 0,
             first_chunk: None,
             tool_calls_seen: Vec::new(),
+            max_output,
             ctx,
         });
         Ok(events)
     })
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, client::Error>> + Send>>;
 
 /// Relays the provider's SSE events while reading usage and `[DONE]`.
 ///
@@ -166,6 +176,8 @@ struct InspectedStream {
     first_chunk: Option<Value>,
     /// (choice index, tool-call index) pairs whose `id`/`type`/`name` went out already.
     tool_calls_seen: Vec<(u64, u64)>,
+    /// The client's output-token limit, which the output estimate never exceeds.
+    max_output: Option<u64>,
     ctx: CallContext,
 }
 
@@ -228,9 +240,11 @@ impl InspectedStream {
     }
 
     /// OpenAI's usage-only chunk with the gateway's estimate (prompt from the request, one
-    /// output token per data event), marked as estimated.
+    /// output token per data event, at most the client's output limit), marked as estimated.
     fn estimated_usage_chunk(&self, prompt: u64) -> Value {
-        let completion = self.content_events;
+        let completion = self
+            .max_output
+            .map_or(self.content_events, |cap| self.content_events.min(cap));
         let mut chunk = self
             .first_chunk
             .clone()

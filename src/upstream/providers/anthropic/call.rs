@@ -5,6 +5,7 @@
 //! is translated back, so clients only ever see Chat Completions. Fields Anthropic has no
 //! place for are reported through `ProviderAdjustments` into `x-deliberate-adjusted`.
 
+use crate::upstream::client;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -47,10 +48,10 @@ fn translate_error(ctx: &CallContext, e: TranslateError) -> GatewayError {
 }
 
 fn build(
-    client: &reqwest::Client,
+    client: &client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
-) -> Result<(reqwest::RequestBuilder, Vec<String>), GatewayError> {
+) -> Result<(client::RequestBuilder, Vec<String>), GatewayError> {
     let translated = to_anthropic_request(
         &request.body,
         &ctx.deployment.upstream_model,
@@ -67,6 +68,11 @@ fn build(
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", version)
         .body(body);
+    if ctx.deployment.provider.send_trace_context {
+        for (name, value) in crate::telemetry::upstream_headers(ctx.trace.as_ref()) {
+            builder = builder.header(name, value);
+        }
+    }
     if let Some((name, value)) = auth(&ctx.deployment.provider)? {
         builder = builder.header(name, value);
     }
@@ -79,7 +85,7 @@ fn build(
 }
 
 pub(in crate::upstream) async fn complete(
-    client: &reqwest::Client,
+    client: &client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<(Bytes, ProviderAdjustments), GatewayError> {
@@ -113,7 +119,7 @@ pub(in crate::upstream) async fn complete(
 }
 
 pub(in crate::upstream) fn stream(
-    client: reqwest::Client,
+    client: client::Client,
     ctx: &CallContext,
     request: &ChatRequest,
 ) -> Result<(PendingStream, ProviderAdjustments), GatewayError> {
@@ -140,7 +146,7 @@ pub(in crate::upstream) fn stream(
     Ok((pending, ProviderAdjustments(dropped)))
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, client::Error>> + Send>>;
 
 /// Anthropic SSE in, OpenAI `chat.completion.chunk` SSE out, one upstream read at a time.
 struct TranslatedStream {

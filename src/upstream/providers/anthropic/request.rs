@@ -103,6 +103,18 @@ pub fn thinking_budget(effort: &str) -> Result<Option<u32>, TranslateError> {
     }))
 }
 
+/// The `reasoning_effort` for an Anthropic thinking budget: the inverse of
+/// [`thinking_budget`] on its own values (1024 -> low, 4096 -> medium, 16384 -> high), and
+/// the nearest effort below for budgets in between. (`xhigh` is not returned: few models
+/// other than Anthropic's accept it.)
+pub fn effort_for_budget(budget_tokens: u64) -> &'static str {
+    match budget_tokens {
+        0..4096 => "low",
+        4096..16384 => "medium",
+        _ => "high",
+    }
+}
+
 /// Fields consumed by the translation; every other non-null field is reported as dropped.
 const HANDLED: &[&str] = &[
     "model",

@@ -32,12 +32,37 @@ impl Usage {
         }
     }
 
+    /// The counts of an OpenAI `usage` object (cached prompt tokens are cache reads).
+    pub fn from_openai(usage: &Value) -> Usage {
+        let u = crate::cost::Usage::from_openai(usage);
+        Usage {
+            input: u.prompt.saturating_sub(u.cached_prompt),
+            output: u.completion,
+            cache_read: u.cached_prompt,
+            cache_creation: 0,
+        }
+    }
+
+    /// Anthropic's `usage` object (input tokens exclude cache reads, as Anthropic counts).
+    pub fn to_anthropic(self) -> Value {
+        json!({
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            "cache_creation_input_tokens": self.cache_creation,
+            "cache_read_input_tokens": self.cache_read,
+        })
+    }
+
     pub fn to_openai(self) -> Value {
-        let prompt = self.input + self.cache_read + self.cache_creation;
+        // Counts from the provider: saturate, never wrap.
+        let prompt = self
+            .input
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_creation);
         json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output,
-            "total_tokens": prompt + self.output,
+            "total_tokens": prompt.saturating_add(self.output),
             "prompt_tokens_details": {"cached_tokens": self.cache_read},
         })
     }
@@ -50,6 +75,17 @@ pub(crate) fn finish_reason(stop_reason: Option<&str>) -> &'static str {
         Some("tool_use") => "tool_calls",
         Some("refusal") => "content_filter",
         _ => "stop", // end_turn, stop_sequence, pause_turn, unknown
+    }
+}
+
+/// OpenAI `finish_reason` -> Anthropic `stop_reason`: the inverse of [`finish_reason`].
+/// A stop sequence cannot be told from a natural end in OpenAI's answer: both are `end_turn`.
+pub(crate) fn stop_reason(finish_reason: Option<&str>) -> &'static str {
+    match finish_reason {
+        Some("length") => "max_tokens",
+        Some("tool_calls" | "function_call") => "tool_use",
+        Some("content_filter") => "refusal",
+        _ => "end_turn",
     }
 }
 

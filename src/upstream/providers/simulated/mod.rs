@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 mod answer;
+pub mod embed;
 
 use crate::api::ChatRequest;
 use crate::body::relay::StreamChunk;

@@ -1,129 +1,25 @@
-//! The API's endpoints, behind tenant auth: routing by path, `/v1/models`, and the
-//! innermost chat completions service that adapts the request and calls the provider.
+//! The innermost service of every endpoint: adapt the (chat) request to the decided model,
+//! call it, and label the answer with the `x-deliberate-*` headers.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Method, Request, Response};
-use serde_json::json;
+use http::{HeaderName, HeaderValue, Request, Response};
 use tower::Service;
 
+use super::DroppedFields;
 use crate::api::ChatRequest;
-use crate::body::{full, Body};
+use crate::body::observed::{BodyEnd, OnEnd};
+use crate::body::Body;
 use crate::error::GatewayError;
-use crate::facts::{RequestCtx, Served};
+use crate::facts::{FellBack, RequestCtx, Served};
 use crate::layers::tenant::TenantCtx;
 use crate::layers::BoxFuture;
 use crate::metrics::Metrics;
 use crate::policy::admission::RequestDeadline;
 use crate::policy::Decision;
+use crate::telemetry::ClientTrace;
 use crate::upstream::{Answer, ProviderAdjustments, ServePlan, Upstream};
-
-/// Dispatches by method and path; `chat` is the chat completions stack.
-#[derive(Clone)]
-pub struct Router<C> {
-    chat: C,
-}
-
-impl<C> Router<C> {
-    pub fn new(chat: C) -> Self {
-        Router { chat }
-    }
-}
-
-impl<C, B> Service<Request<B>> for Router<C>
-where
-    C: Service<Request<B>, Response = Response<Body>, Error = GatewayError> + Send + 'static,
-    C::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = GatewayError;
-    type Future = BoxFuture<Result<Response<Body>, GatewayError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.chat.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let path = request.uri().path().trim_end_matches('/');
-        let method = request.method();
-        let not_allowed = |allow| GatewayError::MethodNotAllowed {
-            method: method.to_string(),
-            path: path.to_string(),
-            allow,
-        };
-        let result = match path {
-            "/v1/chat/completions" if method == Method::POST => {
-                return Box::pin(self.chat.call(request))
-            }
-            "/v1/chat/completions" => Err(not_allowed("POST")),
-            "/v1/models" if method == Method::GET => list_models(&request),
-            p if p.starts_with("/v1/models/") && method == Method::GET => {
-                get_model(&request, &p["/v1/models/".len()..])
-            }
-            "/v1/models" => Err(not_allowed("GET")),
-            _ => Err(GatewayError::UnknownEndpoint {
-                method: method.to_string(),
-                path: path.chars().take(200).collect(),
-            }),
-        };
-        Box::pin(async move { result })
-    }
-}
-
-fn tenant_ctx<B>(request: &Request<B>) -> Result<&TenantCtx, GatewayError> {
-    request
-        .extensions()
-        .get::<TenantCtx>()
-        .ok_or_else(|| GatewayError::Internal("tenant context missing".into()))
-}
-
-/// Model ids the tenant may use: the virtual models first, then its concrete models.
-fn model_ids(ctx: &TenantCtx) -> impl Iterator<Item = (&str, &str)> {
-    ["auto", "fast", "reasoning"]
-        .into_iter()
-        .map(|id| (id, "deliberate"))
-        .chain(
-            ctx.tenant
-                .allowed_models
-                .iter()
-                .map(|m| (&*m.name, &*m.provider.name)),
-        )
-}
-
-fn model_object(id: &str, owner: &str) -> serde_json::Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
-}
-
-fn json_response(value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from(
-        serde_json::to_vec(value).unwrap_or_default(),
-    )));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn list_models<B>(request: &Request<B>) -> Result<Response<Body>, GatewayError> {
-    let ctx = tenant_ctx(request)?;
-    let data: Vec<_> = model_ids(ctx)
-        .map(|(id, owner)| model_object(id, owner))
-        .collect();
-    Ok(json_response(&json!({"object": "list", "data": data})))
-}
-
-fn get_model<B>(request: &Request<B>, id: &str) -> Result<Response<Body>, GatewayError> {
-    let ctx = tenant_ctx(request)?;
-    model_ids(ctx)
-        .find(|(candidate, _)| *candidate == id)
-        .map(|(id, owner)| json_response(&model_object(id, owner)))
-        .ok_or_else(|| GatewayError::ModelNotFound {
-            model: id.chars().take(200).collect(),
-        })
-}
 
 /// The innermost service: adapt the request to the chosen model, call it, label the answer.
 #[derive(Clone)]
@@ -179,23 +75,42 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
                 resilience: ctx.snapshot.resilience,
                 tenant: &ctx.tenant.name,
                 request_id: &request.id,
+                trace: ext.get::<ClientTrace>(),
                 started: request.started,
                 generation: ctx.snapshot.generation,
                 metrics: &metrics,
+                embeddings: ext
+                    .get::<Arc<crate::embeddings::EmbeddingsRequest>>()
+                    .cloned(),
             };
+            let is_stream = chat.is_stream();
             let Answer {
                 mut response,
                 mut adjusted,
                 fallback_reason,
+                fallbacks,
             } = upstream.serve(plan, chat).await?;
             if let Some(provider) = response.extensions_mut().remove::<ProviderAdjustments>() {
                 adjusted.extend(provider.0);
             }
+            if let Some(DroppedFields(fields)) = parts.extensions.get::<DroppedFields>() {
+                adjusted.extend(fields.iter().map(|f| format!("dropped {f}")));
+            }
             let served = response
                 .extensions()
                 .get::<Served>()
-                .map(|s| s.model.clone())
+                .cloned()
                 .ok_or_else(|| missing("served model"))?;
+            if let (Some(reason), true) = (&fallback_reason, fallbacks > 0) {
+                response.extensions_mut().insert(FellBack {
+                    count: fallbacks,
+                    reason: reason.as_str().into(),
+                });
+            }
+            if is_stream {
+                stream_span(&mut response, &served);
+            }
+            let served = served.model;
 
             let headers = response.headers_mut();
             let mut set = |name: &'static str, value: Option<HeaderValue>| {
@@ -222,4 +137,28 @@ impl Service<Request<ChatRequest>> for ChatCompletions {
             Ok(response)
         })
     }
+}
+
+/// A span from a stream's head to its end (traces only: nothing is done when it is off).
+fn stream_span(response: &mut Response<Body>, served: &Served) {
+    let span = tracing::debug_span!(
+        "stream",
+        model = &*served.model.name,
+        data_events = tracing::field::Empty,
+        end = tracing::field::Empty
+    );
+    if span.is_disabled() {
+        return;
+    }
+    let call = served.call.clone();
+    OnEnd::of(response).push(move |ended| {
+        span.record("data_events", call.data_events());
+        let end = match (call.failure(), ended.end) {
+            (Some(kind), _) => kind.0,
+            (None, BodyEnd::Complete) => "complete",
+            (None, BodyEnd::Error) => "body_error",
+            (None, BodyEnd::Dropped) => "client_disconnected",
+        };
+        span.record("end", end);
+    });
 }

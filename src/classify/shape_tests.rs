@@ -1,0 +1,304 @@
+//! The failure shapes of issue 11, written fresh for these tests (none is in the training
+//! or held-out files), in both directions, plus padded problems and prompts in six
+//! languages. Every test asserts on the shipped model's score against its own default
+//! threshold, so a model that regresses fails here.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use super::*;
+use crate::classify::{Role, Turn};
+
+fn model() -> &'static LearnedClassifier {
+    static MODEL: OnceLock<LearnedClassifier> = OnceLock::new();
+    MODEL.get_or_init(LearnedClassifier::builtin)
+}
+
+fn score_turns(turns: &[(Role, &str)]) -> Scored {
+    let conversation = Conversation {
+        turns: turns
+            .iter()
+            .map(|(role, text)| Turn {
+                role: *role,
+                text: Cow::Borrowed(*text),
+            })
+            .collect(),
+    };
+    model().score(&conversation)
+}
+
+fn score(text: &str) -> f32 {
+    score_turns(&[(Role::User, text)]).score
+}
+
+/// Every prompt of `prompts` must land on the `reasoning` side of the threshold; the
+/// failure lists all that do not.
+fn assert_side(prompts: &[&str], reasoning: bool) {
+    let t = model().default_threshold();
+    let wrong: Vec<String> = prompts
+        .iter()
+        .map(|p| (score(p), p))
+        .filter(|(s, _)| (*s >= t) != reasoning)
+        .map(|(s, p)| format!("{s:.3} {p:.80}"))
+        .collect();
+    assert!(wrong.is_empty(), "threshold {t:.3}:\n{}", wrong.join("\n"));
+}
+
+const PROBLEMS: &[&str] = &[
+    "A ladder 5 m long leans against a wall. Its foot slides away from the wall at 0.3 m/s. \
+     How fast is the top sliding down when the foot is 3 m from the wall?",
+    "Prove that for every positive integer n, 7^n - 1 is divisible by 6.",
+    "We have 4 servers and 9 jobs with the durations below; each job runs on one server and \
+     no server may run two jobs at once. Find the assignment that minimises the time at which \
+     the last job finishes, and prove that no assignment can do better.",
+    "The table below gives the road distances between six warehouses. Find the shortest \
+     round trip that starts at A, visits every warehouse exactly once and returns to A, and \
+     prove that no shorter one exists.",
+];
+
+fn csv_table() -> String {
+    let mut s = String::from("t,x,load_kg,temp_c\n");
+    for i in 0..60 {
+        s += &format!(
+            "{i},{:.2},{:.1},{}\n",
+            i as f32 * 0.37,
+            1.5 + i as f32 * 0.25,
+            20 + i % 7
+        );
+    }
+    s
+}
+
+fn log_lines() -> String {
+    (0..40)
+        .map(|i| {
+            format!(
+                "2025-03-0{} 12:{:02}:{:02} INFO worker-{} processed batch {} in {} ms\n",
+                1 + i % 9,
+                i,
+                (i * 7) % 60,
+                i % 4,
+                1000 + i,
+                40 + i * 3
+            )
+        })
+        .collect()
+}
+
+fn code_block() -> String {
+    let mut s = String::from("```python\nimport csv\n\ndef load(path):\n");
+    for i in 0..30 {
+        s += &format!("    row_{i} = read_row(path, {i})\n    total += row_{i}.value\n");
+    }
+    s + "    return total\n```\n"
+}
+
+fn markdown_table() -> String {
+    let mut s = String::from("| job | duration (h) | owner |\n|---|---|---|\n");
+    for i in 0..30 {
+        s += &format!("| J{i} | {} | team {} |\n", 1 + (i * 5) % 9, i % 3);
+    }
+    s
+}
+
+/// How far a pasted table, log or code block may move a problem's score down.
+const PADDING_SLACK: f32 = 0.1;
+
+#[test]
+fn padded_reasoning_problems_stay_reasoning() {
+    let t = model().default_threshold();
+    let pads = [csv_table(), log_lines(), code_block(), markdown_table()];
+    let mut reasoning = 0;
+    for problem in PROBLEMS {
+        let bare = score(problem);
+        reasoning += usize::from(bare >= t);
+        for pad in &pads {
+            for text in [
+                format!("{problem}\n\n{pad}"),
+                format!("{pad}\n{problem}"),
+                format!("Here is my data:\n{pad}\n{problem}\n{pad}"),
+            ] {
+                let padded = score(&text);
+                // Padding never pushes a problem down by more than the slack, and a problem
+                // clearly on the reasoning side stays there.
+                assert!(
+                    padded >= bare - PADDING_SLACK && (bare < t + 0.05 || padded >= t),
+                    "{padded:.3} (unpadded {bare:.3}, threshold {t:.3}) for {problem:.60} with {:.40}",
+                    pad
+                );
+            }
+        }
+    }
+    assert!(
+        reasoning >= 3,
+        "only {reasoning} of the problems score as reasoning"
+    );
+}
+
+#[test]
+fn padding_a_routine_request_does_not_make_it_reasoning() {
+    let t = model().default_threshold();
+    for ask in [
+        "Please turn the table below into a short summary for my manager.",
+        "Can you convert this to JSON?",
+    ] {
+        for pad in [csv_table(), markdown_table(), log_lines()] {
+            let s = score(&format!("{ask}\n{pad}"));
+            assert!(s < t, "{s:.3} >= {t:.3} for {ask} + paste");
+        }
+    }
+}
+
+#[test]
+fn the_issue_shapes_that_need_reasoning() {
+    assert_side(
+        &[
+            // An exercise sheet with its data.
+            "Exercise 4 (Fluid mechanics). Water flows through a horizontal pipe that narrows \
+             from 12 cm to 5 cm in diameter.\nMeasured values:\nQ = 0.018 m^3/s\np1 = 210 kPa\n\
+             rho = 1000 kg/m^3\n(a) Find the velocities in both sections. (b) Find the pressure \
+             in the narrow section, neglecting losses. (c) At what flow rate would the pressure \
+             there drop to the vapour pressure of 2.3 kPa?",
+            // A program whose difficulty is the algorithm, phrased like a routine request.
+            "can you write me a python function that takes a string s and returns how many \
+             distinct palindromic subsequences it has, modulo 1e9+7? s can be up to 1000 chars",
+            "Write a function that, given the prices of a stock over n days, returns the best \
+             profit with at most k transactions, where you must sell before buying again.",
+            // A statement to prove that is false.
+            "Prove that if a^2 is divisible by 8 then a is divisible by 8.",
+            // Letter- and character-level constraints.
+            "Write a sentence of at least eight words in which every word starts with the \
+             letter s and no word is used twice.",
+            "How many times does the letter e appear in the sentence 'Seventeen elephants \
+             entered eleven empty tents'?",
+            // Concurrency and memory models.
+            "In Java, is double-checked locking for a lazily created singleton safe if the \
+             instance field is not volatile? What exactly can another thread observe?",
+            "Two threads share `int data; std::atomic<bool> ready;`. A writes data = 42 and then \
+             ready.store(true, memory_order_relaxed); B spins on ready.load(memory_order_relaxed) \
+             and then prints data. Can B print something other than 42 on ARM? Which orderings \
+             make it correct, and why does x86 hide the bug?",
+            "my consumer thread sometimes sleeps forever. producer: lock; queue.push(x); unlock; \
+             cond.notify_one(). consumer: if (queue.empty()) { lock; cond.wait(lock); } \
+             item = queue.pop(). what's the exact interleaving that hangs it and how do i fix it",
+            // A false statement to prove.
+            "Prove that 2^(2^n) + 1 is prime for every natural number n.",
+            // Letter level.
+            "Take the phrase 'silent night over frozen lakes', reverse the letters of every \
+             word, then sort the reversed words alphabetically. What is the third word?",
+            // A cryptarithm.
+            "Solve the cryptarithm TWO + TWO = FOUR where each letter is a different digit and \
+             no number starts with 0. Find all solutions.",
+            // An algorithm behind a casual code request.
+            "need a quick python function count_tilings(n) returning the number of ways to tile \
+             a 2 x n strip with 1x2 dominoes and L-shaped trominoes, mod 10^9+7, n up to 10^6",
+            // A puzzle in a format absent from the training data.
+            "Five lamps stand in a row, all off. Touching a lamp flips it and its immediate \
+             neighbours. Which lamps must be touched, and in what order, so that all five end \
+             up on? Is the answer unique?",
+        ],
+        true,
+    );
+}
+
+#[test]
+fn a_short_follow_up_that_adds_a_condition_stays_reasoning() {
+    let s = score_turns(&[
+        (
+            Role::User,
+            "A bag holds 5 red and 3 blue marbles. Two are drawn without replacement. \
+             What is the probability that both are red?",
+        ),
+        (Role::Assistant, "(5/8)(4/7) = 20/56 = 5/14."),
+        (
+            Role::User,
+            "and if the first marble goes back in before the second draw?",
+        ),
+    ]);
+    assert!(s.score >= model().default_threshold(), "{s:?}");
+}
+
+#[test]
+fn a_thank_you_after_a_quantitative_problem_is_fast() {
+    let s = score_turns(&[
+        (
+            Role::User,
+            "A 4 kg box slides down a 25 degree ramp that is 3 m long, starting from rest, no \
+             friction. How fast is it going at the bottom?",
+        ),
+        (Role::Assistant, "v = sqrt(2 g L sin 25), about 5.0 m/s."),
+        (Role::User, "great, thanks!"),
+    ]);
+    assert!(s.score < model().default_threshold(), "{s:?}");
+}
+
+#[test]
+fn the_issue_shapes_that_are_routine() {
+    assert_side(
+        &[
+            // Explaining an algorithm is not running it.
+            "Can you explain how Dijkstra's algorithm works in simple terms? I have an exam \
+             tomorrow and the textbook is confusing.",
+            // A "graph" that is a chart.
+            "Make a bar graph in matplotlib of monthly sales: Jan 120, Feb 135, Mar 150, \
+             Apr 160, May 155, Jun 170. Label the axes.",
+            // "Business logic".
+            "In a Django project, where should the business logic go: models, views or a \
+             separate services module?",
+            // Pasted code with a routine question.
+            "Add docstrings and type hints to this:\n```python\ndef area(w, h):\n    return w * h\n\n\
+             def perimeter(w, h):\n    return 2 * (w + h)\n```",
+            // Full of keywords, easy to answer.
+            "What's the difference between probability and statistics? Keep it to two \
+             sentences, it's for a quiz.",
+            "What does O(n log n) mean? Just the intuition please.",
+            // Look-alikes of the reasoning shapes with an easy ask.
+            "write a javascript function that capitalizes the first letter of every word in a \
+             sentence",
+            "convert this to uppercase please: the meeting has moved to friday at noon",
+            "how do you spell accommodate? i always get it wrong",
+            "What are the basic rules of sudoku? Just a short summary for a beginner.",
+            "Who invented the Rubik's cube, and in what year?",
+            "Show me a minimal Java example that starts two threads and waits for both to finish.",
+            "Extract the email addresses from this text and list them one per line:\nHi all, \
+             contact maria.lopez@example.com for the venue, tom@example.org for catering and \
+             the front desk at desk@hotel.example for keys. Thanks, Jo",
+        ],
+        false,
+    );
+}
+
+#[test]
+fn reasoning_prompts_in_six_languages() {
+    assert_side(
+        &[
+            "Beweisen Sie, dass es unendlich viele Primzahlen der Form 4k+3 gibt.",
+            "Un tren sale de Madrid a las 9:00 a 120 km/h y otro sale de Zaragoza, a 300 km, a \
+             las 9:30 a 90 km/h en sentido contrario. ¿A qué hora y a qué distancia de Madrid \
+             se cruzan?",
+            "Démontrez que pour tout entier n, n^5 - n est divisible par 30.",
+            "甲乙两人从相距60公里的两地同时出发相向而行，甲每小时走4公里，乙每小时走6公里。\
+             一只狗以每小时10公里的速度在两人之间来回跑，直到两人相遇。狗一共跑了多少公里？",
+            "1から1000までの整数のうち、3でも5でも7でも割り切れない数はいくつありますか？\
+             考え方も説明してください。",
+            "Докажите, что среди любых пяти целых чисел можно выбрать три, сумма которых \
+             делится на 3.",
+        ],
+        true,
+    );
+}
+
+#[test]
+fn everyday_prompts_in_six_languages() {
+    assert_side(
+        &[
+            "Kannst du mir ein einfaches Rezept für Apfelkuchen empfehlen?",
+            "Traduce al inglés, por favor: mañana tenemos una reunión a las diez.",
+            "Peux-tu reformuler ce message pour qu'il soit plus poli : envoie-moi le rapport.",
+            "你好！给我推荐一部适合周末看的电影吧。",
+            "この文章を英語に翻訳してください：明日は雨が降るそうです。",
+            "Привет! Посоветуй, пожалуйста, хорошую книгу на выходные.",
+        ],
+        false,
+    );
+}

@@ -1,0 +1,312 @@
+//! The HTTP client for provider calls: hyper-util's pooled client over rustls (TLS verified
+//! by the platform's roots, ALPN `h2` or `http/1.1`), with the small request/response surface
+//! the provider modules use.
+//!
+//! Why not reqwest: per call it parsed the URL twice more (its redirect policy and its
+//! response URL), ran a redirect and a retry layer the gateway never wants (a provider
+//! redirect is not followed; retries are the gateway's own, per deployment), and boxed the
+//! request through each of them: about a fifth of the gateway's own instructions per
+//! request (callgrind, BENCHMARKS.md). The request body is always one buffer (`Full`), the
+//! response body hyper's `Incoming`, read as a stream of chunks.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::header::{HeaderName, HeaderValue, ACCEPT};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+type Inner = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One pooled client (one per tier: the connect timeout is per client). Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Inner,
+}
+
+/// What a provider call failed at, for the retry decision and the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The request could not be built (a header value, the URL).
+    Build,
+    /// TCP or TLS connect failed (refused, unreachable, certificate).
+    Connect,
+    /// The connect timeout passed.
+    ConnectTimeout,
+    /// Sent, but no response head came back (connection closed or reset).
+    Request,
+    /// The response body failed while it was read.
+    Body,
+}
+
+/// A failed provider call; its `Display` never includes the URL or a header.
+pub struct Error {
+    kind: Kind,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl Error {
+    fn new(kind: Kind, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Error {
+        Error {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        self.kind == Kind::ConnectTimeout
+    }
+
+    pub fn is_connect(&self) -> bool {
+        matches!(self.kind, Kind::Connect | Kind::ConnectTimeout)
+    }
+
+    pub fn is_body(&self) -> bool {
+        self.kind == Kind::Body
+    }
+
+    /// Classifies hyper-util's error: connect failures (and their timeout) apart from
+    /// failures after the request was sent.
+    fn from_send(e: hyper_util::client::legacy::Error) -> Error {
+        if !e.is_connect() {
+            return Error::new(Kind::Request, e);
+        }
+        let timed_out = {
+            let mut source = StdError::source(&e);
+            let mut found = false;
+            while let Some(s) = source {
+                if s.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                {
+                    found = true;
+                    break;
+                }
+                source = s.source();
+            }
+            found
+        };
+        Error::new(
+            if timed_out {
+                Kind::ConnectTimeout
+            } else {
+                Kind::Connect
+            },
+            e,
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Build => "invalid request",
+            Kind::Connect => "connect failed",
+            Kind::ConnectTimeout => "connect timed out",
+            Kind::Request => "no response",
+            Kind::Body => "body failed",
+        })
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The source chain, never the request: it may carry a key.
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+impl Client {
+    /// Plain HTTP and HTTPS; `connect_timeout` bounds TCP connect (TLS is bounded by the
+    /// caller's deadlines). `tls` is built once (`tls_config`) and shared by every client.
+    pub fn new(connect_timeout: Duration, tls: &Arc<rustls::ClientConfig>) -> Client {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(rustls::ClientConfig::clone(tls))
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            // Below the providers' keep-alive so we never reuse a connection they just closed.
+            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        Client { inner }
+    }
+
+    /// A POST to `url` (a provider endpoint, parsed at config load).
+    pub fn post(&self, url: &reqwest::Url) -> RequestBuilder {
+        let uri = url
+            .as_str()
+            .parse::<Uri>()
+            .map_err(|e| Error::new(Kind::Build, e));
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        RequestBuilder {
+            client: self.clone(),
+            uri,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// The TLS setup reqwest used for us before: the process's crypto provider (ring, installed
+/// at startup) and the platform's certificate verifier. Built at startup and on reload
+/// (`Upstream::new`), not per client: the verifier reads the system's roots.
+pub fn tls_config() -> Arc<rustls::ClientConfig> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_platform_verifier())
+        .expect("the platform certificate verifier loads")
+        .with_no_client_auth()
+        .into()
+}
+
+/// A request being put together; errors surface at `send`.
+pub struct RequestBuilder {
+    client: Client,
+    uri: Result<Uri, Error>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl RequestBuilder {
+    pub fn header<K, V>(mut self, name: K, value: V) -> RequestBuilder
+    where
+        K: TryInto<HeaderName>,
+        K::Error: Into<http::Error>,
+        V: TryInto<HeaderValue>,
+        V::Error: Into<http::Error>,
+    {
+        match (name.try_into(), value.try_into()) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            (Err(e), _) => self.uri = Err(Error::new(Kind::Build, e.into())),
+            (_, Err(e)) => self.uri = Err(Error::new(Kind::Build, e.into())),
+        }
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> RequestBuilder {
+        self.body = body.into();
+        self
+    }
+
+    pub async fn send(self) -> Result<Response, Error> {
+        let mut request = Request::new(Full::new(self.body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri?;
+        *request.headers_mut() = self.headers;
+        let response = self
+            .client
+            .inner
+            .request(request)
+            .await
+            .map_err(Error::from_send)?;
+        Ok(Response { inner: response })
+    }
+}
+
+/// A provider's response head, its body not read yet.
+pub struct Response {
+    inner: http::Response<Incoming>,
+}
+
+impl Response {
+    pub fn status(&self) -> StatusCode {
+        self.inner.status()
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        self.inner.headers()
+    }
+
+    /// The body's data chunks (trailers skipped), as they arrive.
+    pub fn bytes_stream(self) -> BodyStream {
+        BodyStream {
+            body: self.inner.into_body(),
+        }
+    }
+}
+
+/// A response body as a stream of data chunks.
+pub struct BodyStream {
+    body: Incoming,
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            return match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(Error::new(Kind::Body, e)))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_trailers) => continue,
+                },
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_header_value_fails_at_send_without_echoing_it() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = Client::new(Duration::from_secs(1), &tls_config());
+            let url = reqwest::Url::parse("http://127.0.0.1:9/v1/chat/completions").unwrap();
+            let err = client
+                .post(&url)
+                .header("authorization", "Bearer sk-secret\nx")
+                .send()
+                .await
+                .err()
+                .expect("an invalid header value is refused");
+            assert!(!err.is_connect());
+            assert!(!format!("{err} {err:?}").contains("sk-secret"));
+        });
+    }
+}
