@@ -72,6 +72,10 @@ enum Command {
         /// Input file of `{"id", "prompt"}` or `{"id", "messages"}` lines (default: stdin).
         #[arg(long)]
         jsonl: Option<PathBuf>,
+        /// Score with the first stage alone, even when the second stage's files are there
+        /// (by default the command decides as the gateway does: `[second_stage]` defaults).
+        #[arg(long)]
+        first_stage_only: bool,
     },
     /// Validate a config file and a policies directory; print each problem as
     /// `file:line:column: message` and exit 1 if there is any.
@@ -166,6 +170,9 @@ enum ClassifyAction {
         /// With --calibrate-jsonl: the share of the sample to send to reasoning.
         #[arg(long, requires = "calibrate_jsonl")]
         target_share: Option<f64>,
+        /// Also write each example's out-of-fold score here (JSON lines), for `second_stage.py`.
+        #[arg(long)]
+        oof_out: Option<PathBuf>,
     },
     /// Sentence vectors (and first-stage scores) of examples, one JSON line each, for
     /// training the second-stage head (needs scripts/fetch-encoder.sh first).
@@ -211,7 +218,8 @@ fn main() -> ExitCode {
             policies,
             tenant,
             jsonl,
-        } => classify(action, &policies, &tenant, jsonl),
+            first_stage_only,
+        } => classify(action, &policies, &tenant, jsonl, first_stage_only),
         Command::Serve {
             demo,
             config,
@@ -262,6 +270,7 @@ fn classify(
     policies: &std::path::Path,
     tenant: &str,
     jsonl: Option<PathBuf>,
+    first_stage_only: bool,
 ) -> ExitCode {
     use deliberate::classify::{
         cli, features, learned::LearnedClassifier, train::TrainOptions, Classifier,
@@ -276,12 +285,19 @@ fn classify(
                     return ExitCode::FAILURE;
                 }
             };
+            let second = (!first_stage_only)
+                .then(deliberate::classify::stage2::cli::second_stage)
+                .flatten();
             let stdout = std::io::stdout().lock();
             let scored = match jsonl {
                 Some(path) => std::fs::File::open(&path).and_then(|f| {
-                    cli::score_lines(&classifier, threshold, std::io::BufReader::new(f), stdout)
+                    let input = std::io::BufReader::new(f);
+                    cli::score_lines(&classifier, second.as_ref(), threshold, input, stdout)
                 }),
-                None => cli::score_lines(&classifier, threshold, std::io::stdin().lock(), stdout),
+                None => {
+                    let input = std::io::stdin().lock();
+                    cli::score_lines(&classifier, second.as_ref(), threshold, input, stdout)
+                }
             };
             scored.map(|_| String::new()).map_err(|e| e.to_string())
         }
@@ -331,6 +347,7 @@ fn classify(
             non_english_weight,
             calibrate_jsonl,
             target_share,
+            oof_out,
         }) => features
             .as_deref()
             .map_or(
@@ -349,6 +366,7 @@ fn classify(
                     },
                     max_fpr,
                     calibrate_jsonl.zip(target_share),
+                    oof_out.as_deref(),
                 )
             }),
         Some(ClassifyAction::Calibrate {

@@ -151,3 +151,64 @@ async fn without_a_head_file_the_second_stage_is_off() {
         "{ready}"
     );
 }
+
+/// `deliberate classify` decides as the gateway does: from a directory holding the encoder
+/// and a head, an in-band prompt is scored by the second stage (and says so); with
+/// `--first-stage-only` or without a head, by the first stage alone.
+#[test]
+fn the_classify_command_uses_the_second_stage_when_its_files_are_there() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::os::unix::fs::symlink(&model, dir.path().join("models/encoder-e5")).unwrap();
+    head_file(&dir.path().join("models"), (0.0, 1.0));
+    let classify = |extra: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deliberate"))
+            .current_dir(dir.path())
+            .args(["classify", "--policies"])
+            .arg(format!("{}/policies", env!("CARGO_MANIFEST_DIR")))
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let line = json!({"id": 1, "prompt": CHAT}).to_string();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (verdict, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (verdict, stderr) = classify(&[]);
+    assert!(stderr.contains("second stage active"), "{stderr}");
+    assert_eq!(verdict["stage"], "second", "{verdict}");
+    assert_eq!(
+        verdict["tier"], "reasoning",
+        "the always-reasoning head decided: {verdict}"
+    );
+    assert!(verdict["first_stage"].as_f64().unwrap() < verdict["score"].as_f64().unwrap());
+
+    let (verdict, stderr) = classify(&["--first-stage-only"]);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(verdict["tier"], "fast", "{verdict}");
+    assert!(verdict.get("stage").is_none(), "{verdict}");
+
+    std::fs::remove_file(dir.path().join("models/stage2.json")).unwrap();
+    let (verdict, stderr) = classify(&[]);
+    assert!(
+        stderr.contains("first stage only (second stage off: no head file"),
+        "{stderr}"
+    );
+    assert_eq!(verdict["tier"], "fast", "{verdict}");
+}

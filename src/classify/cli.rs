@@ -12,6 +12,7 @@ use super::eval::{self, at_threshold, auc, Group};
 use super::features::{Block, FeatureExtractor};
 use super::learned::{LearnedClassifier, ModelFile};
 use super::rules::RulesClassifier;
+use super::stage2::cli::Refiner;
 use super::train::{self, load_examples, Example, TrainOptions};
 use super::{Classifier, Tier};
 use crate::api::conversation_of;
@@ -47,9 +48,11 @@ pub fn tenant_threshold(policies: &Path, tenant: &str) -> Result<Option<f32>, St
     Err(format!("no tenant `{tenant}` in {}", policies.display()))
 }
 
-/// Reads JSON lines from `input`, writes one verdict line per input line to `out`.
+/// Reads JSON lines from `input`, writes one verdict line per input line to `out` (with
+/// `"stage": "second"` and the `first_stage` score where the second stage decided).
 pub fn score_lines(
     classifier: &dyn Classifier,
+    second: Option<&Refiner>,
     threshold: f32,
     input: impl BufRead,
     mut out: impl Write,
@@ -70,13 +73,21 @@ pub fn score_lines(
                 };
                 match messages {
                     Some(messages) => {
-                        let scored = classifier.score(&conversation_of(&messages));
-                        let tier = if scored.score >= threshold {
+                        let conversation = conversation_of(&messages);
+                        let scored = classifier.score(&conversation);
+                        let refined = second.and_then(|r| r.refine(&conversation, scored.score));
+                        let score = refined.unwrap_or(scored.score);
+                        let tier = if score >= threshold {
                             Tier::Reasoning
                         } else {
                             Tier::Fast
                         };
-                        json!({"id": v["id"], "score": scored.score, "tier": tier.as_str(), "reasons": scored.reasons})
+                        let mut verdict = json!({"id": v["id"], "score": score, "tier": tier.as_str(), "reasons": scored.reasons});
+                        if refined.is_some() {
+                            verdict["first_stage"] = json!(scored.score);
+                            verdict["stage"] = json!("second");
+                        }
+                        verdict
                     }
                     None => {
                         json!({"id": v["id"], "error": "needs `prompt` (string) or `messages` (array)"})
@@ -147,9 +158,13 @@ pub fn train_command(
     opts: &TrainOptions,
     max_fpr: f64,
     calibrate: Option<(PathBuf, f64)>,
+    oof_out: Option<&Path>,
 ) -> Result<String, String> {
     let examples = labelled(load_examples(data)?)?;
     let (mut model, oof) = fit_model(&examples, blocks, opts, max_fpr, data);
+    if let Some(path) = oof_out {
+        write_oof(path, &examples, &oof)?;
+    }
     if let Some((sample, share)) = calibrate {
         let classifier =
             LearnedClassifier::new(&model, StaticEmbedder::builtin()).map_err(|e| e.to_string())?;
@@ -175,6 +190,20 @@ pub fn train_command(
         m.recall.unwrap_or(0.0) * 100.0,
         m.false_positive_rate.unwrap_or(0.0) * 100.0
     ))
+}
+
+/// One line per example, `{"id", "source", "score"}`: the score a model trained without the
+/// example's fold gives it. What the second-stage head trains on (`second_stage.py`): the
+/// shipped model's own scores on its training data are in-sample, more confident than the
+/// scores it gives the traffic the head will see.
+fn write_oof(path: &Path, examples: &[Example], oof: &[f32]) -> Result<(), String> {
+    let mut text = String::new();
+    for (e, score) in examples.iter().zip(oof) {
+        let line = json!({"id": e.id, "source": e.source, "score": score});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn threshold_for_fpr(scores: &[f32], labels: &[bool], max_fpr: f64) -> f32 {

@@ -138,13 +138,29 @@ pub fn start(settings: &Settings, metrics: Arc<Metrics>) -> SecondStage {
     stage
 }
 
-fn build(settings: &Settings, metrics: Arc<Metrics>) -> SecondStage {
+/// What `load` found.
+pub enum Loaded {
+    /// Not asked for (disabled, or no head file).
+    Off(String),
+    /// Asked for but not loadable; the band, if the head file says it.
+    Unavailable { band: Option<Band>, why: String },
+    Ready {
+        model: EncoderHead,
+        band: Band,
+        description: String,
+    },
+}
+
+/// Loads the encoder and the head `settings` name (blocking: the encoder reads ~70 MB).
+/// The gateway (`start`) and `deliberate classify` both go through here, so the command
+/// line scores with exactly the model the gateway would use.
+pub fn load(settings: &Settings) -> Loaded {
     if !settings.enabled {
-        return SecondStage::off("second_stage.enabled = false", metrics);
+        return Loaded::Off("second_stage.enabled = false".into());
     }
     let head_path = &settings.head_file;
     if !head_path.exists() {
-        return SecondStage::off(format!("no head file at {}", head_path.display()), metrics);
+        return Loaded::Off(format!("no head file at {}", head_path.display()));
     }
     let encoder = match Encoder::load_with_window(&settings.model_dir, settings.window_tokens) {
         Ok(e) => e,
@@ -163,12 +179,17 @@ fn build(settings: &Settings, metrics: Arc<Metrics>) -> SecondStage {
                     .ok()
                     .map(|h| h.band)
             });
-            return SecondStage::unavailable(band, why, metrics);
+            return Loaded::Unavailable { band, why };
         }
     };
     let head = match HeadFile::load(head_path, encoder.dims()) {
         Ok(h) => h,
-        Err(e) => return SecondStage::unavailable(settings.band, e.to_string(), metrics),
+        Err(e) => {
+            return Loaded::Unavailable {
+                band: settings.band,
+                why: e.to_string(),
+            }
+        }
     };
     let band = settings.band.unwrap_or(head.band);
     let description = format!(
@@ -178,11 +199,21 @@ fn build(settings: &Settings, metrics: Arc<Metrics>) -> SecondStage {
         settings.window_tokens,
         head_path.display()
     );
-    SecondStage::active(
-        Arc::new(EncoderHead { encoder, head }),
+    Loaded::Ready {
+        model: EncoderHead { encoder, head },
         band,
-        settings,
         description,
-        metrics,
-    )
+    }
+}
+
+fn build(settings: &Settings, metrics: Arc<Metrics>) -> SecondStage {
+    match load(settings) {
+        Loaded::Off(why) => SecondStage::off(why, metrics),
+        Loaded::Unavailable { band, why } => SecondStage::unavailable(band, why, metrics),
+        Loaded::Ready {
+            model,
+            band,
+            description,
+        } => SecondStage::active(Arc::new(model), band, settings, description, metrics),
+    }
 }

@@ -78,6 +78,20 @@ async fn only_the_band_is_wanted_and_a_score_is_used() {
 }
 
 #[tokio::test]
+async fn a_repeated_prompt_is_answered_from_the_cache() {
+    let (s, m) = stage(Fake::new(), 5_000, 1, 0);
+    assert_eq!(s.refine("prove it", 0.4).await, Some(0.6));
+    assert_eq!(s.refine("prove it", 0.4).await, Some(0.6));
+    assert_eq!(count(&m, Outcome::Used), 1);
+    assert_eq!(count(&m, Outcome::Cached), 1);
+    // Only the model call waited.
+    assert_eq!(m.second_stage_duration.get_sample_count(), 1);
+    // Another first-stage score is another question.
+    assert_eq!(s.refine("prove it", 0.5).await, Some(0.5));
+    assert_eq!(count(&m, Outcome::Used), 2);
+}
+
+#[tokio::test]
 async fn out_of_time_keeps_the_first_stage_and_stops_the_call() {
     let fake = Fake::new();
     let (s, m) = stage(fake.clone(), 20, 1, 0);
