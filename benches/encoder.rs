@@ -1,5 +1,5 @@
 //! The second stage's cost: one `Encoder::embed` call on a full 512-token window, on the
-//! default 256-token window and on a typical 60-token prompt, for both models.
+//! default 128-token window and on a typical 60-token prompt, for both models.
 //! Per-call p50/p99 over `CALLS` single calls first (criterion reports batch means, not
 //! tails), then criterion's estimate. Needs `scripts/fetch-encoder.sh all`. Pin it to one
 //! core:
@@ -58,7 +58,7 @@ fn encoder(c: &mut Criterion) {
     for (model, dir) in [("e5", "encoder-e5"), ("minilm", "encoder")] {
         for (name, window, text) in [
             ("embed_512_token_window", 512, long.as_str()),
-            ("embed_256_token_window", 256, long.as_str()),
+            ("embed_128_token_window", 128, long.as_str()),
             ("embed_60_token_prompt", 256, TYPICAL),
         ] {
             let e = Encoder::load_with_window(&models.join(dir), window)

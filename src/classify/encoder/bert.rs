@@ -39,14 +39,25 @@ pub enum Matrix {
 }
 
 impl Matrix {
-    /// An f16 matrix from f32 `[out, in]` weights.
+    /// An f16 `[in, out]` matrix from f32 `[out, in]` weights, transposed and converted in
+    /// one pass: going through f32 tensors (transpose, then convert) left two f32 copies of
+    /// every matrix freed behind it, ~27 MB of the allocator's retained pages at idle.
     pub fn f16(w: Vec<f32>, out: usize, inp: usize) -> Result<Matrix, EncoderError> {
-        Ok(Matrix::F16(
-            Tensor::from_vec(w, (out, inp), &Device::Cpu)?
-                .t()?
-                .contiguous()?
-                .to_dtype(WEIGHT_DTYPE)?,
-        ))
+        if w.len() != out * inp {
+            return Err(EncoderError::Format(format!(
+                "matrix of {} weights, expected {out} x {inp}",
+                w.len()
+            )));
+        }
+        let mut t = vec![half::f16::ZERO; out * inp];
+        for (o, row) in w.chunks_exact(inp).enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                t[i * out + o] = half::f16::from_f32(*v);
+            }
+        }
+        drop(w);
+        debug_assert_eq!(WEIGHT_DTYPE, DType::F16);
+        Ok(Matrix::F16(Tensor::from_vec(t, (inp, out), &Device::Cpu)?))
     }
 }
 
