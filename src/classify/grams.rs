@@ -28,6 +28,21 @@ fn mix(h: u64, c: char) -> u64 {
 
 const SEED: u64 = 0xCBF2_9CE4_8422_2325;
 
+/// Per ASCII byte: the letter lowercased, or 0 for a byte that is not a letter (one load per
+/// byte instead of a class test and a case mapping).
+const ASCII_LETTERS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_alphabetic() {
+            t[b] = c.to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Bucket counts, and which buckets are filled, so that the output pass visits only those,
 /// in order.
 struct Counts {
@@ -66,9 +81,10 @@ pub fn grams(lines: &[&str], out: &mut [f32]) {
                 // ASCII, without decoding: a letter (lowercased) or a word break.
                 i += 1;
                 prev_cjk = None;
-                if b.is_ascii_alphabetic() {
+                let lower = ASCII_LETTERS[usize::from(b)];
+                if lower != 0 {
                     if letters < STEM_CHARS {
-                        stem = mix(stem, char::from(b.to_ascii_lowercase()));
+                        stem = mix(stem, char::from(lower));
                     }
                     letters += 1;
                 } else {

@@ -59,6 +59,10 @@ pub struct LearnedClassifier {
     default_threshold: f32,
 }
 
+/// Per block of a layout, in order: a layout lists each block at most once
+/// (`parse_blocks`), so this fits any, on the stack (no allocation per request).
+type PerBlock = [f32; Block::ALL.len()];
+
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -132,13 +136,12 @@ impl LearnedClassifier {
     }
 
     /// The raw logit, and per block of the layout the block's share of the dot product.
-    fn logit(&self, values: &[f32], per_block: &mut Vec<f32>) -> f32 {
-        per_block.clear();
+    fn logit(&self, values: &[f32], per_block: &mut PerBlock) -> f32 {
         let mut z = 0f32;
-        for (_, range) in &self.extractor.layout().blocks {
+        for (k, (_, range)) in self.extractor.layout().blocks.iter().enumerate() {
             let block = dot(&self.folded[range.clone()], &values[range.clone()]);
             z += block;
-            per_block.push(block);
+            per_block[k] = block;
         }
         self.folded_bias + z
     }
@@ -198,7 +201,7 @@ impl LearnedClassifier {
     /// Score and the feature vector (for explanations and evaluation).
     pub fn score_with_features(&self, conversation: &Conversation<'_>) -> (f32, Vec<f32>, bool) {
         let extracted = self.extractor.extract(conversation);
-        let z = self.logit(&extracted.values, &mut Vec::new());
+        let z = self.logit(&extracted.values, &mut [0.0; Block::ALL.len()]);
         (
             self.probability(z),
             extracted.values,
@@ -233,7 +236,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 impl Classifier for LearnedClassifier {
     fn score(&self, conversation: &Conversation<'_>) -> Scored {
         let extracted = self.extractor.extract(conversation);
-        let mut per_block = Vec::with_capacity(self.block_mean.len());
+        let mut per_block = [0.0; Block::ALL.len()];
         let z = self.logit(&extracted.values, &mut per_block);
         let reasons = if extracted.has_user_text {
             self.reasons(&extracted.values, &per_block)

@@ -25,6 +25,21 @@ const INLINE: usize = 16;
 /// Buffer size: room for a 16-byte load at any position of a word.
 const BUF: usize = WORD_BYTES + INLINE;
 
+/// Per ASCII byte: the byte lowercased if it is a letter or digit (part of a word), else 0
+/// (one load instead of a class test and a case mapping per byte).
+const ASCII_WORD: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            t[b] = c.to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    t
+};
+
 #[derive(Clone, Copy, Default)]
 struct Slot {
     lo: u64,
@@ -281,8 +296,9 @@ impl WordPiece {
                 // ASCII: letters and digits build the word; whitespace and control characters
                 // end it; punctuation ends it and stands alone.
                 i += 1;
-                if b.is_ascii_alphanumeric() {
-                    word.push_byte(b.to_ascii_lowercase());
+                let lower = ASCII_WORD[usize::from(b)];
+                if lower != 0 {
+                    word.push_byte(lower);
                 } else {
                     self.flush(&mut word, unknown, &mut emit);
                     if let Some(id) = self.ascii[usize::from(b)] {

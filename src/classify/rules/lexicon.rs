@@ -3,8 +3,7 @@
 //!
 //! The English tables (`keywords`) look words up whole, which cannot work for languages that
 //! inflect heavily (докажите, доказать, доказательство) or write without spaces (请证明). So
-//! each entry here is a stem, matched as a substring of the lowercased turn in one
-//! Aho-Corasick pass: a stem in an alphabetic script must start a word (so "beweis" finds
+//! each entry here is a stem, matched as a substring of the lowercased turn (`stems`): a stem in an alphabetic script must start a word (so "beweis" finds
 //! "Beweise" and "beweisen", not "Gegenbeweis"), a CJK or Hangul stem may sit anywhere.
 //!
 //! Each group carries an English gloss. A hit adds the group's weight to its category, as an
@@ -18,10 +17,9 @@
 
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
-
 use super::keywords::Feat::{self, *};
 use super::keywords::{M, S, W};
+use super::stems::Stems;
 
 /// (category, weight, English gloss, stems separated by `|`).
 #[rustfmt::skip]
@@ -147,7 +145,7 @@ pub(super) const GROUPS: &[(Feat, f32, &str, &str)] = &[
 ];
 
 pub(super) struct Lexicon {
-    matcher: AhoCorasick,
+    stems: Stems,
     /// Per pattern: its group and whether it must start a word.
     patterns: Vec<(u16, bool)>,
 }
@@ -178,74 +176,70 @@ fn needs_word_start(stem: &str) -> bool {
         .is_some_and(|c| matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x9FFF))
 }
 
-impl Lexicon {
-    fn build() -> Lexicon {
-        let mut stems: Vec<String> = Vec::new();
-        let mut patterns = Vec::new();
-        for (g, &(_, _, _, list)) in GROUPS.iter().enumerate() {
-            let group = u16::try_from(g).expect("fewer than 65536 groups");
-            for stem in list.split('|') {
-                // Line continuations leave leading spaces; a trailing space is meaningful
-                // ("wer " is not "werden").
-                let stem = stem.trim_start();
-                debug_assert!(!stem.is_empty(), "empty stem in group {g}");
-                let boundary = needs_word_start(stem);
-                stems.push(stem.to_string());
-                patterns.push((group, boundary));
-                // The scanned text is only ASCII-lowercased: a capital Ü, É or Д at the
-                // start of a sentence needs its own pattern.
-                let mut chars = stem.chars();
-                if let Some(first) = chars.next().filter(|c| !c.is_ascii()) {
-                    let upper: String = first.to_uppercase().chain(chars).collect();
-                    if upper != stem {
-                        stems.push(upper);
-                        patterns.push((group, boundary));
-                    }
+/// A stem, its group and whether it must start a word.
+type Pattern = (String, u16, bool);
+
+/// The stems in pattern-id order.
+fn patterns() -> Vec<Pattern> {
+    let mut out = Vec::new();
+    for (g, &(_, _, _, list)) in GROUPS.iter().enumerate() {
+        let group = u16::try_from(g).expect("fewer than 65536 groups");
+        for stem in list.split('|') {
+            // Line continuations leave leading spaces; a trailing space is meaningful
+            // ("wer " is not "werden").
+            let stem = stem.trim_start();
+            debug_assert!(!stem.is_empty(), "empty stem in group {g}");
+            let boundary = needs_word_start(stem);
+            out.push((stem.to_string(), group, boundary));
+            // The scanned text is only ASCII-lowercased: a capital Ü, É or Д at the
+            // start of a sentence needs its own pattern.
+            let mut chars = stem.chars();
+            if let Some(first) = chars.next().filter(|c| !c.is_ascii()) {
+                let upper: String = first.to_uppercase().chain(chars).collect();
+                if upper != stem {
+                    out.push((upper, group, boundary));
                 }
             }
         }
-        // The default (a contiguous NFA for this many stems, under 1 MB). A DFA was tried:
-        // 58% fewer instructions in the scan but only ~0.25 µs faster on a 500-character
-        // prompt (its 3.6 MB table misses cache), not worth its memory.
-        let matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(&stems)
-            .expect("the stems build an automaton");
-        Lexicon { matcher, patterns }
+    }
+    out
+}
+
+impl Lexicon {
+    fn build() -> Lexicon {
+        let all = patterns();
+        // An Aho-Corasick automaton (the `aho-corasick` crate) did this before: its NFA
+        // steps through every byte, ~45 instructions a byte; its DFA needed 3.6 MB. The
+        // trie is walked from word starts only (`stems`), a few instructions a byte.
+        let stems = Stems::new(all.iter().map(|(s, _, b)| (s.as_str(), *b)));
+        let patterns = all.iter().map(|&(_, g, b)| (g, b)).collect();
+        Lexicon { stems, patterns }
     }
 
     /// Scans ASCII-lowercased `text`.
     pub(super) fn scan(&self, text: &[u8]) -> Hits {
+        // Per group found, the first occurrence in an overlapping scan's order: by end,
+        // then longest, then pattern id (see `stems`). Empty, so no allocation, unless a
+        // stem occurs.
+        let mut first: Vec<((usize, usize, u32), u16)> = Vec::new();
+        self.stems.scan(text, |f| {
+            let (group, boundary) = self.patterns[f.pattern as usize];
+            if boundary && !f.at_word {
+                return;
+            }
+            let key = (f.end, f.start, f.pattern);
+            match first.iter_mut().find(|e| e.1 == group) {
+                Some(e) => e.0 = e.0.min(key),
+                None => first.push((key, group)),
+            }
+        });
+        first.sort_unstable_by_key(|e| e.0);
         let mut hits = Hits::default();
-        for m in self.matcher.find_overlapping_iter(text) {
-            let (group, boundary) = self.patterns[m.pattern().as_usize()];
-            if boundary && !starts_word(text, m.start()) {
-                continue;
-            }
-            if !hits.groups().contains(&group) && hits.len < MAX_HITS {
-                hits.groups[hits.len] = group;
-                hits.len += 1;
-            }
+        for (_, group) in first.into_iter().take(MAX_HITS) {
+            hits.groups[hits.len] = group;
+            hits.len += 1;
         }
         hits
-    }
-}
-
-/// Whether the character before `at` is not a letter or digit.
-fn starts_word(text: &[u8], at: usize) -> bool {
-    let mut start = at;
-    while start > 0 {
-        start -= 1;
-        if text[start] & 0xC0 != 0x80 {
-            break;
-        }
-    }
-    if start == at {
-        return true;
-    }
-    match std::str::from_utf8(&text[start..at]) {
-        Ok(s) => !s.chars().any(char::is_alphanumeric),
-        Err(_) => true,
     }
 }
 
@@ -298,10 +292,66 @@ mod tests {
     }
 
     #[test]
-    fn the_automaton_stays_small() {
+    fn the_matcher_stays_small() {
         // Built once per process and resident (issue 11: idle RSS budget).
-        let bytes = lexicon().matcher.memory_usage();
+        let bytes = lexicon().stems.memory_usage();
         assert!(bytes < 1 << 20, "{bytes} bytes");
+    }
+
+    /// The scan as it was done before `stems`: an Aho-Corasick overlapping scan, groups in
+    /// order of first report. The trie must find the same groups in the same order.
+    fn reference_scan(text: &[u8]) -> Vec<u16> {
+        use aho_corasick::{AhoCorasick, MatchKind};
+        static AC: OnceLock<(AhoCorasick, Vec<Pattern>)> = OnceLock::new();
+        let (ac, all) = AC.get_or_init(|| {
+            let all = patterns();
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(all.iter().map(|p| &p.0))
+                .expect("the stems build an automaton");
+            (ac, all)
+        });
+        let mut groups = Vec::new();
+        for m in ac.find_overlapping_iter(text) {
+            let (_, group, boundary) = all[m.pattern().as_usize()];
+            if boundary && !super::super::stems::starts_word(text, m.start()) {
+                continue;
+            }
+            if !groups.contains(&group) && groups.len() < MAX_HITS {
+                groups.push(group);
+            }
+        }
+        groups
+    }
+
+    #[test]
+    fn the_trie_reports_what_the_automaton_did() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut texts: Vec<String> = Vec::new();
+        for dir in ["data/heldout", "data/written", "src/classify/testdata"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Ok(body) = std::fs::read_to_string(entry.path()) {
+                    texts.extend(body.lines().map(str::to_string));
+                }
+            }
+        }
+        // Every stem in a row, glued and spaced, capitalised and not: overlapping stems,
+        // stems inside words, several at one end position, more than `MAX_HITS` groups.
+        let stems: Vec<String> = patterns().into_iter().map(|p| p.0).collect();
+        for sep in ["", " ", "x", "。"] {
+            texts.push(stems.join(sep));
+            texts.push(stems.iter().rev().cloned().collect::<Vec<_>>().join(sep));
+        }
+        assert!(texts.len() > 1000);
+        for text in &texts {
+            let mut lower = text.clone();
+            lower.make_ascii_lowercase();
+            let got = lexicon().scan(lower.as_bytes()).groups().to_vec();
+            assert_eq!(got, reference_scan(lower.as_bytes()), "{text}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 mod keywords;
 mod lexicon;
+mod stems;
 
 use super::{Classifier, Conversation, Role, Scored, MAX_SCAN_BYTES};
 use keywords::Feat::*;
@@ -432,8 +433,21 @@ fn scan_symbols(b: &[u8], st: &mut Stats) {
     }
 }
 
+/// Bytes that make up a word: ASCII letters and digits, the apostrophe, and any byte of a
+/// non-ASCII character. A table: this is asked once or twice for every byte of the turn.
+const WORD_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'\'' || c >= 0x80;
+        b += 1;
+    }
+    t
+};
+
 fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'\'' || b >= 0x80
+    WORD_BYTES[usize::from(b)]
 }
 
 /// Word pass: every word, and every pair of adjacent words in a sentence, is looked up.
