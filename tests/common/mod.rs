@@ -67,6 +67,14 @@ impl Gateway {
         deliberate::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("deliberate.toml");
+        // The second stage is off unless a test asks for it (tests/second_stage.rs): with
+        // the encoder fetched, a band request's tier would depend on whether the encoder
+        // answered within its budget on a loaded test machine.
+        let config = if config.contains("[second_stage]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[second_stage]\nenabled = false\n")
+        };
         std::fs::write(&config_path, config).unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();

@@ -11,7 +11,7 @@ use crate::classify::{Conversation, Role};
 /// in line (no time budget: the command line has no one waiting), about the same text (the
 /// last user turn, bounded as in the gateway).
 pub struct Refiner {
-    pub model: EncoderHead,
+    pub model: Box<EncoderHead>,
     pub band: Band,
 }
 

@@ -145,7 +145,7 @@ pub enum Loaded {
     /// Asked for but not loadable; the band, if the head file says it.
     Unavailable { band: Option<Band>, why: String },
     Ready {
-        model: EncoderHead,
+        model: Box<EncoderHead>,
         band: Band,
         description: String,
     },
@@ -200,7 +200,7 @@ pub fn load(settings: &Settings) -> Loaded {
         head_path.display()
     );
     Loaded::Ready {
-        model: EncoderHead { encoder, head },
+        model: Box::new(EncoderHead { encoder, head }),
         band,
         description,
     }
@@ -214,6 +214,6 @@ fn build(settings: &Settings, metrics: Arc<Metrics>) -> SecondStage {
             model,
             band,
             description,
-        } => SecondStage::active(Arc::new(model), band, settings, description, metrics),
+        } => SecondStage::active(Arc::new(*model), band, settings, description, metrics),
     }
 }
