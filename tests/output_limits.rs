@@ -42,13 +42,6 @@ fn ask(max_tokens: Value) -> Value {
     json!({"model": "fast", "max_tokens": max_tokens, "messages": [{"role": "user", "content": CHAT}]})
 }
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn an_enormous_max_tokens_is_refused_by_the_budget_and_never_sent() {
     let upstream = mock().await;

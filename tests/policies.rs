@@ -50,13 +50,6 @@ fn ask(model: &str, text: &str) -> Value {
     json!({"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": text}]})
 }
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn cost_is_reported_in_a_header_and_in_metrics() {
     let upstream = mock(1000, 500, Duration::ZERO).await;

@@ -14,13 +14,6 @@ use serde_json::{json, Value};
 const MATH: &str = "Prove that there are infinitely many primes of the form 4k+3, and then determine how many such primes are below 200, showing each step.";
 const CHAT: &str = "What's a good name for a golden retriever puppy?";
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 fn ask(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }

@@ -21,13 +21,6 @@ async fn post(gw: &Gateway, body: Value) -> reqwest::Response {
         .expect("request sent")
 }
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 /// The (event name, payload) pairs of a Responses SSE body.
 pub fn events(text: &str) -> Vec<(String, Value)> {
     text.split("\n\n")

@@ -11,13 +11,6 @@ use serde_json::json;
 
 const CHAT: &str = "What's a good name for a golden retriever puppy?";
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 /// The encoder's directory, or `None` (said on stderr) when it was never fetched and the
 /// run does not require it (`scripts/test.sh` fetches it and requires it).
 fn model_dir() -> Option<PathBuf> {

@@ -54,13 +54,6 @@ fn acme(policy: &str) -> Vec<(&'static str, String)> {
     )]
 }
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 fn deterministic(prompt: &str, stream: bool) -> Value {
     json!({"model": "chat-model", "temperature": 0, "stream": stream,
            "messages": [{"role": "user", "content": prompt}]})

@@ -168,12 +168,15 @@ pub fn example_weights(examples: &[Example], opts: &TrainOptions) -> Vec<f32> {
         .collect()
 }
 
-pub fn fit_linear(
-    features: &[&[f32]],
-    labels: &[bool],
-    weights: &[f32],
-    opts: &TrainOptions,
-) -> Linear {
+/// Features shifted to mean 0 and scaled to standard deviation 1 per column (a column's
+/// deviation is at least `floor`), with the mean and deviation to fold the fit back.
+pub struct Standardized {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub rows: Vec<Vec<f32>>,
+}
+
+pub fn standardize(features: &[&[f32]], floor: f32) -> Standardized {
     let n = features.len().max(1);
     let d = features.first().map_or(0, |x| x.len());
     let mut mean = vec![0f32; d];
@@ -188,8 +191,8 @@ pub fn fit_linear(
             *s += (v - m) * (v - m) / n as f32;
         }
     }
-    std.iter_mut().for_each(|s| *s = s.sqrt().max(1e-3));
-    let standardized: Vec<Vec<f32>> = features
+    std.iter_mut().for_each(|s| *s = s.sqrt().max(floor));
+    let rows = features
         .iter()
         .map(|x| {
             x.iter()
@@ -199,6 +202,21 @@ pub fn fit_linear(
                 .collect()
         })
         .collect();
+    Standardized { mean, std, rows }
+}
+
+pub fn fit_linear(
+    features: &[&[f32]],
+    labels: &[bool],
+    weights: &[f32],
+    opts: &TrainOptions,
+) -> Linear {
+    let d = features.first().map_or(0, |x| x.len());
+    let Standardized {
+        mean,
+        std,
+        rows: standardized,
+    } = standardize(features, 1e-3);
     // Balance the classes: each class carries half of the loss.
     let positives: f32 = labels
         .iter()

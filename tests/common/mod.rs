@@ -222,6 +222,14 @@ capabilities = {{ max_tokens_param = "max_completion_tokens", system_role = "dev
     )
 }
 
+/// A response header's value, or "" if it is absent.
+pub fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
 /// Reads a whole SSE response body as text (bounded in time).
 pub async fn read_text(response: reqwest::Response) -> String {
     tokio::time::timeout(TEST_TIMEOUT, response.text())

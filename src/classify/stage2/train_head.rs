@@ -16,7 +16,7 @@ use super::head::{valid_band, HeadFile, HEAD_VERSION};
 use super::Band;
 use crate::classify::eval::auc;
 use crate::classify::learned::sigmoid;
-use crate::classify::train::folds;
+use crate::classify::train::{folds, standardize, Standardized};
 
 /// One line of `classify embed`'s output (other fields are ignored).
 #[derive(Deserialize)]
@@ -75,27 +75,7 @@ impl Fitted {
 fn fit(xs: &[&[f32]], ys: &[bool], opts: &HeadOptions) -> Fitted {
     let n = xs.len().max(1) as f32;
     let d = xs.first().map_or(0, |x| x.len());
-    let mut mean = vec![0f32; d];
-    for x in xs {
-        mean.iter_mut().zip(*x).for_each(|(m, v)| *m += v / n);
-    }
-    let mut std = vec![0f32; d];
-    for x in xs {
-        for ((s, v), m) in std.iter_mut().zip(*x).zip(&mean) {
-            *s += (v - m) * (v - m) / n;
-        }
-    }
-    std.iter_mut().for_each(|s| *s = s.sqrt().max(1e-4));
-    let z: Vec<Vec<f32>> = xs
-        .iter()
-        .map(|x| {
-            x.iter()
-                .zip(&mean)
-                .zip(&std)
-                .map(|((v, m), s)| (v - m) / s)
-                .collect()
-        })
-        .collect();
+    let Standardized { mean, std, rows: z } = standardize(xs, 1e-4);
     let (mut w, mut b) = (vec![0f32; d], 0f32);
     let (mut mw, mut vw, mut mb, mut vb) = (vec![0f32; d], vec![0f32; d], 0f32, 0f32);
     let (beta1, beta2, eps, rate) = (0.9f32, 0.999f32, 1e-8f32, 0.05f32);
