@@ -11,6 +11,12 @@
 # the instructions per request. Everything is on 127.0.0.1, bounded in count and time; only
 # the processes started here are stopped, by PID. The dump stays in $OUT_DIR (default
 # target/callgrind) for `callgrind_annotate --inclusive=yes`.
+#
+# valgrind (3.19, Debian 12) stops at the first AVX-512 instruction ("Illegal instruction"),
+# and `.cargo/config.toml` builds for the building CPU, which has AVX-512 here. Count a
+# binary built for AVX2 instead (same code, other vector width):
+#   RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/x86-64-v3 cargo build --release
+#   scripts/bench/callgrind.sh target/x86-64-v3/release/deliberate json
 set -euo pipefail
 BIN=$(realpath "$1") MODE=${2:-json} N=${3:-2000}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
