@@ -7,32 +7,43 @@ use toml::Spanned;
 
 use super::problem::FileProblems;
 use super::raw::RawSecondStage;
-use super::validate::positive;
+use super::validate::within;
 use crate::classify::stage2::{head::valid_band, Band, Settings};
 
 /// The encoder's position table: no window may be longer.
 const MAX_WINDOW_TOKENS: u64 = 512;
+/// Encoder threads: each holds a core for ~100 ms a call.
+const MAX_CONCURRENT: u64 = 64;
+/// Calls waiting for a thread.
+const MAX_QUEUE: u64 = 10_000;
+/// Longest a request may wait for the second stage.
+const MAX_BUDGET_MS: u64 = 60_000;
 
 pub(super) fn settings(raw: &RawSecondStage, p: &mut FileProblems) -> Settings {
     let d = Settings::default();
     let path = |v: &Option<Spanned<String>>, default: PathBuf| {
         v.as_ref().map_or(default, |v| PathBuf::from(v.get_ref()))
     };
-    let window = positive(&raw.window_tokens, d.window_tokens as u64, p);
-    let window = match &raw.window_tokens {
-        Some(v) if !(3..=MAX_WINDOW_TOKENS).contains(&window) => {
-            p.at(
-                v.span(),
-                format!("window_tokens must be 3..={MAX_WINDOW_TOKENS}"),
-            );
-            d.window_tokens
-        }
-        _ => window as usize,
-    };
-    let max_queue = raw
-        .max_queue
-        .as_ref()
-        .map_or(d.max_queue, |v| *v.get_ref() as usize);
+    // Bounded so that no value can overflow the permit count or spawn a thread per unit.
+    let window = within(
+        &raw.window_tokens,
+        d.window_tokens as u64,
+        3..=MAX_WINDOW_TOKENS,
+        p,
+    );
+    let max_queue = within(&raw.max_queue, d.max_queue as u64, 0..=MAX_QUEUE, p);
+    let max_concurrent = within(
+        &raw.max_concurrent,
+        d.max_concurrent as u64,
+        1..=MAX_CONCURRENT,
+        p,
+    );
+    let budget_ms = within(
+        &raw.budget_ms,
+        d.budget.as_millis() as u64,
+        1..=MAX_BUDGET_MS,
+        p,
+    );
     let band = match (&raw.band_lower, &raw.band_upper) {
         (None, None) => None,
         (Some(lower), Some(upper)) => {
@@ -57,10 +68,10 @@ pub(super) fn settings(raw: &RawSecondStage, p: &mut FileProblems) -> Settings {
         enabled: raw.enabled.as_ref().is_none_or(|v| *v.get_ref()),
         model_dir: path(&raw.model_dir, d.model_dir),
         head_file: path(&raw.head_file, d.head_file),
-        budget: Duration::from_millis(positive(&raw.budget_ms, d.budget.as_millis() as u64, p)),
-        max_concurrent: positive(&raw.max_concurrent, d.max_concurrent as u64, p) as usize,
-        max_queue,
-        window_tokens: window,
+        budget: Duration::from_millis(budget_ms),
+        max_concurrent: max_concurrent as usize,
+        max_queue: max_queue as usize,
+        window_tokens: window as usize,
         band,
     }
 }
@@ -116,7 +127,7 @@ mod tests {
     fn bad_values_are_reported_at_the_value() {
         let e = load("[second_stage]\nwindow_tokens = 1024\n").unwrap_err();
         assert!(
-            e.contains("deliberate.toml:10:17: window_tokens must be 3..=512"),
+            e.contains("deliberate.toml:10:17: must be between 3 and 512"),
             "{e}"
         );
         let e = load("[second_stage]\nband_lower = 0.8\nband_upper = 0.2\n").unwrap_err();
@@ -124,7 +135,12 @@ mod tests {
         let e = load("[second_stage]\nband_lower = 0.8\n").unwrap_err();
         assert!(e.contains("set both band_lower and band_upper"), "{e}");
         let e = load("[second_stage]\nbudget_ms = 0\n").unwrap_err();
-        assert!(e.contains("must be greater than 0"), "{e}");
+        assert!(e.contains("must be between 1 and 60000"), "{e}");
+        // Values that would overflow the permit count or spawn a thread each are refused.
+        let e = load("[second_stage]\nmax_queue = 1000000\n").unwrap_err();
+        assert!(e.contains("must be between 0 and 10000"), "{e}");
+        let e = load("[second_stage]\nmax_concurrent = 100000\n").unwrap_err();
+        assert!(e.contains("must be between 1 and 64"), "{e}");
         let e = load("[second_stage]\nbudget = 3\n").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
     }

@@ -268,6 +268,27 @@ pub(super) fn positive(v: &Option<Spanned<u64>>, default: u64, p: &mut FileProbl
     }
 }
 
+/// A count or duration that must lie in `range` (the default where it does not, and a problem
+/// at the value).
+pub(super) fn within(
+    v: &Option<Spanned<u64>>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    p: &mut FileProblems,
+) -> u64 {
+    match v {
+        None => default,
+        Some(v) if !range.contains(v.get_ref()) => {
+            p.at(
+                v.span(),
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+            default
+        }
+        Some(v) => *v.get_ref(),
+    }
+}
+
 /// (connect, first token, idle, total, keep-alive) in ms.
 type TimeoutDefaults = (u64, u64, u64, u64, u64);
 const FAST_DEFAULTS: TimeoutDefaults = (5_000, 30_000, 30_000, 120_000, 10_000);

@@ -81,9 +81,8 @@ impl HeadFile {
     }
 
     pub fn score(&self, embedding: &[f32], first_stage: f32) -> f32 {
-        let p = first_stage.clamp(1e-4, 1.0 - 1e-4);
         let z = self.bias
-            + self.first_stage_weight * (p / (1.0 - p)).ln()
+            + self.first_stage_weight * first_stage_logit(first_stage)
             + self
                 .weights
                 .iter()
@@ -92,6 +91,13 @@ impl HeadFile {
                 .sum::<f32>();
         sigmoid(z)
     }
+}
+
+/// The first stage's score as the head reads it (and was trained on): its logit, clamped so
+/// that 0 and 1 stay finite.
+pub fn first_stage_logit(p: f32) -> f32 {
+    let p = p.clamp(1e-4, 1.0 - 1e-4);
+    (p / (1.0 - p)).ln()
 }
 
 pub fn valid_band(band: &Band) -> Result<(), String> {

@@ -53,11 +53,6 @@ impl Default for HeadOptions {
 /// Fewer labelled examples than this in the band cannot make a head worth shipping.
 const MIN_BAND_EXAMPLES: usize = 40;
 
-fn first_stage_logit(p: f32) -> f32 {
-    let p = p.clamp(1e-4, 1.0 - 1e-4);
-    (p / (1.0 - p)).ln()
-}
-
 /// A head's raw parameters: `weights` over the embedding, then the first stage's logit.
 struct Fitted {
     weights: Vec<f32>,
@@ -141,7 +136,7 @@ fn read(path: &Path, band: &Band) -> Result<BandData, String> {
             continue;
         }
         let mut x = l.embedding;
-        x.push(first_stage_logit(l.first_stage));
+        x.push(super::head::first_stage_logit(l.first_stage));
         if x.iter().any(|v| !v.is_finite()) {
             return Err(format!("{}:{}: not a finite vector", path.display(), i + 1));
         }
