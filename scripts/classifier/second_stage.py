@@ -84,7 +84,9 @@ def train_head(work, band):
     """Training lines with the out-of-fold first-stage score, then the Rust trainer."""
     oof = {(o["source"], o["id"]): o["score"] for o in read_jsonl(os.path.join(work, "oof.jsonl"))}
     path = os.path.join(work, "train-oof.jsonl")
-    if not os.path.exists(path):
+    inputs = [os.path.join(work, n) for n in ("oof.jsonl", "train.jsonl")]
+    if not os.path.exists(path) or any(
+            os.path.getmtime(i) > os.path.getmtime(path) for i in inputs):
         with open(path, "w", encoding="utf-8") as out:
             for line in read_jsonl(os.path.join(work, "train.jsonl")):
                 key = (line["source"], line["id"])

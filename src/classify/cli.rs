@@ -434,13 +434,7 @@ pub fn embed_command(
     let mut written = 0;
     for e in &examples {
         let conversation = conversation_of(&e.messages);
-        let Some(text) = conversation
-            .turns
-            .iter()
-            .rev()
-            .find(|t| t.role == super::Role::User)
-            .map(|t| super::stage2::bounded(&t.text))
-        else {
+        let Some(text) = conversation.last_user_text().map(super::stage2::bounded) else {
             continue;
         };
         let embedding = encoder

@@ -74,6 +74,18 @@ pub struct Conversation<'a> {
     pub turns: Vec<Turn<'a>>,
 }
 
+impl Conversation<'_> {
+    /// The last user turn's text: what the second stage reads (in the gateway, on the
+    /// command line and when its head is trained).
+    pub fn last_user_text(&self) -> Option<&str> {
+        self.turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Role::User)
+            .map(|t| t.text.as_ref())
+    }
+}
+
 /// A classifier's verdict on a conversation: a score in [0, 1] (higher = needs reasoning)
 /// and up to a few short, human-readable reasons (ASCII, no commas, header-safe), strongest first.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,7 +20,7 @@ use crate::api::ChatRequest;
 use crate::body::observed::OnEnd;
 use crate::body::Body;
 use crate::classify::stage2::SecondStage;
-use crate::classify::{Classifier, Role, Tier};
+use crate::classify::{Classifier, Tier};
 use crate::cost::cost;
 use crate::embeddings::EmbeddingsRequest;
 use crate::error::GatewayError;
@@ -184,15 +184,10 @@ async fn second_opinion(
         _ => return decision,
     };
     let conversation = body.conversation();
-    let Some(last_user) = conversation
-        .turns
-        .iter()
-        .rev()
-        .find(|t| t.role == Role::User)
-    else {
+    let Some(text) = conversation.last_user_text() else {
         return decision;
     };
-    match stage.refine(&last_user.text, first).await {
+    match stage.refine(text, first).await {
         Some(score) => policy::with_second_stage(&ctx.tenant, decision, score, default_threshold),
         None => decision,
     }

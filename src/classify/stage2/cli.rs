@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::head::{load, Loaded};
 use super::{bounded, Band, SecondStageModel, Settings};
-use crate::classify::{Conversation, Role};
+use crate::classify::Conversation;
 
 /// The second stage as `deliberate classify` runs it: the gateway's model and band, asked
 /// in line (no time budget: the command line has no one waiting), about the same text (the
@@ -21,12 +21,7 @@ impl Refiner {
         if !self.band.contains(first) {
             return None;
         }
-        let last_user = conversation
-            .turns
-            .iter()
-            .rev()
-            .find(|t| t.role == Role::User)?;
-        let text = bounded(&last_user.text);
+        let text = bounded(conversation.last_user_text()?);
         let never = AtomicBool::new(false);
         // As in the gateway: a model that errs or panics leaves the first stage's score (a
         // panic must not end a run over a whole file).
@@ -72,7 +67,7 @@ mod tests {
 
     use super::*;
     use crate::classify::stage2::ModelError;
-    use crate::classify::Turn;
+    use crate::classify::{Role, Turn};
 
     /// Scores by text: "panic" panics, "fail" errs, anything else scores 0.9.
     struct Fake;
