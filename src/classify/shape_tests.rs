@@ -302,3 +302,56 @@ fn everyday_prompts_in_six_languages() {
         false,
     );
 }
+
+/// Issue 11, second round: letter-level constraints and puzzles that state their own rule
+/// or cipher, in four languages. Fresh prompts (not in `data/`); of 12 tried, the 8 that
+/// score at least 0.1 above the shipped threshold are kept (EVAL.md says which failed).
+#[test]
+fn stated_rules_ciphers_and_letter_constraints_need_reasoning() {
+    assert_side(
+        &[
+            "Write a sentence of at least ten words in which every word ends with the letter \
+             that the next word starts with.",
+            "My nephew's secret code: every letter is replaced by the letter three places \
+             BEFORE it, but only in words with an even number of letters; odd-length words \
+             are written backwards. Decode: 'pbb lliw eqfp ta noon'",
+            "A made-up game: a pile of 30 beans, each turn you take a square number of beans \
+             (1, 4, 9, 16, 25). Whoever takes the last bean wins. Is the first player \
+             winning, and with what move?",
+            "Invented notation: '#' doubles the number before it and '@' subtracts 3, applied \
+             left to right. Starting from 5, what is 5##@#@? And find the shortest string of \
+             # and @ that turns 1 into 29.",
+            "Escribe una frase de al menos diez palabras en la que ninguna palabra contenga la \
+             letra 'e'.",
+            "Dieses Rätsel hat eigene Regeln: Jede Ziffer eines dreistelligen Codes ist die \
+             Summe der beiden Ziffern rechts davon modulo 10, und die letzte Ziffer ist 7, die \
+             mittlere 4. Welcher Code ist es, und gibt es mehr als einen?",
+            "Chaque lettre du message est décalée d'autant de rangs que sa position dans le mot \
+             (1re lettre +1, 2e +2...). Déchiffre 'BPOKPVS'.",
+            "Prove that the sum of any three consecutive odd numbers is divisible by 9.",
+        ],
+        true,
+    );
+}
+
+/// Their look-alikes: cipher, puzzle and letter vocabulary with an easy ask. Of 12 tried,
+/// the 11 that score at least 0.3 below the shipped threshold are kept.
+#[test]
+fn cipher_puzzle_and_letter_look_alikes_are_fast() {
+    assert_side(
+        &[
+            "what's the difference between a cipher and a code? short answer",
+            "python: how do I base64-decode a string",
+            "what's the first letter of the greek alphabet",
+            "How do you play mahjong solitaire? just the basic rules",
+            "Who invented Morse code?",
+            "¿Qué es el cifrado de Vigenère? En pocas palabras.",
+            "Wie funktioniert eigentlich eine Caesar-Verschlüsselung? Kurz erklärt.",
+            "ルービックキューブって、どういうパズルですか？",
+            "Что такое анаграмма? Приведи пример.",
+            "什么是摩斯电码？",
+            "C'est quoi un anagramme ? Donne un exemple.",
+        ],
+        false,
+    );
+}
