@@ -89,6 +89,8 @@ pub struct MockUpstream {
     pub received: Arc<Mutex<Vec<Received>>>,
     /// Number of streams whose client went away before the stream ended.
     pub cancelled: Arc<Mutex<usize>>,
+    /// Connections accepted: how well the gateway reuses them.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockUpstream {
@@ -100,6 +102,7 @@ impl MockUpstream {
             addr: listener.local_addr().unwrap(),
             received: Arc::default(),
             cancelled: Arc::default(),
+            connections: Arc::default(),
         };
         let handler: Handler = Arc::new(handler);
         let state = mock.clone();
@@ -108,6 +111,9 @@ impl MockUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                state
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
                 let (handler, state) = (handler.clone(), state.clone());
                 tokio::spawn(async move {

@@ -1,6 +1,7 @@
-//! The HTTP client for provider calls: hyper-util's pooled client over rustls (TLS verified
-//! by the platform's roots, ALPN `h2` or `http/1.1`), with the small request/response surface
-//! the provider modules use.
+//! The HTTP client for provider calls, with the small request/response surface the provider
+//! modules use: `https://` providers through hyper-util's pooled client over rustls (TLS
+//! verified by the platform's roots, ALPN `h2` or `http/1.1`); `http://` providers over
+//! HTTP/1.1 connections that the request's own task drives (`in_task`, which says why).
 //!
 //! Why not reqwest: per call it parsed the URL twice more (its redirect policy and its
 //! response URL), ran a redirect and a retry layer the gateway never wants (a provider
@@ -13,7 +14,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,12 +28,17 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+mod in_task;
+
 type Inner = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// One pooled client (one per tier: the connect timeout is per client). Cheap to clone.
+/// One client (per thread and tier: the connect timeout is per client). Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
+    /// `https://` providers.
     inner: Inner,
+    /// `http://` providers.
+    plain: in_task::Pool,
 }
 
 /// What a provider call failed at, for the retry decision and the error message.
@@ -158,7 +164,10 @@ impl Client {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Client { inner }
+        Client {
+            inner,
+            plain: in_task::Pool::new(connect_timeout),
+        }
     }
 
     /// A POST to `url` (a provider endpoint, parsed at config load).
@@ -230,19 +239,31 @@ impl RequestBuilder {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri?;
         *request.headers_mut() = self.headers;
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            let (response, driver) = self.client.plain.send(request).await?;
+            return Ok(Response {
+                inner: response,
+                driver: Some(driver),
+            });
+        }
         let response = self
             .client
             .inner
             .request(request)
             .await
             .map_err(Error::from_send)?;
-        Ok(Response { inner: response })
+        Ok(Response {
+            inner: response,
+            driver: None,
+        })
     }
 }
 
 /// A provider's response head, its body not read yet.
 pub struct Response {
     inner: http::Response<Incoming>,
+    /// The connection, when this task drives it (`http://` providers).
+    driver: Option<in_task::Driver>,
 }
 
 impl Response {
@@ -258,28 +279,78 @@ impl Response {
     pub fn bytes_stream(self) -> BodyStream {
         BodyStream {
             body: self.inner.into_body(),
+            driver: self.driver,
         }
     }
 }
 
+/// Frames a body stream may still read, from bytes already received, when it is dropped
+/// before its end (after `[DONE]`, the chunked terminator is usually already there).
+const MAX_FRAMES_READ_ON_DROP: usize = 4;
+
 /// A response body as a stream of data chunks.
 pub struct BodyStream {
     body: Incoming,
+    driver: Option<in_task::Driver>,
+}
+
+impl BodyStream {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        let mut driven = false;
+        loop {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    if let Some(driver) = self.driver.take() {
+                        driver.release(cx);
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.driver = None;
+                    return Poll::Ready(Some(Err(Error::new(Kind::Body, e))));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => return Poll::Ready(Some(Ok(data))),
+                    Err(_trailers) => continue,
+                },
+                Poll::Pending => {}
+            }
+            // Nothing buffered: move the connection once (it reads and decodes what has
+            // arrived, which wakes nobody else), then look again.
+            match self.driver.as_mut() {
+                Some(driver) if !driven => {
+                    driven = true;
+                    if !driver.drive(cx) {
+                        self.driver = None;
+                    }
+                }
+                _ => return Poll::Pending,
+            }
+        }
+    }
 }
 
 impl Stream for BodyStream {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            return match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                None => Poll::Ready(None),
-                Some(Err(e)) => Poll::Ready(Some(Err(Error::new(Kind::Body, e)))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => Poll::Ready(Some(Ok(data))),
-                    Err(_trailers) => continue,
-                },
-            };
+        self.poll_chunk(cx)
+    }
+}
+
+impl Drop for BodyStream {
+    /// A body dropped before its end would close its connection. If the rest has already
+    /// arrived (a few frames at most, never a wait), read it so the connection is reused.
+    fn drop(&mut self) {
+        if self.driver.is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..MAX_FRAMES_READ_ON_DROP {
+            match self.poll_chunk(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(None) | Poll::Ready(Some(Err(_))) | Poll::Pending => return,
+            }
         }
     }
 }

@@ -1,0 +1,141 @@
+//! Provider connections are reused: sequential completions, JSON or streamed, go over one
+//! kept-alive connection to an `http://` provider, and a kept connection the provider closed
+//! meanwhile is not used (the request goes out on a new one and succeeds).
+//!
+//! The streaming provider here is a raw HTTP/1.1 server that writes each whole response in
+//! one write, `[DONE]` and the chunked terminator together, as a fast provider does: the
+//! gateway stops reading at `[DONE]`, and the connection must still go back to the pool.
+
+// The raw provider's tasks end with the test's runtime; no shutdown waits for them.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const REQUESTS: usize = 5;
+
+#[tokio::test]
+async fn sequential_json_completions_share_one_provider_connection() {
+    let upstream = MockUpstream::ok("hi").await;
+    let gw = Gateway::with_openai_upstream(&upstream, "").await;
+    for _ in 0..REQUESTS {
+        let response = gw
+            .chat(json!({"model": "chat-model", "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    assert_eq!(upstream.connections.load(Ordering::Relaxed), 1);
+}
+
+/// How the raw provider treats a connection after answering.
+#[derive(Clone, Copy, PartialEq)]
+enum AfterAnswer {
+    KeepAlive,
+    /// Close without saying so (no `Connection: close`), as at a keep-alive timeout.
+    Close,
+}
+
+/// Reads one request head and its `Content-Length` body; false at end of stream.
+async fn read_request(stream: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                return true;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A streamed completion as one write: each event its own HTTP chunk, then the terminator.
+fn streamed_answer() -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut events: Vec<String> = ["Hel", "lo"]
+        .iter()
+        .map(|c| data_event(&chunk(c)))
+        .collect();
+    events.push("data: [DONE]\n\n".into());
+    for event in events {
+        body.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let mut out =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Starts the raw streaming provider; returns its address and its accepted-connection count.
+async fn raw_provider(after: AfterAnswer) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                while read_request(&mut stream).await {
+                    if stream.write_all(&streamed_answer()).await.is_err() {
+                        return;
+                    }
+                    if after == AfterAnswer::Close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn stream_once(gw: &Gateway) {
+    let response = gw.chat(stream_request("chat-model")).await;
+    assert_eq!(response.status(), 200);
+    let text = read_text(response).await;
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    assert!(text.contains("Hel") && text.contains("lo"), "{text}");
+}
+
+#[tokio::test]
+async fn sequential_streams_share_one_provider_connection() {
+    let (addr, accepted) = raw_provider(AfterAnswer::KeepAlive).await;
+    let gw = Gateway::with_openai_at(addr, "").await;
+    for _ in 0..REQUESTS {
+        stream_once(&gw).await;
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_provider_closed_is_not_used() {
+    let (addr, accepted) = raw_provider(AfterAnswer::Close).await;
+    let gw = Gateway::with_openai_at(addr, "[resilience]\nmax_retries = 0\n").await;
+    for _ in 0..3 {
+        stream_once(&gw).await;
+        // The provider's close reaches the gateway before the next request.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 3);
+}
