@@ -129,8 +129,12 @@ impl Pool {
                     return Ok((response, driver));
                 }
                 Err(mut failed) => match failed.take_message() {
-                    // Never written: a pooled connection closed under us; try the next.
-                    Some(unsent) if pooled => request = unsent,
+                    // Never written: a pooled connection closed under us; try the next
+                    // (counted with the stale ones, so the tries stay bounded).
+                    Some(unsent) if pooled => {
+                        request = unsent;
+                        stale += 1;
+                    }
                     _ => return Err(Error::new(Kind::Request, failed.into_error())),
                 },
             }
@@ -152,18 +156,15 @@ impl Pool {
     fn take(&self, key: &Authority) -> Option<Live> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(key)?;
-        // Oldest first: those past the idle timeout go (closed as they drop).
-        let expired = list
-            .iter()
-            .take_while(|entry| entry.since.elapsed() >= IDLE_TIMEOUT)
-            .count();
-        list.drain(..expired);
+        close_expired(list);
         list.pop().map(|entry| entry.live)
     }
 
     fn put(&self, key: Authority, live: Live) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(key).or_default();
+        // Also here: connections left over from a burst close once traffic goes on.
+        close_expired(list);
         if list.len() < MAX_IDLE_PER_HOST {
             list.push(Idle {
                 live,
@@ -193,6 +194,15 @@ impl Pool {
             connection: Some(connection),
         })
     }
+}
+
+/// Closes (drops) the connections idle past `IDLE_TIMEOUT`: the oldest are first.
+fn close_expired(list: &mut Vec<Idle>) {
+    let expired = list
+        .iter()
+        .take_while(|entry| entry.since.elapsed() >= IDLE_TIMEOUT)
+        .count();
+    list.drain(..expired);
 }
 
 /// Rewrites the request's URI to origin form (`/path?query`), as HTTP/1.1 sends it, and
