@@ -128,7 +128,7 @@ enum ClassifyAction {
         #[arg(long)]
         heldout: Option<PathBuf>,
         /// Train a model with these feature blocks on --data and evaluate it instead of the
-        /// shipped one (comma-separated: prose,context,rules,shape,dialog,script,grams,turn,style,paste).
+        /// shipped one (comma-separated: prose,context,rules,shape,dialog,script,grams,parts,turn,style,paste).
         #[arg(long)]
         features: Option<String>,
         /// With --features: the default threshold's out-of-fold false-positive rate.

@@ -13,6 +13,8 @@
 //!   questions), computed on the prose lines so a paste does not move it;
 //! - `dialog`: the conversation's shape (turns, system prompt, tool results, follow-up);
 //! - `script`: which writing systems the prose uses;
+//! - `parts`: an exercise sheet's layout, sub-questions and given values (`parts`), read
+//!   over the whole turn since the segmenter files value lines as data;
 //! - `grams`: hashed word stems and CJK character pairs of the prose (`grams`), unit length:
 //!   the languages the English token table spells badly get words of their own;
 //! - `turn`, `style`, `paste`: the whole-text embedding, length / word / line counts and
@@ -26,7 +28,7 @@ use std::ops::Range;
 
 use super::embed::{StaticEmbedder, DIMS};
 use super::rules::{category_signed_name, RuleSignals, RulesClassifier, RULE_CATEGORIES};
-use super::{grams, segment};
+use super::{grams, parts, segment};
 use super::{Conversation, Role, MAX_SCAN_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,7 @@ pub enum Block {
     Style,
     Paste,
     Grams,
+    Parts,
 }
 
 const SHAPE_NAMES: [(&str, &str); 5] = [
@@ -75,7 +78,7 @@ const PASTE_NAMES: [(&str, &str); 2] = [
 ];
 
 impl Block {
-    pub const ALL: [Block; 10] = [
+    pub const ALL: [Block; 11] = [
         Block::Prose,
         Block::Context,
         Block::Rules,
@@ -86,6 +89,7 @@ impl Block {
         Block::Style,
         Block::Paste,
         Block::Grams,
+        Block::Parts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +104,7 @@ impl Block {
             Block::Style => "style",
             Block::Paste => "paste",
             Block::Grams => "grams",
+            Block::Parts => "parts",
         }
     }
 
@@ -117,6 +122,7 @@ impl Block {
             Block::Style => STYLE_NAMES.len(),
             Block::Paste => PASTE_NAMES.len(),
             Block::Grams => grams::BUCKETS,
+            Block::Parts => parts::NAMES.len(),
         }
     }
 
@@ -130,6 +136,7 @@ impl Block {
             Block::Script => SCRIPT_NAMES.get(i).copied(),
             Block::Style => STYLE_NAMES.get(i).copied(),
             Block::Paste => PASTE_NAMES.get(i).copied(),
+            Block::Parts => parts::NAMES.get(i).copied(),
             Block::Prose | Block::Context | Block::Turn | Block::Grams => None,
         }
     }
@@ -293,6 +300,7 @@ impl FeatureExtractor {
                 Block::Script => script(&lines, out),
                 Block::Style => style(text, out),
                 Block::Grams => grams::grams(&lines, out),
+                Block::Parts => parts::parts(text, out),
                 Block::Paste => {
                     out[0] = text.contains("```") as u8 as f32;
                     out[1] = split.is_some_and(|s| s.data_bytes > 0) as u8 as f32;
@@ -343,6 +351,9 @@ const UNITS: &[&str] = &[
     "ms", "h", "min", "mph", "kmh", "mol", "j", "kj", "n", "w", "kw", "kwh", "v", "a", "hz", "pa",
     "bar", "gb", "mb", "kb", "years", "year", "days", "hours", "minutes", "seconds", "people",
     "dollars", "euros", "miles", "meters", "metres", "km/h", "m/s",
+    // Engineering sheets: pressures, forces, flows, electrical units, areas and volumes.
+    "kpa", "mpa", "gpa", "kn", "nm", "mw", "kva", "rpm", "ohm", "ohms", "khz", "mhz", "ghz", "m^2",
+    "m^3", "m²", "m³", "cm^2", "cm^3", "cm²", "cm³", "m^3/s", "l/s", "m/s^2", "m/s²",
 ];
 
 /// The bytes `count_line` acts on: digits, the ASCII maths operators, `?`, and the UTF-8

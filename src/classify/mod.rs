@@ -15,6 +15,7 @@ pub mod eval;
 pub mod features;
 pub mod grams;
 pub mod learned;
+pub mod parts;
 pub mod rules;
 pub mod segment;
 pub mod stage2;

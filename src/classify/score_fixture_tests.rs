@@ -9,6 +9,9 @@
 //! touch this test. Expected: `testdata/scores_a0635a8.jsonl`, written by the release
 //! binary of 496484d (the code before the speed work) with that same model built in:
 //! `deliberate classify --jsonl FILE` over the three held-out files and the edge cases.
+//! Re-recorded once for a change of meaning, not of speed: the layout-request keywords
+//! ("reformat", "don't solve", their stems in six languages) and the engineering units
+//! (kPa, kN, m^3/s) moved 12 lines, each listed in that commit's message.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -302,3 +302,40 @@ fn everyday_prompts_in_six_languages() {
         false,
     );
 }
+
+/// An exercise sheet with its given values and lettered parts needs reasoning; the same
+/// kind of sheet under a request to lay it out ("typeset it, do not solve it") is a
+/// formatting job, in English, German and Chinese.
+#[test]
+fn an_exercise_sheet_is_solved_but_a_request_to_lay_it_out_is_fast() {
+    assert_side(
+        &[
+            "Exercise 7 (Heat transfer). A steel rod of length 0.5 m is insulated along its \
+             sides.\nGiven:\nk = 45 W/mK\nT1 = 150 C\nT2 = 20 C\nA = 0.0004 m^2\n(a) Find the \
+             heat flow through the rod. (b) Find the temperature 0.2 m from the hot end. (c) How \
+             long must the rod be for the heat flow to halve?",
+            "Problem 3 - circuits.\nR1 = 220 ohm\nR2 = 470 ohm\nC = 10 uF\nV = 12 V\n(a) The \
+             switch closes at t = 0; find the capacitor voltage after 5 ms. (b) When does the \
+             current fall below 1 mA? (c) How much energy ends up in the resistors?",
+            "Aufgabe 2 (Mechanik). Ein Wagen rollt eine schiefe Ebene hinunter.\nGegeben:\n\
+             m = 12 kg\nh = 3 m\nmu = 0.15\na) Berechne die Geschwindigkeit am Ende der Ebene. \
+             b) Welche Strecke rollt der Wagen danach auf ebenem Boden?",
+        ],
+        true,
+    );
+    assert_side(
+        &[
+            "Please typeset this exercise in LaTeX for the handout, keep every number as it is \
+             and don't solve it:\nExercise 7 (Heat transfer). A steel rod of length 0.5 m is \
+             insulated along its sides.\nk = 45 W/mK\nT1 = 150 C\nT2 = 20 C\n(a) Find the heat \
+             flow through the rod. (b) Find the temperature 0.2 m from the hot end.",
+            "Bitte formatiere diese Aufgabe sauber für das Arbeitsblatt, nicht lösen:\nAufgabe 2 \
+             (Mechanik). Ein Wagen rollt eine schiefe Ebene hinunter.\nm = 12 kg\nh = 3 m\na) \
+             Berechne die Geschwindigkeit am Ende der Ebene. b) Welche Strecke rollt der Wagen \
+             danach?",
+            "把下面这道题排版成讲义格式，不要解题：\n第3题（电路）R1 = 220 Ω，R2 = 470 Ω，C = 10 μF。\n\
+             （1）求开关闭合5 ms后电容两端的电压。（2）电流何时降到1 mA以下？",
+        ],
+        false,
+    );
+}

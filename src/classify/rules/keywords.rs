@@ -121,6 +121,9 @@ pub(super) const WORD_GROUPS: &[(Feat, f32, &str)] = &[
     (Rewrite, S, "rewrite rephrase reword paraphrase proofread proofreading"),
     (Rewrite, M, "polish grammar grammatical spelling typos typo shorten wording"),
     (Rewrite, W, "edit tone formal concise improve sentence"),
+    // Layout work on a pasted exercise sheet is a transform, whatever the sheet asks.
+    (Rewrite, S, "reformat reformatting typeset typesetting"),
+    (Rewrite, W, "format formatting layout"),
     (Translate, S, "translate translation translating"),
     (Translate, M, "translated"),
     (Summarize, S, "summarize summarise summarization summarisation tldr"),
@@ -183,6 +186,8 @@ pub(super) const PAIR_GROUPS: &[(Feat, f32, &str)] = &[
         guten morgen, buenos dias, ca va"),
     (Rewrite, M, "more formal, more concise, sound more, re write"),
     (Rewrite, W, "make it"),
+    // "Tidy this problem sheet, do not solve it": the ask is the layout, not the problem.
+    (Rewrite, S, "not solve, don't solve, without solving"),
     (Summarize, S, "tl dr"),
     (Summarize, M, "key points, main points, key takeaways, sum up"),
     (Creative, S, "cover letter, short story"),
