@@ -5,6 +5,8 @@
 //! The streaming provider here is a raw HTTP/1.1 server that writes each whole response in
 //! one write, `[DONE]` and the chunked terminator together, as a fast provider does: the
 //! gateway stops reading at `[DONE]`, and the connection must still go back to the pool.
+//! The same provider shows that events that arrive together leave together: a provider that
+//! sends every event as its own HTTP chunk does not cost the client one chunk per event.
 
 // The raw provider's tasks end with the test's runtime; no shutdown waits for them.
 #![allow(clippy::disallowed_methods)]
@@ -67,12 +69,9 @@ async fn read_request(stream: &mut TcpStream) -> bool {
 }
 
 /// A streamed completion as one write: each event its own HTTP chunk, then the terminator.
-fn streamed_answer() -> Vec<u8> {
+fn streamed_answer(contents: &[String]) -> Vec<u8> {
     let mut body = Vec::new();
-    let mut events: Vec<String> = ["Hel", "lo"]
-        .iter()
-        .map(|c| data_event(&chunk(c)))
-        .collect();
+    let mut events: Vec<String> = contents.iter().map(|c| data_event(&chunk(c))).collect();
     events.push("data: [DONE]\n\n".into());
     for event in events {
         body.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
@@ -87,6 +86,14 @@ fn streamed_answer() -> Vec<u8> {
 
 /// Starts the raw streaming provider; returns its address and its accepted-connection count.
 async fn raw_provider(after: AfterAnswer) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    raw_provider_with(after, vec!["Hel".into(), "lo".into()]).await
+}
+
+/// The raw streaming provider, answering every request with one event per content.
+async fn raw_provider_with(
+    after: AfterAnswer,
+    contents: Vec<String>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -94,9 +101,10 @@ async fn raw_provider(after: AfterAnswer) -> (std::net::SocketAddr, Arc<AtomicUs
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::Relaxed);
+            let answer = streamed_answer(&contents);
             tokio::spawn(async move {
                 while read_request(&mut stream).await {
-                    if stream.write_all(&streamed_answer()).await.is_err() {
+                    if stream.write_all(&answer).await.is_err() {
                         return;
                     }
                     if after == AfterAnswer::Close {
@@ -138,4 +146,74 @@ async fn a_kept_connection_the_provider_closed_is_not_used() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(accepted.load(Ordering::Relaxed), 3);
+}
+
+/// Reads a chunked HTTP/1.1 response to its terminator; returns the head and the chunks.
+async fn read_chunked_response(stream: &mut TcpStream) -> (String, Vec<Vec<u8>>) {
+    let mut buf = Vec::new();
+    let mut read = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut at = end + 4;
+            let mut chunks = Vec::new();
+            loop {
+                let Some(line) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
+                    break;
+                };
+                let size_text = String::from_utf8_lossy(&buf[at..at + line]).into_owned();
+                let size = usize::from_str_radix(size_text.trim(), 16).expect("a chunk size");
+                let data_at = at + line + 2;
+                if buf.len() < data_at + size + 2 {
+                    break;
+                }
+                if size == 0 {
+                    return (head, chunks);
+                }
+                chunks.push(buf[data_at..data_at + size].to_vec());
+                at = data_at + size + 2;
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut read))
+            .await
+            .expect("the response ended in time")
+            .unwrap();
+        assert!(n > 0, "the gateway closed before the chunked terminator");
+        buf.extend_from_slice(&read[..n]);
+    }
+}
+
+#[tokio::test]
+async fn events_that_arrive_together_leave_in_one_chunk() {
+    const EVENTS: usize = 40;
+    let contents: Vec<String> = (0..EVENTS).map(|i| format!("t{i} ")).collect();
+    let (addr, _) = raw_provider_with(AfterAnswer::KeepAlive, contents.clone()).await;
+    let gw = Gateway::with_openai_at(addr, "").await;
+    let body = stream_request("chat-model").to_string();
+    let mut client = TcpStream::connect(gw.api).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let (head, chunks) = read_chunked_response(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let text = String::from_utf8(chunks.concat()).unwrap();
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let mut at = 0;
+    for content in &contents {
+        let found = text[at..].find(content.as_str()).expect("every event, in order");
+        at += found + content.len();
+    }
+    // One provider write of 41 HTTP chunks: the gateway reads it in one or a few reads, and
+    // each read's events go out as one chunk (one per event before, 41 here).
+    assert!(
+        chunks.len() <= 4,
+        "{} chunks for {} events",
+        chunks.len(),
+        EVENTS + 1
+    );
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use http::header::{HeaderName, HeaderValue, ACCEPT};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
@@ -280,6 +280,7 @@ impl Response {
         BodyStream {
             body: self.inner.into_body(),
             driver: self.driver,
+            after_joined: None,
         }
     }
 }
@@ -288,31 +289,67 @@ impl Response {
 /// before its end (after `[DONE]`, the chunked terminator is usually already there).
 const MAX_FRAMES_READ_ON_DROP: usize = 4;
 
+/// Most bytes one `poll_chunk` joins from frames that are already there: a provider that
+/// sends each SSE event as its own HTTP chunk would otherwise cost one relay pass, one
+/// client chunk and a share of one write per event.
+const MAX_JOINED_BYTES: usize = 32 * 1024;
+
 /// A response body as a stream of data chunks.
 pub struct BodyStream {
     body: Incoming,
     driver: Option<in_task::Driver>,
+    /// The body's end or error, seen while joining frames, for the next poll.
+    after_joined: Option<Option<Error>>,
 }
 
 impl BodyStream {
+    /// The next data: every frame already received, joined (up to `MAX_JOINED_BYTES`), so
+    /// the events of one read leave in one chunk. Never waits for more than the first.
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        if let Some(end) = self.after_joined.take() {
+            return Poll::Ready(end.map(Err));
+        }
+        let mut joined: Option<BytesMut> = None;
+        let mut first: Option<Bytes> = None;
+        // The connection is moved at most once per frame taken: progress, never a spin.
         let mut driven = false;
         loop {
             match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    driven = false;
+                    match (&mut first, &mut joined) {
+                        (None, None) => first = Some(data),
+                        (Some(head), None) => {
+                            let mut buf = BytesMut::with_capacity(head.len() + data.len());
+                            buf.extend_from_slice(head);
+                            buf.extend_from_slice(&data);
+                            first = None;
+                            joined = Some(buf);
+                        }
+                        (_, Some(buf)) => buf.extend_from_slice(&data),
+                    }
+                    let len = first.as_ref().map_or(0, Bytes::len)
+                        + joined.as_ref().map_or(0, BytesMut::len);
+                    if len >= MAX_JOINED_BYTES {
+                        break;
+                    }
+                    continue;
+                }
                 Poll::Ready(None) => {
                     if let Some(driver) = self.driver.take() {
                         driver.release(cx);
                     }
-                    return Poll::Ready(None);
+                    self.after_joined = Some(None);
+                    break;
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.driver = None;
-                    return Poll::Ready(Some(Err(Error::new(Kind::Body, e))));
+                    self.after_joined = Some(Some(Error::new(Kind::Body, e)));
+                    break;
                 }
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => return Poll::Ready(Some(Ok(data))),
-                    Err(_trailers) => continue,
-                },
                 Poll::Pending => {}
             }
             // Nothing buffered: move the connection once (it reads and decodes what has
@@ -324,8 +361,16 @@ impl BodyStream {
                         self.driver = None;
                     }
                 }
-                _ => return Poll::Pending,
+                _ => break,
             }
+        }
+        match (first, joined) {
+            (Some(data), _) => Poll::Ready(Some(Ok(data))),
+            (None, Some(buf)) => Poll::Ready(Some(Ok(buf.freeze()))),
+            (None, None) => match self.after_joined.take() {
+                Some(end) => Poll::Ready(end.map(Err)),
+                None => Poll::Pending,
+            },
         }
     }
 }
