@@ -14,7 +14,8 @@
 //! - `dialog`: the conversation's shape (turns, system prompt, tool results, follow-up);
 //! - `script`: which writing systems the prose uses;
 //! - `parts`: an exercise sheet's layout, sub-questions and given values (`parts`), read
-//!   over the whole turn since the segmenter files value lines as data;
+//!   over the turn's head and tail windows (not only the prose: the segmenter files value
+//!   lines as data);
 //! - `grams`: hashed word stems and CJK character pairs of the prose (`grams`), unit length:
 //!   the languages the English token table spells badly get words of their own;
 //! - `turn`, `style`, `paste`: the whole-text embedding, length / word / line counts and

@@ -4,11 +4,14 @@
 //! ...") and lists its data as given values ("Q = 0.018 m^3/s", "p1 = 210 kPa"). The segmenter
 //! rightly files such value lines as data, so the prose features never see them, and the
 //! sheet's length no longer counts either: this block puts the layout back as two small,
-//! capped counts. A long paste adds nothing to them (a table or a log has no "(b)" and few
-//! `name = number` pairs); whether the ask is to solve the sheet or only to translate or
-//! typeset it stays with the prose and the rules. Bounded by the scan windows.
+//! capped counts. A table has no "(b)", so a pasted one adds nothing; `key=value` logs,
+//! configs and code do add given values (up to the cap), which the training data's pasted
+//! look-alikes carry too, so the model weighs that. Whether the ask is to solve the sheet
+//! or only to translate or typeset it stays with the prose and the rules. Read over the
+//! same head and tail windows as the segmenter and the rules (`segment::windows`), so the
+//! parts at the end of a long sheet count.
 
-use super::MAX_SCAN_BYTES;
+use super::segment;
 
 pub const NAMES: [(&str, &str); 2] = [
     ("+sub-questions", "-sub-questions"),
@@ -22,13 +25,14 @@ const MAX_NAME: usize = 8;
 
 /// Writes `[log(1 + sub-questions), log(1 + given values)]`, each count capped.
 pub fn parts(text: &str, out: &mut [f32]) {
-    let mut end = text.len().min(MAX_SCAN_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    let (head, tail) = segment::windows(text);
+    let (mut questions, mut given) = (0u32, 0u32);
+    for window in [head, tail] {
+        questions = questions.saturating_add(sub_questions(window.as_bytes()));
+        given = given.saturating_add(given_values(window.as_bytes()));
     }
-    let b = &text.as_bytes()[..end];
-    out[0] = (1.0 + sub_questions(b).min(MAX_PARTS) as f32).ln();
-    out[1] = (1.0 + given_values(b).min(MAX_GIVEN) as f32).ln();
+    out[0] = (1.0 + questions.min(MAX_PARTS) as f32).ln();
+    out[1] = (1.0 + given.min(MAX_GIVEN) as f32).ln();
 }
 
 /// Markers of a part: `(a)`..`(h)`, `(i)`..`(vi)`, `(1)`..`(9)` after a space or a line
@@ -166,8 +170,19 @@ mod tests {
         parts(&many, &mut out);
         assert_eq!(out, [(1.0f32 + 6.0).ln(), (1.0f32 + 8.0).ln()]);
         // A window ending inside a multi-byte character is cut at a boundary, not a panic.
-        let cjk = "（１）".repeat(MAX_SCAN_BYTES);
+        let cjk = "（１）".repeat(crate::classify::MAX_SCAN_BYTES);
         parts(&cjk, &mut out);
         assert!(out[0] > 0.0);
+    }
+
+    #[test]
+    fn the_parts_at_the_end_of_a_long_sheet_count() {
+        let mut out = [0.0; 2];
+        let sheet = format!(
+            "Exercise 9. Measured data:\n{}(a) Fit the line. (b) Find the slope's error.",
+            "0.10 0.52 0.98\n".repeat(2_000)
+        );
+        parts(&sheet, &mut out);
+        assert_eq!(out[0], (1.0f32 + 2.0).ln());
     }
 }

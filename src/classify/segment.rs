@@ -63,7 +63,7 @@ pub fn prose<'a>(text: &'a str, out: &mut Vec<&'a str>) -> Split {
 }
 
 /// The head and tail windows of a long text (the tail empty for a short one).
-fn windows(text: &str) -> (&str, &str) {
+pub(super) fn windows(text: &str) -> (&str, &str) {
     if text.len() <= MAX_SCAN_BYTES {
         return (text, "");
     }

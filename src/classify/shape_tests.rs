@@ -305,7 +305,8 @@ fn everyday_prompts_in_six_languages() {
 
 /// An exercise sheet with its given values and lettered parts needs reasoning; the same
 /// kind of sheet under a request to lay it out ("typeset it, do not solve it") is a
-/// formatting job, in English, German and Chinese.
+/// formatting job, in English, German and Chinese; and "solve" next to a negation in a
+/// request for help ("I could not solve", "without solving ..., find") is still reasoning.
 #[test]
 fn an_exercise_sheet_is_solved_but_a_request_to_lay_it_out_is_fast() {
     assert_side(
@@ -337,5 +338,18 @@ fn an_exercise_sheet_is_solved_but_a_request_to_lay_it_out_is_fast() {
              （1）求开关闭合5 ms后电容两端的电压。（2）电流何时降到1 mA以下？",
         ],
         false,
+    );
+    assert_side(
+        &[
+            "Without solving the equation x^2 - 7x + 3 = 0, find the sum of the squares of \
+             its roots.",
+            "I could not solve this one from my homework: a train leaves at 9:40 at 72 km/h, a \
+             second one follows at 10:05 at 90 km/h on the same track. When does the second \
+             catch up?",
+            "Ich kann diese Aufgabe nicht lösen: Zeige, dass n^3 - n für jede natürliche Zahl n \
+             durch 6 teilbar ist.",
+            "这道题有没有别解？已知 x + y = 10，xy = 21，求 x^3 + y^3。",
+        ],
+        true,
     );
 }

@@ -186,8 +186,10 @@ pub(super) const PAIR_GROUPS: &[(Feat, f32, &str)] = &[
         guten morgen, buenos dias, ca va"),
     (Rewrite, M, "more formal, more concise, sound more, re write"),
     (Rewrite, W, "make it"),
-    // "Tidy this problem sheet, do not solve it": the ask is the layout, not the problem.
-    (Rewrite, S, "not solve, don't solve, without solving"),
+    // "Tidy this problem sheet, don't solve it": the ask is the layout, not the problem.
+    // Only the imperative: "I could not solve", "without solving the equation, show"
+    // are reasoning requests.
+    (Rewrite, S, "don't solve, dont solve"),
     (Summarize, S, "tl dr"),
     (Summarize, M, "key points, main points, key takeaways, sum up"),
     (Creative, S, "cover letter, short story"),

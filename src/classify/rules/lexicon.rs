@@ -122,11 +122,14 @@ pub(super) const GROUPS: &[(Feat, f32, &str, &str)] = &[
     (Rewrite, S, "rewrite", "umschreiben|umformulier|reformul|reescrib|réécri|reescrev|riscriv|riformul|\
         перепиши|перефразир|改写|重写|润色|書き直|言い換え|다시 써|고쳐 써"),
     (Rewrite, S, "reformat", "formatier|umformatier|formatea|formatee|mettre en forme|mets en forme|\
-        mettez en forme|formatta|оформи|отформатир|排版|整形|서식"),
-    (Rewrite, S, "do not solve", "nicht lösen|nicht zu lösen|löse sie nicht|löse es nicht|\
-        no la resuelvas|no lo resuelvas|no las resuelvas|ne pas résoudre|ne la résous pas|\
-        ne le résous pas|sans la résoudre|sans les résoudre|non risolver|не решай|не надо решать|\
-        не решайте|不要解题|不要解答|别解|不用解|解かないで|解かなくて|풀지 마|풀지 말"),
+        mettez en forme|formatta|отформатир|排版|整形して|서식을"),
+    // Imperatives only: "ich kann das nicht lösen", "sans la résoudre, montrer que", 别解
+    // ("another solution"), 不要解题过程 ("skip the working", still a solve) and 解かなくては
+    // ("must solve") belong to reasoning requests. (CJK stems match anywhere: 整形 alone is
+    // inside 调整形状, 서식 inside 서식지.)
+    (Rewrite, S, "do not solve", "löse sie nicht|löse es nicht|löse die aufgabe nicht|\
+        no la resuelvas|no lo resuelvas|no las resuelvas|ne la résous pas|ne le résous pas|\
+        ne les résous pas|non risolverl|не решай|не надо решать|解かないで|풀지 마|풀지 말"),
     (Rewrite, M, "proofread", "korrigier|korrekturles|corrige|corrija|корректур|校对|校正|교정|맞춤법"),
     (Rewrite, M, "grammar", "grammatik|gramática|grammaire|grammatica|грамматик|语法|文法|문법"),
     (Translate, S, "translate", "übersetz|tradu|переведи|перевести|перевод текста|翻译|译成|翻訳|\
