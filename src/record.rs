@@ -140,9 +140,9 @@ impl CallRecorder {
         }
     }
 
-    /// One relayed chunk carrying data (about one output token for most providers).
-    pub fn data_event(&self) {
-        self.record.data_events.fetch_add(1, Ordering::Relaxed);
+    /// Relayed data events (about one output token each for most providers).
+    pub fn add_data_events(&self, events: u64) {
+        self.record.data_events.fetch_add(events, Ordering::Relaxed);
     }
 
     /// Counts tokens from an OpenAI-shaped `usage` object.
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn a_stream_failure_is_kept_once() {
         let r = recorder();
-        r.data_event();
+        r.add_data_events(1);
         r.first_token();
         r.stream_failed(&GatewayError::Overloaded);
         r.stream_failed(&GatewayError::InvalidApiKey);

@@ -6,7 +6,9 @@
 //! one write, `[DONE]` and the chunked terminator together, as a fast provider does: the
 //! gateway stops reading at `[DONE]`, and the connection must still go back to the pool.
 //! The same provider shows that events that arrive together leave together: a provider that
-//! sends every event as its own HTTP chunk does not cost the client one chunk per event.
+//! sends every event as its own HTTP chunk does not cost the client one chunk per event,
+//! and the output estimate still counts events, not chunks; a bad event after good ones in
+//! the same read does not swallow them.
 
 // The raw provider's tasks end with the test's runtime; no shutdown waits for them.
 #![allow(clippy::disallowed_methods)]
@@ -94,6 +96,14 @@ async fn raw_provider_with(
     after: AfterAnswer,
     contents: Vec<String>,
 ) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    raw_provider_answering(after, streamed_answer(&contents)).await
+}
+
+/// The raw provider, answering every request with `answer`'s bytes in one write.
+async fn raw_provider_answering(
+    after: AfterAnswer,
+    answer: Vec<u8>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -101,7 +111,7 @@ async fn raw_provider_with(
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::Relaxed);
-            let answer = streamed_answer(&contents);
+            let answer = answer.clone();
             tokio::spawn(async move {
                 while read_request(&mut stream).await {
                     if stream.write_all(&answer).await.is_err() {
@@ -158,10 +168,7 @@ async fn read_chunked_response(stream: &mut TcpStream) -> (String, Vec<Vec<u8>>)
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             let mut at = end + 4;
             let mut chunks = Vec::new();
-            loop {
-                let Some(line) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
-                    break;
-                };
+            while let Some(line) = buf[at..].windows(2).position(|w| w == b"\r\n") {
                 let size_text = String::from_utf8_lossy(&buf[at..at + line]).into_owned();
                 let size = usize::from_str_radix(size_text.trim(), 16).expect("a chunk size");
                 let data_at = at + line + 2;
@@ -205,7 +212,9 @@ async fn events_that_arrive_together_leave_in_one_chunk() {
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
     let mut at = 0;
     for content in &contents {
-        let found = text[at..].find(content.as_str()).expect("every event, in order");
+        let found = text[at..]
+            .find(content.as_str())
+            .expect("every event, in order");
         at += found + content.len();
     }
     // One provider write of 41 HTTP chunks: the gateway reads it in one or a few reads, and
@@ -215,5 +224,55 @@ async fn events_that_arrive_together_leave_in_one_chunk() {
         "{} chunks for {} events",
         chunks.len(),
         EVENTS + 1
+    );
+    // The provider sent no usage: the bill's output estimate is one token per event
+    // (41 x $0.6 per million), not one per joined chunk.
+    let per_output_token = 0.6e-6;
+    let mut cost = 0.0;
+    for _ in 0..100 {
+        cost = metrics_value(&gw, "deliberate_cost_usd_total", &["model=\"chat-model\""]).await;
+        if cost > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output_part = 41.0 * per_output_token;
+    assert!(
+        cost >= output_part && cost < output_part + 1e-5,
+        "billed {cost}, the output estimate alone is {output_part}"
+    );
+}
+
+#[tokio::test]
+async fn good_events_before_a_bad_one_in_the_same_read_still_reach_the_client() {
+    let mut answer =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    let mut events: Vec<Vec<u8>> = ["Hel", "lo"]
+        .iter()
+        .map(|c| data_event(&chunk(c)).into_bytes())
+        .collect();
+    // Not UTF-8: the event stream is broken from here on.
+    events.push(b"data: \xff\xfe\n\n".to_vec());
+    for event in events {
+        answer.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+        answer.extend_from_slice(&event);
+        answer.extend_from_slice(b"\r\n");
+    }
+    answer.extend_from_slice(b"0\r\n\r\n");
+    let (addr, _) = raw_provider_answering(AfterAnswer::Close, answer).await;
+    let gw = Gateway::with_openai_at(addr, "[resilience]\nmax_retries = 0\n").await;
+    let response = gw.chat(stream_request("chat-model")).await;
+    assert_eq!(response.status(), 200);
+    let text = read_text(response).await;
+    let data = sse_data(&text);
+    assert!(data.len() >= 3, "{text}");
+    assert!(data[0].contains("Hel") && data[1].contains("lo"), "{text}");
+    let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad event stream")),
+        "{text}"
     );
 }

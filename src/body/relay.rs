@@ -45,18 +45,21 @@ pub fn deadline_after(from: Instant, after: Duration) -> Instant {
 /// A piece of an upstream stream of OpenAI-shaped SSE bytes.
 pub struct StreamChunk {
     pub bytes: Bytes,
-    /// True if it completes at least one `data:` event. Comments and partial events are
-    /// relayed but are not the first token and do not reset the idle timeout: a provider
-    /// that only sends pings must still hit its deadlines.
-    pub has_data: bool,
+    /// How many `data:` events from the provider it completes (a chunk may carry many:
+    /// the provider body joins what one read brought). Zero for comments and partial
+    /// events, which are relayed but are not the first token and do not reset the idle
+    /// timeout: a provider that only sends pings must still hit its deadlines. The count is
+    /// the output estimate when the provider reports no usage (about one token per event).
+    pub data_events: u64,
 }
 
 impl StreamChunk {
     pub fn data(bytes: Bytes) -> StreamChunk {
-        StreamChunk {
-            bytes,
-            has_data: true,
-        }
+        StreamChunk::events(bytes, 1)
+    }
+
+    pub fn events(bytes: Bytes, data_events: u64) -> StreamChunk {
+        StreamChunk { bytes, data_events }
     }
 }
 
@@ -190,16 +193,16 @@ impl HttpBody for SseRelay {
                     Poll::Pending => break,
                 },
                 State::Streaming(stream) => match stream.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(Ok(StreamChunk { bytes, has_data }))) => {
+                    Poll::Ready(Some(Ok(StreamChunk { bytes, data_events }))) => {
                         if bytes.is_empty() {
                             continue;
                         }
-                        if !has_data {
+                        if data_events == 0 {
                             return Poll::Ready(Some(Ok(Frame::data(bytes))));
                         }
                         this.last_data = Instant::now();
                         this.last_sent = this.last_data;
-                        this.recorder.data_event();
+                        this.recorder.add_data_events(data_events);
                         if !this.saw_data {
                             this.saw_data = true;
                             this.recorder.first_token();

@@ -306,6 +306,15 @@ impl BodyStream {
     /// The next data: every frame already received, joined (up to `MAX_JOINED_BYTES`), so
     /// the events of one read leave in one chunk. Never waits for more than the first.
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        self.poll_joined(cx, MAX_JOINED_BYTES)
+    }
+
+    /// `poll_chunk` with a join limit (1 byte: one frame at a time).
+    fn poll_joined(
+        &mut self,
+        cx: &mut Context<'_>,
+        max_bytes: usize,
+    ) -> Poll<Option<Result<Bytes, Error>>> {
         if let Some(end) = self.after_joined.take() {
             return Poll::Ready(end.map(Err));
         }
@@ -333,7 +342,7 @@ impl BodyStream {
                     }
                     let len = first.as_ref().map_or(0, Bytes::len)
                         + joined.as_ref().map_or(0, BytesMut::len);
-                    if len >= MAX_JOINED_BYTES {
+                    if len >= max_bytes {
                         break;
                     }
                     continue;
@@ -392,7 +401,8 @@ impl Drop for BodyStream {
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..MAX_FRAMES_READ_ON_DROP {
-            match self.poll_chunk(&mut cx) {
+            // One frame per step: the bound counts frames, not joins of up to 32 KiB.
+            match self.poll_joined(&mut cx, 1) {
                 Poll::Ready(Some(Ok(_))) => continue,
                 Poll::Ready(None) | Poll::Ready(Some(Err(_))) | Poll::Pending => return,
             }

@@ -144,6 +144,7 @@ pub(in crate::upstream) fn stream(
             first_chunk: None,
             tool_calls_seen: Vec::new(),
             max_output,
+            failed_after: None,
             ctx,
         });
         Ok(events)
@@ -178,6 +179,9 @@ struct InspectedStream {
     tool_calls_seen: Vec<(u64, u64)>,
     /// The client's output-token limit, which the output estimate never exceeds.
     max_output: Option<u64>,
+    /// A bad event that came after good ones in the same read: the good ones go out
+    /// first, then this ends the stream.
+    failed_after: Option<GatewayError>,
     ctx: CallContext,
 }
 
@@ -260,19 +264,26 @@ impl InspectedStream {
         chunk
     }
 
-    /// The client bytes of the events this chunk completes, and whether there is one.
+    /// The client bytes of the events this chunk completes, and how many provider events
+    /// they are (the gateway's own usage chunk not counted).
     fn inspect(&mut self, bytes: &[u8]) -> Result<StreamChunk, GatewayError> {
         self.parser.push(bytes);
         let mut out = Vec::new();
+        let mut events = 0u64;
         loop {
             let mut event = match self.parser.next_event() {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(GatewayError::UpstreamInvalid {
+                    let error = GatewayError::UpstreamInvalid {
                         provider: self.ctx.provider(),
                         message: format!("bad event stream: {e}"),
-                    })
+                    };
+                    if out.is_empty() {
+                        return Err(error);
+                    }
+                    self.failed_after = Some(error);
+                    break;
                 }
             };
             if event.data == "[DONE]" {
@@ -286,18 +297,16 @@ impl InspectedStream {
                     frame(&usage, &mut out);
                 }
                 frame(&event, &mut out);
+                events = events.saturating_add(1);
                 // Whatever the server sends after `[DONE]` is not part of the answer.
                 break;
             }
             if self.inspect_event(&mut event) {
                 frame(&event, &mut out);
+                events = events.saturating_add(1);
             }
         }
-        let has_data = !out.is_empty();
-        Ok(StreamChunk {
-            bytes: Bytes::from(out),
-            has_data,
-        })
+        Ok(StreamChunk::events(Bytes::from(out), events))
     }
 }
 
@@ -351,6 +360,10 @@ impl Stream for InspectedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(error) = this.failed_after.take() {
+            this.ended = true;
+            return Poll::Ready(Some(Err(error)));
+        }
         // `[DONE]` ends the answer: a server that keeps its body open a moment longer (or
         // forever) does not hold the client, and the stream counts as complete.
         if this.ended || this.saw_done {

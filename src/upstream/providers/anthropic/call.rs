@@ -139,6 +139,7 @@ pub(in crate::upstream) fn stream(
             parser: SseParser::new(MAX_UPSTREAM_EVENT_BYTES),
             translator,
             ended: false,
+            failed_after: None,
             ctx,
         });
         Ok(events)
@@ -154,6 +155,8 @@ struct TranslatedStream {
     parser: SseParser,
     translator: StreamTranslator,
     ended: bool,
+    /// A failure that came after good events in the same read: they go out first.
+    failed_after: Option<GatewayError>,
     ctx: CallContext,
 }
 
@@ -168,34 +171,45 @@ impl TranslatedStream {
         }
     }
 
-    /// Translates every complete event buffered so far into client bytes.
-    fn drain(&mut self) -> Result<Vec<u8>, GatewayError> {
+    /// Translates every complete event buffered so far into client bytes; also returns how
+    /// many OpenAI events they are. A failure after good events is kept for the next poll.
+    fn drain(&mut self) -> Result<(Vec<u8>, u64), GatewayError> {
         let mut out = Vec::new();
+        let mut events = 0u64;
         loop {
-            let event = match self.parser.next_event() {
-                Ok(Some(event)) => event,
+            let translated = match self.parser.next_event() {
+                Ok(Some(event)) => self.translator.on_event(&event).map_err(|e| match e {
+                    TranslateError::UpstreamStreamError(m) => self.upstream_error(m),
+                    other => translate_error(&self.ctx, other),
+                }),
                 Ok(None) => break,
-                Err(e) => return Err(self.upstream_error(format!("bad event stream: {e}"))),
+                Err(e) => Err(self.upstream_error(format!("bad event stream: {e}"))),
             };
-            let chunks = self.translator.on_event(&event).map_err(|e| match e {
-                TranslateError::UpstreamStreamError(m) => self.upstream_error(m),
-                other => translate_error(&self.ctx, other),
-            })?;
+            let chunks = match translated {
+                Ok(chunks) => chunks,
+                Err(error) if out.is_empty() => return Err(error),
+                Err(error) => {
+                    self.failed_after = Some(error);
+                    break;
+                }
+            };
             for chunk in chunks {
                 out.extend_from_slice(&sse_data(
                     &serde_json::to_vec(&chunk).expect("a JSON value serializes"),
                 ));
+                events = events.saturating_add(1);
             }
             if self.translator.finished() {
                 if let Some(usage) = self.translator.usage() {
                     self.ctx.recorder.usage(&usage);
                 }
                 out.extend_from_slice(SSE_DONE);
+                events = events.saturating_add(1);
                 self.ended = true;
                 break;
             }
         }
-        Ok(out)
+        Ok((out, events))
     }
 }
 
@@ -205,6 +219,10 @@ impl Stream for TranslatedStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if let Some(error) = this.failed_after.take() {
+                this.ended = true;
+                return Poll::Ready(Some(Err(error)));
+            }
             if this.ended {
                 return Poll::Ready(None);
             }
@@ -212,9 +230,12 @@ impl Stream for TranslatedStream {
                 Poll::Ready(Some(Ok(bytes))) => {
                     this.parser.push(&bytes);
                     match this.drain() {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => {
-                            return Poll::Ready(Some(Ok(StreamChunk::data(Bytes::from(out)))))
+                        Ok((out, _)) if out.is_empty() => continue,
+                        Ok((out, events)) => {
+                            return Poll::Ready(Some(Ok(StreamChunk::events(
+                                Bytes::from(out),
+                                events,
+                            ))))
                         }
                         Err(e) => {
                             this.ended = true;
