@@ -58,7 +58,7 @@ pub(super) async fn call(
             if let Some((name, value)) = auth(provider)? {
                 builder = builder.header(name, value);
             }
-            let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
+            let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send(client))
                 .await
                 .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
                 .map_err(|e| send_error(ctx, e))?;

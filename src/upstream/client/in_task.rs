@@ -36,10 +36,11 @@ use super::{Error, Kind};
 type Connection = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 type Sender = http1::SendRequest<Full<Bytes>>;
 
-/// Below the providers' usual keep-alive, so a connection they just closed is not reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Below the providers' usual keep-alive, so a connection they just closed is not reused
+/// (the `https://` pooled client uses the same two limits).
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per provider host (more are closed when they come back).
-const MAX_IDLE_PER_HOST: usize = 256;
+pub(super) const MAX_IDLE_PER_HOST: usize = 256;
 /// Pooled connections found closed before one is used or a new one is opened.
 const MAX_STALE_TRIES: usize = 4;
 

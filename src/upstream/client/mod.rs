@@ -158,9 +158,9 @@ impl Client {
             .enable_http2()
             .wrap_connector(http);
         let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            // Below the providers' keep-alive so we never reuse a connection they just closed.
-            .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(256)
+            // The same keep-alive limits as the `http://` pool.
+            .pool_idle_timeout(in_task::IDLE_TIMEOUT)
+            .pool_max_idle_per_host(in_task::MAX_IDLE_PER_HOST)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
@@ -170,7 +170,10 @@ impl Client {
         }
     }
 
-    /// A POST to `url` (a provider endpoint, parsed at config load).
+    /// A POST to `url` (a provider endpoint, parsed at config load), sent with
+    /// `RequestBuilder::send(client)`. The builder holds no client: it used to hold a clone,
+    /// which cloned and dropped the pooled client's connector (its TLS config and resolver
+    /// handles) on every request.
     pub fn post(&self, url: &reqwest::Url) -> RequestBuilder {
         let uri = url
             .as_str()
@@ -179,7 +182,6 @@ impl Client {
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         RequestBuilder {
-            client: self.clone(),
             uri,
             headers,
             body: Bytes::new(),
@@ -205,14 +207,13 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
 
 /// A request being put together; errors surface at `send`.
 pub struct RequestBuilder {
-    client: Client,
     uri: Result<Uri, Error>,
     headers: HeaderMap,
     body: Bytes,
 }
 
 impl RequestBuilder {
-    pub fn header<K, V>(mut self, name: K, value: V) -> RequestBuilder
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
     where
         K: TryInto<HeaderName>,
         K::Error: Into<http::Error>,
@@ -229,25 +230,25 @@ impl RequestBuilder {
         self
     }
 
-    pub fn body(mut self, body: impl Into<Bytes>) -> RequestBuilder {
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
     }
 
-    pub async fn send(self) -> Result<Response, Error> {
+    /// Sends on `client`'s pools (the one that built it, or any other of the same tier).
+    pub async fn send(self, client: &Client) -> Result<Response, Error> {
         let mut request = Request::new(Full::new(self.body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri?;
         *request.headers_mut() = self.headers;
         if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            let (response, driver) = self.client.plain.send(request).await?;
+            let (response, driver) = client.plain.send(request).await?;
             return Ok(Response {
                 inner: response,
                 driver: Some(driver),
             });
         }
-        let response = self
-            .client
+        let response = client
             .inner
             .request(request)
             .await
@@ -427,7 +428,7 @@ mod tests {
             let err = client
                 .post(&url)
                 .header("authorization", "Bearer sk-secret\nx")
-                .send()
+                .send(&client)
                 .await
                 .err()
                 .expect("an invalid header value is refused");

@@ -86,7 +86,7 @@ pub(in crate::upstream) async fn complete(
 ) -> Result<Bytes, GatewayError> {
     let builder = build(client, ctx, request)?;
     let result = async {
-        let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
+        let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send(client))
             .await
             .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
             .map_err(|e| send_error(ctx, e))?;
@@ -127,7 +127,10 @@ pub(in crate::upstream) fn stream(
     // than the client allowed.
     let max_output = crate::cost::requested_max_output(request).ok().flatten();
     Box::pin(async move {
-        let response = builder?.send().await.map_err(|e| send_error(&ctx, e))?;
+        let response = builder?
+            .send(&client)
+            .await
+            .map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
             return Err(status_error(&ctx, response, error_message).await);
         }

@@ -91,7 +91,7 @@ pub(in crate::upstream) async fn complete(
 ) -> Result<(Bytes, ProviderAdjustments), GatewayError> {
     let result = async {
         let (builder, dropped) = build(client, ctx, request)?;
-        let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send())
+        let response = tokio::time::timeout_at(ctx.total_deadline(), builder.send(client))
             .await
             .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
             .map_err(|e| send_error(ctx, e))?;
@@ -127,7 +127,10 @@ pub(in crate::upstream) fn stream(
     let include_usage = request.include_usage();
     let ctx = ctx.clone();
     let pending: PendingStream = Box::pin(async move {
-        let response = builder.send().await.map_err(|e| send_error(&ctx, e))?;
+        let response = builder
+            .send(&client)
+            .await
+            .map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
             return Err(status_error(&ctx, response, from_anthropic_error).await);
         }
