@@ -26,12 +26,16 @@ const GLOSS_REPEAT: usize = 8;
 pub struct StaticEmbedder {
     tokenizer: WordPiece,
     scale: [f32; DIMS],
-    /// Every token's row already multiplied by its weight, as f32 (vocab × DIMS), built
-    /// once at load: the request path then only adds rows. The product is the same f32
-    /// multiplication the scoring loop used to do per request, so results are unchanged;
-    /// it costs ~16 MB of memory to save the i8 -> f32 conversions and multiplications
-    /// (about half of a 500-character prompt's classification time).
-    rows: Vec<f32>,
+    /// Every token's row as shipped: i8 values (vocab × DIMS), borrowed from the table
+    /// compiled into the binary, so they are file-backed pages that the kernel maps in as
+    /// tokens are seen (3.9 MB at most), not a copy. The request path multiplies each value
+    /// by its token's weight as it adds it. An f32 copy with the weights folded in saved
+    /// that multiplication (~0.4 µs per 500-character prompt, ~3% of the first stage) but
+    /// cost 15.6 MB of private memory in every process: half the idle gateway (issue 12,
+    /// BENCHMARKS.md). The products are the same f32 multiplications, so scores are too.
+    values: &'static [u8],
+    /// Each token's SIF weight (vocab entries, 122 KB).
+    weights: Vec<f32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,16 +77,17 @@ impl StaticEmbedder {
             return Err(TableError::Format("vocabulary and table disagree"));
         }
         let harmonic = (vocab_size as f32).ln();
-        let mut rows = Vec::with_capacity(vocab_size * DIMS);
-        for (id, row) in values.chunks_exact(DIMS).enumerate() {
-            let p = 1.0 / ((id as f32 + 1.0) * harmonic);
-            let weight = SIF_A / (SIF_A + p);
-            rows.extend(row.iter().map(|&v| weight * f32::from(v as i8)));
-        }
+        let weights = (0..vocab_size)
+            .map(|id| {
+                let p = 1.0 / ((id as f32 + 1.0) * harmonic);
+                SIF_A / (SIF_A + p)
+            })
+            .collect();
         Ok(StaticEmbedder {
             tokenizer,
             scale,
-            rows,
+            values,
+            weights,
         })
     }
 
@@ -124,16 +129,17 @@ impl StaticEmbedder {
         any || n > 0
     }
 
-    /// `sum[d] += weight(id) * row(id)[d]` (precomputed in `rows`) for each id in order.
+    /// `sum[d] += weight(id) * row(id)[d]` for each id in order.
     fn add_rows(&self, ids: &[u32], sum: &mut [f32; DIMS]) {
         for (block, out) in sum.chunks_exact_mut(LANES).enumerate() {
             let mut acc = [0f32; LANES];
             acc.copy_from_slice(out);
             for &id in ids {
                 let at = id as usize * DIMS + block * LANES;
-                let row: &[f32; LANES] = self.rows[at..at + LANES].try_into().expect("a block");
+                let row: &[u8; LANES] = self.values[at..at + LANES].try_into().expect("a block");
+                let weight = self.weights[id as usize];
                 for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += v;
+                    *a += weight * f32::from(v as i8);
                 }
             }
             out.copy_from_slice(&acc);
