@@ -320,7 +320,6 @@ impl BodyStream {
             return Poll::Ready(end.map(Err));
         }
         let mut joined: Option<BytesMut> = None;
-        let mut first: Option<Bytes> = None;
         // The connection is moved at most once per frame taken: progress, never a spin.
         let mut driven = false;
         loop {
@@ -330,20 +329,18 @@ impl BodyStream {
                         continue; // trailers
                     };
                     driven = false;
-                    match (&mut first, &mut joined) {
-                        (None, None) => first = Some(data),
-                        (Some(head), None) => {
-                            let mut buf = BytesMut::with_capacity(head.len() + data.len());
-                            buf.extend_from_slice(head);
-                            buf.extend_from_slice(&data);
-                            first = None;
-                            joined = Some(buf);
-                        }
-                        (_, Some(buf)) => buf.extend_from_slice(&data),
+                    match &mut joined {
+                        None if data.len() >= max_bytes => return Poll::Ready(Some(Ok(data))),
+                        // Copied, not kept: `data` is a slice of hyper's read buffer, and
+                        // hyper reuses that buffer for its next read (the poll below) only
+                        // if no slice of it is alive; otherwise it allocates a fresh 8 KiB
+                        // one. Holding the slice cost an 8 KiB allocation per event read
+                        // and ~8 KB per open stream (heaptrack, BENCHMARKS.md); a copy of
+                        // one event is a few hundred bytes.
+                        None => joined = Some(BytesMut::from(&data[..])),
+                        Some(buf) => buf.extend_from_slice(&data),
                     }
-                    let len = first.as_ref().map_or(0, Bytes::len)
-                        + joined.as_ref().map_or(0, BytesMut::len);
-                    if len >= max_bytes {
+                    if joined.as_ref().map_or(0, BytesMut::len) >= max_bytes {
                         break;
                     }
                     continue;
@@ -374,10 +371,9 @@ impl BodyStream {
                 _ => break,
             }
         }
-        match (first, joined) {
-            (Some(data), _) => Poll::Ready(Some(Ok(data))),
-            (None, Some(buf)) => Poll::Ready(Some(Ok(buf.freeze()))),
-            (None, None) => match self.after_joined.take() {
+        match joined {
+            Some(buf) => Poll::Ready(Some(Ok(buf.freeze()))),
+            None => match self.after_joined.take() {
                 Some(end) => Poll::Ready(end.map(Err)),
                 None => Poll::Pending,
             },
