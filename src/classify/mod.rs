@@ -18,6 +18,7 @@ pub mod learned;
 pub mod parts;
 pub mod rules;
 pub mod segment;
+pub mod shape;
 pub mod stage2;
 pub mod train;
 pub mod wordpiece;

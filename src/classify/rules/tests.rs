@@ -1,5 +1,6 @@
 //! Tests of the rules classifier.
 
+use super::keywords::MAX_KEYWORDS;
 use super::*;
 use crate::classify::Turn;
 use std::borrow::Cow;
