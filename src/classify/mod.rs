@@ -54,6 +54,22 @@ impl Tier {
 /// must not stall a worker. Classifiers look at the head and the tail of long texts.
 pub const MAX_SCAN_BYTES: usize = 8 * 1024;
 
+/// The first and the last `half` bytes of `text`, each cut inward to a character boundary:
+/// what the bounded readers (rules, segmenter, second stage) keep of a long text. Meant for
+/// texts longer than `2 * half`; a shorter one gives overlapping or empty pieces, never a
+/// panic.
+pub(crate) fn head_and_tail(text: &str, half: usize) -> (&str, &str) {
+    let mut head = half.min(text.len());
+    while !text.is_char_boundary(head) {
+        head = head.saturating_sub(1);
+    }
+    let mut tail = text.len().saturating_sub(half);
+    while !text.is_char_boundary(tail) {
+        tail = tail.saturating_add(1);
+    }
+    (&text[..head], &text[tail..])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     System,
@@ -104,5 +120,21 @@ pub trait Classifier: Send + Sync + 'static {
     /// set none.
     fn default_threshold(&self) -> f32 {
         0.5
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_and_tail;
+
+    #[test]
+    fn head_and_tail_cut_inward_to_character_boundaries() {
+        // "é" is two bytes: a cut inside it moves out of the middle, never through it.
+        let text = "abé日本cdé";
+        assert_eq!(head_and_tail(text, 3), ("ab", "dé"));
+        assert_eq!(head_and_tail(text, 6), ("abé", "cdé"));
+        assert_eq!(head_and_tail(text, 4), ("abé", "cdé"));
+        assert_eq!(head_and_tail("short", 10), ("short", "short"));
+        assert_eq!(head_and_tail("", 4), ("", ""));
     }
 }

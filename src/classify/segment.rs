@@ -67,21 +67,10 @@ pub(super) fn windows(text: &str) -> (&str, &str) {
     if text.len() <= MAX_SCAN_BYTES {
         return (text, "");
     }
-    let half = MAX_SCAN_BYTES / 2;
-    let mut head = half;
-    while !text.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = text.len() - half;
-    while !text.is_char_boundary(tail) {
-        tail += 1;
-    }
+    let (head, tail) = super::head_and_tail(text, MAX_SCAN_BYTES / 2);
     // The tail window starts at a line boundary, so no half line is judged.
-    let tail_text = &text[tail..];
-    let tail_text = tail_text
-        .find('\n')
-        .map_or(tail_text, |i| &tail_text[i + 1..]);
-    (&text[..head], tail_text)
+    let tail = tail.find('\n').map_or(tail, |i| &tail[i + 1..]);
+    (head, tail)
 }
 
 const CODE_STARTS: &[&str] = &[

@@ -29,18 +29,10 @@ pub(super) fn fill_lowercase(text: &str, budget: usize, buf: &mut String) {
     if text.len() <= budget {
         buf.push_str(text);
     } else {
-        let half = budget / 2;
-        let mut head = half;
-        while !text.is_char_boundary(head) {
-            head -= 1;
-        }
-        let mut tail = text.len() - half;
-        while !text.is_char_boundary(tail) {
-            tail += 1;
-        }
-        buf.push_str(&text[..head]);
+        let (head, tail) = crate::classify::head_and_tail(text, budget / 2);
+        buf.push_str(head);
         buf.push('\n');
-        buf.push_str(&text[tail..]);
+        buf.push_str(tail);
     }
     buf.make_ascii_lowercase();
 }

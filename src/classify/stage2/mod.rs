@@ -366,16 +366,8 @@ pub fn bounded(text: &str) -> String {
     if text.len() <= MAX_TEXT_BYTES {
         return text.to_string();
     }
-    let half = MAX_TEXT_BYTES / 2;
-    let mut end = half;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut start = text.len() - half;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("{}\n{}", &text[..end], &text[start..])
+    let (head, tail) = crate::classify::head_and_tail(text, MAX_TEXT_BYTES / 2);
+    format!("{head}\n{tail}")
 }
 
 #[cfg(test)]
