@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::parse_errors;
 
 /// The HTTP/2 client preface starts with this; such a connection has no HTTP/1 heads.
-const H2_PREFACE_START: &[u8] = b"PRI ";
+pub(super) const H2_PREFACE_START: &[u8] = b"PRI ";
 
 #[derive(Debug)]
 struct State {
