@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::parse_errors;
+use crate::body::relay::deadline_after;
 
 /// The HTTP/2 client preface starts with this; such a connection has no HTTP/1 heads.
 pub(super) const H2_PREFACE_START: &[u8] = b"PRI ";
@@ -153,25 +154,40 @@ impl ConnActivity {
     }
 
     /// Resolves when the connection has been without a request for too long.
+    ///
+    /// One timer for the connection's life, checked when it fires and moved only when the
+    /// deadline in force comes earlier than it (a new head's shorter header timeout). A
+    /// request starting or ending does not touch it: re-arming a timer on every request
+    /// made tokio wake its own event loop through the eventfd (the new idle deadline was
+    /// earlier than the request deadline the loop had last slept towards), one extra
+    /// `write` and `epoll_wait` per request (strace, BENCHMARKS.md).
     pub async fn expired(&self) -> Expired {
+        let first = self.deadline().map_or_else(
+            || deadline_after(Instant::now(), self.timeouts.idle),
+            |(at, _)| at,
+        );
+        let timer = tokio::time::sleep_until(first);
+        tokio::pin!(timer);
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             // Register before reading the state, so a change in between is not missed.
             changed.as_mut().enable();
-            match self.deadline() {
-                None => changed.await,
-                Some((at, why)) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {
-                            // A request may have started just now: look again.
-                            if self.deadline().is_some_and(|(again, _)| again <= Instant::now()) {
-                                return why;
-                            }
-                        }
-                        _ = &mut changed => {}
-                    }
+            if let Some((at, _)) = self.deadline() {
+                if at < timer.deadline() {
+                    timer.as_mut().reset(at);
                 }
+            }
+            tokio::select! {
+                () = timer.as_mut() => match self.deadline() {
+                    Some((at, why)) if at <= Instant::now() => return why,
+                    Some((at, _)) => timer.as_mut().reset(at),
+                    // A request is in progress: look again one idle period on.
+                    None => timer
+                        .as_mut()
+                        .reset(deadline_after(Instant::now(), self.timeouts.idle)),
+                },
+                () = &mut changed => {}
             }
         }
     }
