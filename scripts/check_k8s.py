@@ -49,14 +49,14 @@ KUBERNETES_VERSIONS = ["1.29", kubernetes_validate.latest_version()]
 # Kinds without a bundled schema that this script checks itself.
 OPERATOR_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"),
                   ("monitoring.coreos.com/v1", "PrometheusRule")}
-# Measured with scripts/measure_rss.py (README, "Deployment"; release build, 2026-12-07):
-# VmRSS 38.5 MiB idle, 133 MiB once the default 64 MiB response cache is full (6144
-# distinct 16 KiB answers), peak 148 MiB with 256 open streams on top. What is not the
+# Measured with scripts/measure_rss.py (README, "Deployment"; release build, 2026-12-08):
+# VmRSS 15.5 MiB idle, 103 MiB once the default 64 MiB response cache is full (6144
+# distinct 16 KiB answers), peak 117 MiB with 256 open streams on top. What is not the
 # cache's bound (allocator, entry bookkeeping, buffers) is carried over to another
 # `cache.max_bytes`: the request must cover the full-cache RSS, the limit the peak.
 MEASURED_CACHE_MIB = 64
-MEASURED_FULL_CACHE_RSS_MIB = 133
-MEASURED_PEAK_RSS_MIB = 148
+MEASURED_FULL_CACHE_RSS_MIB = 103
+MEASURED_PEAK_RSS_MIB = 117
 
 RULES_HEADER = """\
 # GENERATED from deploy/prometheus/alerts.yml by `python3 scripts/check_k8s.py --write-rules`

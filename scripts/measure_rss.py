@@ -117,7 +117,8 @@ cache_nondeterministic = true
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         line = process.stderr.readline()
-        if m := re.search(r"api listening on http://(\S+)", line):
+        # Text or JSON log lines: the address is the host:port after the scheme either way.
+        if m := re.search(r"api listening on http://([0-9.]+:[0-9]+)", line):
             threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
             return process, m.group(1)
     process.kill()
