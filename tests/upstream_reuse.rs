@@ -191,13 +191,9 @@ async fn read_chunked_response(stream: &mut TcpStream) -> (String, Vec<Vec<u8>>)
     }
 }
 
-#[tokio::test]
-async fn events_that_arrive_together_leave_in_one_chunk() {
-    const EVENTS: usize = 40;
-    let contents: Vec<String> = (0..EVENTS).map(|i| format!("t{i} ")).collect();
-    let (addr, _) = raw_provider_with(AfterAnswer::KeepAlive, contents.clone()).await;
-    let gw = Gateway::with_openai_at(addr, "").await;
-    let body = stream_request("chat-model").to_string();
+/// `body` to the chat endpoint over a raw connection; the response head and its chunks.
+async fn stream_raw(gw: &Gateway, body: &serde_json::Value) -> (String, Vec<Vec<u8>>) {
+    let body = body.to_string();
     let mut client = TcpStream::connect(gw.api).await.unwrap();
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\n\
@@ -205,7 +201,29 @@ async fn events_that_arrive_together_leave_in_one_chunk() {
         body.len()
     );
     client.write_all(request.as_bytes()).await.unwrap();
-    let (head, chunks) = read_chunked_response(&mut client).await;
+    read_chunked_response(&mut client).await
+}
+
+/// What `chat-model` was billed, once the settlement (after the response) has run.
+async fn billed(gw: &Gateway) -> f64 {
+    let mut cost = 0.0;
+    for _ in 0..100 {
+        cost = metrics_value(gw, "deliberate_cost_usd_total", &["model=\"chat-model\""]).await;
+        if cost > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cost
+}
+
+#[tokio::test]
+async fn events_that_arrive_together_leave_in_one_chunk() {
+    const EVENTS: usize = 40;
+    let contents: Vec<String> = (0..EVENTS).map(|i| format!("t{i} ")).collect();
+    let (addr, _) = raw_provider_with(AfterAnswer::KeepAlive, contents.clone()).await;
+    let gw = Gateway::with_openai_at(addr, "").await;
+    let (head, chunks) = stream_raw(&gw, &stream_request("chat-model")).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let text = String::from_utf8(chunks.concat()).unwrap();
     let data = sse_data(&text);
@@ -228,18 +246,30 @@ async fn events_that_arrive_together_leave_in_one_chunk() {
     // The provider sent no usage: the bill's output estimate is one token per event
     // (41 x $0.6 per million), not one per joined chunk.
     let per_output_token = 0.6e-6;
-    let mut cost = 0.0;
-    for _ in 0..100 {
-        cost = metrics_value(&gw, "deliberate_cost_usd_total", &["model=\"chat-model\""]).await;
-        if cost > 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cost = billed(&gw).await;
     let output_part = 41.0 * per_output_token;
     assert!(
         cost >= output_part && cost < output_part + 1e-5,
         "billed {cost}, the output estimate alone is {output_part}"
+    );
+}
+
+/// Without usage from the provider, the bill's output is estimated from the events, and a
+/// provider that streams past the request's `max_tokens` is not billed past it.
+#[tokio::test]
+async fn an_output_estimate_is_billed_no_further_than_the_request_allowed() {
+    let contents: Vec<String> = (0..40).map(|i| format!("t{i} ")).collect();
+    let (addr, _) = raw_provider_with(AfterAnswer::KeepAlive, contents).await;
+    let gw = Gateway::with_openai_at(addr, "").await;
+    let mut body = stream_request("chat-model");
+    body["max_tokens"] = 5.into();
+    let (head, _) = stream_raw(&gw, &body).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let cost = billed(&gw).await;
+    let output_part = 5.0 * 0.6e-6;
+    assert!(
+        cost >= output_part && cost < output_part + 1e-5,
+        "billed {cost}, 5 output tokens are {output_part}"
     );
 }
 

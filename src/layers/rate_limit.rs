@@ -55,6 +55,14 @@ impl TokenEstimate {
     pub fn max_output_on(&self, model: &crate::config::Model) -> u64 {
         crate::cost::output_limit(self.max_output, model.capabilities.max_output_tokens)
     }
+
+    /// Output tokens estimated from relayed data events when the provider reports none:
+    /// about one per event, never more than the request allowed (as the estimated usage
+    /// chunk a client sees is capped). A provider that ignores the limit and streams
+    /// thousands of tiny events is not billed or counted past it.
+    pub fn output_from_events(&self, data_events: u64) -> u64 {
+        data_events.min(self.max_output)
+    }
 }
 
 #[derive(Clone)]
@@ -191,8 +199,9 @@ where
 }
 
 /// Tokens the request used: the provider's count, or (when the provider never said, e.g.
-/// the client left mid-stream) the prompt estimate plus one token per relayed data event.
-/// A failed request that streamed nothing used nothing.
+/// the client left mid-stream) the prompt estimate plus the output estimated from relayed
+/// data events (`TokenEstimate::output_from_events`). A failed request that streamed
+/// nothing used nothing.
 pub fn tokens_used(call: &CallRecord, estimate: TokenEstimate, succeeded: bool) -> u64 {
     match call.usage() {
         Some(u) => u.total(),
@@ -201,8 +210,41 @@ pub fn tokens_used(call: &CallRecord, estimate: TokenEstimate, succeeded: bool) 
             if streamed == 0 && !succeeded {
                 0
             } else {
-                estimate.prompt.saturating_add(streamed)
+                estimate
+                    .prompt
+                    .saturating_add(estimate.output_from_events(streamed))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Tier;
+    use crate::metrics::Metrics;
+    use crate::record::{CallLabels, CallRecorder};
+
+    #[test]
+    fn an_output_estimate_from_events_stops_at_the_requested_limit() {
+        let recorder = CallRecorder::new(
+            Metrics::new(),
+            CallLabels {
+                tenant: "t".into(),
+                tier: Tier::Fast,
+                model: "m".into(),
+                provider: "p".into(),
+            },
+            tokio::time::Instant::now(),
+        );
+        let estimate = TokenEstimate {
+            prompt: 10,
+            max_output: 5,
+        };
+        recorder.add_data_events(3);
+        assert_eq!(tokens_used(recorder.record(), estimate, true), 13);
+        recorder.add_data_events(10_000);
+        assert_eq!(tokens_used(recorder.record(), estimate, true), 15);
+        assert_eq!(estimate.output_from_events(u64::MAX), 5);
     }
 }

@@ -61,7 +61,7 @@ impl Settlement {
                     .inc();
                 Some(Usage {
                     prompt: self.estimate.prompt,
-                    completion: streamed,
+                    completion: self.estimate.output_from_events(streamed),
                     ..Usage::default()
                 })
             }
