@@ -140,9 +140,15 @@ impl CallRecorder {
         }
     }
 
-    /// Relayed data events (about one output token each for most providers).
+    /// Relayed data events (about one output token each for most providers). Saturates:
+    /// the count feeds the bill when a provider reports no usage, so it never wraps.
     pub fn add_data_events(&self, events: u64) {
-        self.record.data_events.fetch_add(events, Ordering::Relaxed);
+        let _ = self
+            .record
+            .data_events
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(events))
+            });
     }
 
     /// Counts tokens from an OpenAI-shaped `usage` object.
@@ -253,6 +259,8 @@ mod tests {
             Some(GatewayError::Overloaded.error_kind())
         );
         assert_eq!(r.record().data_events(), 1);
+        r.add_data_events(u64::MAX);
+        assert_eq!(r.record().data_events(), u64::MAX);
         assert!(r.record().first_token_after().is_some());
     }
 
