@@ -63,7 +63,7 @@ pub(super) async fn call(
                 .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
                 .map_err(|e| send_error(ctx, e))?;
             if !response.status().is_success() {
-                return Err(status_error(ctx, response, error_message).await);
+                return Err(Box::pin(status_error(ctx, response, error_message)).await);
             }
             read_body(ctx, response).await?
         }

@@ -373,6 +373,8 @@ fn expect_event_stream(ctx: &CallContext, response: &client::Response) -> Result
 }
 
 /// Turns a provider error status into a `GatewayError` with the provider's message.
+/// Callers box this future: it runs only for error statuses, and inline (its body read
+/// included) it would make every call's future, moved and copied whole, kilobytes larger.
 async fn status_error(
     ctx: &CallContext,
     response: client::Response,

@@ -118,7 +118,9 @@ impl Pool {
         loop {
             let (mut live, pooled) = match self.checkout(&key, &mut stale).await {
                 Some(live) => (live, true),
-                None => (self.connect(&key).await?, false),
+                // Boxed: connecting is the cold path, and inline its future would make
+                // every request's future (moved and copied whole) kilobytes larger.
+                None => (Box::pin(self.connect(&key)).await?, false),
             };
             match send_on(&mut live, request).await {
                 Ok(response) => {

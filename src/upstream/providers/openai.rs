@@ -18,10 +18,12 @@
 
 use crate::upstream::client;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 use crate::api::ChatRequest;
@@ -91,7 +93,7 @@ pub(in crate::upstream) async fn complete(
             .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
             .map_err(|e| send_error(ctx, e))?;
         if !response.status().is_success() {
-            return Err(status_error(ctx, response, error_message).await);
+            return Err(Box::pin(status_error(ctx, response, error_message)).await);
         }
         let bytes = read_body(ctx, response).await?;
         // Checked as JSON, but only `usage` is built as a value: the answer itself passes
@@ -132,7 +134,7 @@ pub(in crate::upstream) fn stream(
             .await
             .map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
-            return Err(status_error(&ctx, response, error_message).await);
+            return Err(Box::pin(status_error(&ctx, response, error_message)).await);
         }
         expect_event_stream(&ctx, &response)?;
         let events: Events = Box::pin(InspectedStream {
@@ -204,13 +206,27 @@ fn frame(event: &SseEvent, out: &mut Vec<u8>) {
         out.extend_from_slice(name.as_bytes());
         out.push(b'\n');
     }
-    for line in event.data.split('\n') {
+    // memchr's vectorised search: this runs for every relayed event.
+    let mut rest = event.data.as_bytes();
+    loop {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(end) => (&rest[..end], rest.get(end.saturating_add(1)..)),
+            None => (rest, None),
+        };
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(line);
         out.push(b'\n');
+        match next {
+            Some(next) => rest = next,
+            None => break,
+        }
     }
     out.push(b'\n');
 }
+
+/// The keys that make an event worth parsing, searched in every relayed event; built once.
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
+static TOOL_CALLS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"tool_calls\""));
 
 impl InspectedStream {
     /// Reads one event on its way (usage, the first chunk's identity) and normalises its
@@ -218,8 +234,8 @@ impl InspectedStream {
     /// first event and events that mention usage or tool calls.
     fn inspect_event(&mut self, event: &mut SseEvent) -> bool {
         self.content_events = self.content_events.saturating_add(1);
-        let has_usage = event.data.contains("\"usage\"");
-        let has_tools = event.data.contains("\"tool_calls\"");
+        let has_usage = USAGE_KEY.find(event.data.as_bytes()).is_some();
+        let has_tools = TOOL_CALLS_KEY.find(event.data.as_bytes()).is_some();
         let wants_first = self.estimate_usage.is_some() && self.first_chunk.is_none();
         if !(has_usage || has_tools || wants_first) {
             return true;
@@ -271,7 +287,8 @@ impl InspectedStream {
     /// they are (the gateway's own usage chunk not counted).
     fn inspect(&mut self, bytes: &[u8]) -> Result<StreamChunk, GatewayError> {
         self.parser.push(bytes);
-        let mut out = Vec::new();
+        // The events go out about as large as they came in: one allocation, no regrowing.
+        let mut out = Vec::with_capacity(bytes.len().saturating_add(64));
         let mut events = 0u64;
         loop {
             let mut event = match self.parser.next_event() {
@@ -427,6 +444,9 @@ mod tests {
             framed(Some("x"), "one\ntwo"),
             "event: x\ndata: one\ndata: two\n\n"
         );
+        // Empty data, and empty first and last lines, are lines too.
+        assert_eq!(framed(None, ""), "data: \n\n");
+        assert_eq!(framed(None, "\nmid\n"), "data: \ndata: mid\ndata: \n\n");
         // Re-parsing the framed bytes gives the same event back.
         let mut parser = SseParser::new(1024);
         parser.push(framed(Some("x"), "one\n\ntwo").as_bytes());

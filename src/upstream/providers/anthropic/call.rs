@@ -96,7 +96,7 @@ pub(in crate::upstream) async fn complete(
             .map_err(|_| ctx.timeout(TimeoutKind::Total, ctx.timeouts.total))?
             .map_err(|e| send_error(ctx, e))?;
         if !response.status().is_success() {
-            return Err(status_error(ctx, response, from_anthropic_error).await);
+            return Err(Box::pin(status_error(ctx, response, from_anthropic_error)).await);
         }
         let bytes = read_body(ctx, response).await?;
         let message: Value =
@@ -132,7 +132,7 @@ pub(in crate::upstream) fn stream(
             .await
             .map_err(|e| send_error(&ctx, e))?;
         if !response.status().is_success() {
-            return Err(status_error(&ctx, response, from_anthropic_error).await);
+            return Err(Box::pin(status_error(&ctx, response, from_anthropic_error)).await);
         }
         expect_event_stream(&ctx, &response)?;
         let translator =
