@@ -7,10 +7,10 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use deliberate::api::ChatRequest;
 use deliberate::classify::embed::StaticEmbedder;
-use deliberate::classify::grams;
 use deliberate::classify::learned::LearnedClassifier;
 use deliberate::classify::rules::RulesClassifier;
 use deliberate::classify::wordpiece::WordPiece;
+use deliberate::classify::{courtesy, grams};
 use deliberate::classify::{Classifier, Conversation, Role, Turn};
 
 /// Mixed prose, numbers, code and a little non-ASCII, like real prompts.
@@ -108,6 +108,18 @@ fn classifier_parts(c: &mut Criterion) {
     });
     group.bench_function("rule_signals_500_chars", |b| {
         b.iter(|| rules.signals(black_box(&short)))
+    });
+    // The bench prompt opens with "Hi!": without it, a turn with no courtesy to cut.
+    let plain = text.trim_start_matches("Hi! ");
+    let polite = format!("Hello, please help me with this: {plain} Thanks in advance!");
+    group.bench_function("courtesy_trim_plain_500_chars", |b| {
+        b.iter(|| courtesy::trim(black_box(plain)).len())
+    });
+    group.bench_function("courtesy_trim_500_chars", |b| {
+        b.iter(|| courtesy::trim(black_box(&text)).len())
+    });
+    group.bench_function("courtesy_trim_polite_500_chars", |b| {
+        b.iter(|| courtesy::trim(black_box(&polite)).len())
     });
     let lines: Vec<&str> = text.lines().collect();
     let mut out = vec![0f32; grams::BUCKETS];

@@ -29,7 +29,7 @@ use std::ops::Range;
 
 use super::embed::{StaticEmbedder, DIMS};
 use super::rules::{category_signed_name, RuleSignals, RulesClassifier, RULE_CATEGORIES};
-use super::{grams, parts, segment, shape};
+use super::{courtesy, grams, parts, segment, shape};
 use super::{Conversation, Role, MAX_SCAN_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,9 +268,10 @@ impl FeatureExtractor {
             .iter()
             .rev()
             .filter(|t| t.role == Role::User && !t.text.trim().is_empty());
-        let last = users.next().map(|t| &*t.text);
-        let previous = users.next().map(|t| &*t.text);
-        let rules = self.rules.signals(conversation);
+        // Greetings and thanks around a turn say nothing about its task (`courtesy`).
+        let last = users.next().map(|t| courtesy::trim(&t.text));
+        let previous = users.next().map(|t| courtesy::trim(&t.text));
+        let rules = self.rules.signals_with_newest(conversation, last);
         let mut lines: Vec<&str> = Vec::with_capacity(16);
         let split = last.map(|t| segment::prose(t, &mut lines));
         let text = last.unwrap_or_default();

@@ -9,6 +9,7 @@
 
 pub mod cached;
 pub mod cli;
+pub mod courtesy;
 pub mod embed;
 pub mod encoder;
 pub mod eval;
@@ -93,14 +94,15 @@ pub struct Conversation<'a> {
 }
 
 impl Conversation<'_> {
-    /// The last user turn's text: what the second stage reads (in the gateway, on the
-    /// command line and when its head is trained).
+    /// The last user turn's text without the greetings and thanks around it
+    /// (`courtesy::trim`, as the first stage reads it): what the second stage reads (in the
+    /// gateway, on the command line and when its head is trained).
     pub fn last_user_text(&self) -> Option<&str> {
         self.turns
             .iter()
             .rev()
             .find(|t| t.role == Role::User)
-            .map(|t| t.text.as_ref())
+            .map(|t| courtesy::trim(&t.text))
     }
 }
 

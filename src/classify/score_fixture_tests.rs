@@ -11,7 +11,9 @@
 //! `deliberate classify --jsonl FILE` over the three held-out files and the edge cases.
 //! Re-recorded once for a change of meaning, not of speed: the layout-request keywords
 //! ("reformat", "don't solve", their stems in six languages) and the engineering units
-//! (kPa, kN, m^3/s) moved 12 lines, each listed in that commit's message.
+//! (kPa, kN, m^3/s) moved 12 lines, each listed in that commit's message; and once for the
+//! courtesy cut (`courtesy.rs`: greetings and thanks around a turn are not read), which
+//! moved the 9 lines that carry courtesy, listed in that commit's message.
 
 use std::collections::HashMap;
 use std::path::Path;

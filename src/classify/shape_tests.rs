@@ -353,3 +353,77 @@ fn an_exercise_sheet_is_solved_but_a_request_to_lay_it_out_is_fast() {
         true,
     );
 }
+
+/// Real users wrap their asks in greetings and thanks; the training data mostly does not.
+/// Before `courtesy::trim`, "Please help me with this: " in front of a problem lowered its
+/// score by 0.12 on average (EVAL.md). A wrapped problem now scores as the bare one, in both
+/// directions and in six languages besides English.
+#[test]
+fn greetings_and_thanks_around_a_prompt_do_not_move_its_score() {
+    let pairs: &[(&str, &str, &str)] = &[
+        (
+            "Hello! ",
+            "A tank fills through pipe A in 6 hours and through pipe B in 9 hours; a drain \
+             empties it in 12 hours. With all three open from empty, when is it full?",
+            " Thanks in advance!",
+        ),
+        (
+            "Hi there, can you help me?\n",
+            "Is it true that every odd perfect square leaves remainder 1 when divided by 8? \
+             Prove it or give a counterexample.",
+            "\n\nthank you so much!!",
+        ),
+        (
+            "Hey! ",
+            "Write a two-line birthday message for my aunt.",
+            " Thanks!",
+        ),
+        (
+            "Hallo, kannst du mir helfen? ",
+            "Zeige, dass die Summe von drei aufeinanderfolgenden ganzen Zahlen immer durch 3 \
+             teilbar ist.",
+            " Vielen Dank!",
+        ),
+        (
+            "¡Hola! ",
+            "¿Cuántos números de tres cifras tienen sus dígitos en orden estrictamente \
+             creciente? Explica el razonamiento.",
+            " ¡Gracias!",
+        ),
+        (
+            "Bonjour, ",
+            "Peux-tu me donner trois idées de nom pour une boulangerie ?",
+            " Merci beaucoup !",
+        ),
+        (
+            "Здравствуйте! Помогите, пожалуйста: ",
+            "Сколько существует способов рассадить 5 человек за круглым столом так, чтобы двое \
+             определённых людей не сидели рядом?",
+            " Спасибо!",
+        ),
+        (
+            "你好，请帮我看看：",
+            "一个长方形的周长是36厘米，长比宽多4厘米，它的面积是多少？请写出推理过程。",
+            "谢谢！",
+        ),
+        (
+            "こんにちは。",
+            "AさんはBさんより3歳年上で、5年後には二人の年齢の和が41歳になります。\
+             今のAさんは何歳ですか。",
+            "よろしくお願いします。",
+        ),
+    ];
+    for (before, prompt, after) in pairs {
+        let bare = score(prompt);
+        let wrapped = score(&format!("{before}{prompt}{after}"));
+        assert!(
+            (bare - wrapped).abs() < 1e-6,
+            "{bare:.3} bare, {wrapped:.3} wrapped: {prompt:.60}"
+        );
+    }
+    // The courtesy alone is still small talk.
+    assert_side(
+        &["Hello there!", "Thanks a lot!", "¡Hola!", "谢谢！"],
+        false,
+    );
+}

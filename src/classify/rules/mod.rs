@@ -20,7 +20,7 @@ mod lexicon;
 mod scan;
 mod stems;
 
-use super::{Classifier, Conversation, Role, Scored, MAX_SCAN_BYTES};
+use super::{courtesy, Classifier, Conversation, Role, Scored, MAX_SCAN_BYTES};
 use keywords::Feat::*;
 use keywords::{index, Feat, CATEGORIES, FIRST_FAST, NCAT, S};
 use scan::{fill_lowercase, scan_symbols, scan_words, Stats};
@@ -207,6 +207,16 @@ impl Classifier for RulesClassifier {
 
 impl RulesClassifier {
     pub fn signals(&self, conversation: &Conversation<'_>) -> RuleSignals {
+        self.signals_with_newest(conversation, None)
+    }
+
+    /// `signals`, given the newest user turn already without its courtesy (`courtesy::trim`)
+    /// when the caller has it: the learned classifier trims it once for all its blocks.
+    pub fn signals_with_newest(
+        &self,
+        conversation: &Conversation<'_>,
+        newest_trimmed: Option<&str>,
+    ) -> RuleSignals {
         let mut users = conversation
             .turns
             .iter()
@@ -221,7 +231,10 @@ impl RulesClassifier {
             };
         };
         let mut buf = String::with_capacity(newest.text.len().min(MAX_SCAN_BYTES) + 1);
-        let mut eval = eval_turn(&newest.text, MAX_SCAN_BYTES, &mut buf);
+        // Read without the greetings and thanks around the task (`courtesy`); a turn that
+        // is only courtesy is read whole, so it still counts as a greeting.
+        let newest_text = newest_trimmed.unwrap_or_else(|| courtesy::trim(&newest.text));
+        let mut eval = eval_turn(newest_text, MAX_SCAN_BYTES, &mut buf);
 
         // Earlier user turns matter only through a chain of short follow-ups.
         let mut context: [Option<TurnEval>; CONTEXT_TURNS] = [None; CONTEXT_TURNS];
@@ -230,7 +243,7 @@ impl RulesClassifier {
             let Some(turn) = users.next().filter(|_| follows) else {
                 break;
             };
-            let e = eval_turn(&turn.text, CONTEXT_SCAN_BYTES, &mut buf);
+            let e = eval_turn(courtesy::trim(&turn.text), CONTEXT_SCAN_BYTES, &mut buf);
             follows = e.may_follow_up();
             *slot = Some(e);
         }
