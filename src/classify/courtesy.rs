@@ -22,9 +22,14 @@ use std::sync::LazyLock;
 const OPENERS: &[&str] = &[
     "hope you are doing well",
     "hope you're doing well",
+    "hope you’re doing well",
     "i hope you are doing well",
     "i hope you're doing well",
+    "i hope you’re doing well",
     "hope you are well",
+    "hope you're well",
+    "hope you’re well",
+    "hope this finds you well",
     "hope all is well",
     "i hope this finds you well",
     "good morning",
@@ -66,6 +71,7 @@ const OPENERS: &[&str] = &[
     "добрый вечер",
     "доброе утро",
     "привет",
+    "大家好",
     "您好",
     "你好",
     "こんにちは",
@@ -81,10 +87,13 @@ const HELP_ASKS: &[&str] = &[
     "please help me with the following",
     "please help me",
     "please help",
+    "can you please help me with this",
     "can you help me with this",
     "can you help me with the following",
     "can you please help me",
     "can you help me",
+    "could you please help me with this",
+    "could you help me with the following",
     "could you help me with this",
     "could you please help me",
     "could you help me",
@@ -104,7 +113,9 @@ const HELP_ASKS: &[&str] = &[
     "ayúdame con esto",
     "ayúdame",
     "peux-tu m'aider",
+    "peux-tu m’aider",
     "pouvez-vous m'aider",
+    "pouvez-vous m’aider",
     "aide-moi",
     "mi puoi aiutare",
     "aiutami",
@@ -122,7 +133,8 @@ const HELP_ASKS: &[&str] = &[
     "도와주세요",
 ];
 
-/// Addressees that may follow a greeting ("Hi there!", "Hello ChatGPT,"), lowercase.
+/// Addressees that may follow a greeting ("Hi there!", "Hello ChatGPT,", "Hallo zusammen,"),
+/// lowercase.
 const ADDRESSEES: &[&str] = &[
     "there",
     "chatgpt",
@@ -134,11 +146,32 @@ const ADDRESSEES: &[&str] = &[
     "everyone",
     "all",
     "team",
+    "zusammen",
+    "allerseits",
+    "a todos",
+    "à tous",
+    "a tutti",
+    "pessoal",
+    "всем",
 ];
+
+/// Words that may follow a greeting with no punctuation between ("hi can you ...", "hello i
+/// need ..."), lowercase, longer forms first: the usual start of a request. Any other word keeps the greeting:
+/// "Hello in 20 languages", "Hi vs hello", "Hey Jude", "Dear John" are about the word.
+const STARTERS: &[&str] = &[
+    "i'm", "i’m", "i", "can", "could", "would", "please", "quick", "so",
+];
+
+/// "Hello, World!" is a program, in any language.
+const WORLDS: &[&str] = &["world", "mundo", "welt", "monde", "mondo", "мир", "世界"];
 
 /// Thanks at the end of a turn, lowercase. Longer forms first.
 const CLOSINGS: &[&str] = &[
+    "thank you in advance for your help",
+    "thanks in advance for your help",
     "thank you very much in advance",
+    "thank you so much in advance",
+    "thanks so much in advance",
     "thanks a lot in advance",
     "thank you in advance",
     "thanks in advance",
@@ -146,6 +179,9 @@ const CLOSINGS: &[&str] = &[
     "thanks so much",
     "thank you very much",
     "thanks a lot",
+    "thank you for your help",
+    "thanks for your help",
+    "thanks for the help",
     "many thanks",
     "thank you",
     "thanks",
@@ -157,9 +193,11 @@ const CLOSINGS: &[&str] = &[
     "danke schön",
     "danke",
     "muchas gracias",
+    "muchas gracias de antemano",
     "gracias de antemano",
     "gracias",
     "merci d'avance",
+    "merci d’avance",
     "merci beaucoup",
     "merci",
     "grazie mille",
@@ -168,14 +206,18 @@ const CLOSINGS: &[&str] = &[
     "obrigado",
     "obrigada",
     "заранее спасибо",
+    "спасибо заранее",
+    "спасибо большое",
     "большое спасибо",
     "спасибо",
     "非常感谢",
     "谢谢你",
     "谢谢",
     "多谢",
+    "ありがとうございました",
     "ありがとうございます",
     "ありがとう",
+    "よろしくお願いいたします",
     "よろしくお願いします",
     "감사합니다",
     "고맙습니다",
@@ -200,6 +242,9 @@ fn is_courtesy_punct(c: char) -> bool {
             | '？'
             | '：'
             | '、'
+            | '…'
+            | '～'
+            | '；'
     )
 }
 
@@ -236,46 +281,75 @@ pub fn trim(text: &str) -> &str {
 fn cut_opener(text: &str) -> Option<&str> {
     let body = text.trim_start_matches(is_opening_punct);
     if let Some(len) = first_prefix(body, &OPENER_INDEX) {
-        let after = &body[len..];
-        // An addressee: "Hi there", "Hello ChatGPT".
-        let spaced = after.trim_start_matches([' ', '\t']);
-        let addressed = first_prefix(spaced, &ADDRESSEE_INDEX)
-            .and_then(|len| closed_by_punct_or_space(&spaced[len..]));
-        if addressed.is_some() {
-            return addressed;
-        }
-        // "Hello world" is a program, not a greeting.
-        if prefix_len(spaced, "world").is_some() {
+        return after_greeting(&body[len..]);
+    }
+    // A help request only when it stands on its own: "Can you help me prove ..." keeps its
+    // words.
+    first_prefix(body, &HELP_INDEX).and_then(|len| after_punct(&body[len..]))
+}
+
+/// What follows a greeting, when it was one: "Hi, ...", "Hi there! ...", "Hey, ChatGPT,
+/// ...", "hi can you ..."; `None` when the word is the topic or part of a name ("Hello in 20
+/// languages", "Hi vs hello", "Hello, World!", "Hey Jude", "Dear John", "hidden").
+fn after_greeting(after: &str) -> Option<&str> {
+    if let Some(rest) = after_punct(after) {
+        if first_word(rest, &WORLD_INDEX).is_some() {
             return None;
         }
-        return closed_by_punct_or_space(after);
+        return Some(after_addressee(rest).unwrap_or(rest));
     }
-    // Only when it stands on its own: "Can you help me prove ..." keeps its words.
-    first_prefix(body, &HELP_INDEX).and_then(|len| closed_by_punct(&body[len..]))
+    let spaced = after.trim_start_matches(is_inline_space);
+    if spaced.len() == after.len() {
+        return None; // glued to a longer word: "hidden", "Hello.java"
+    }
+    if let Some(rest) = after_addressee(spaced) {
+        return Some(rest);
+    }
+    first_word(spaced, &STARTER_INDEX).map(|_| spaced)
 }
 
-/// The rest after the punctuation (and spaces) that end a phrase; `None` if the phrase was
-/// only the start of a longer word ("hi" in "hidden", "dear" in "dearly").
-fn closed_by_punct_or_space(after: &str) -> Option<&str> {
-    match after.chars().next() {
-        None => Some(after),
-        // Not a dash or tilde right after the word: "hi-res", "hey~".
-        Some(c) if c.is_whitespace() || (is_courtesy_punct(c) && !matches!(c, '-' | '~')) => {
-            Some(after.trim_start_matches(|c: char| c.is_whitespace() || is_courtesy_punct(c)))
-        }
-        _ => None,
-    }
+/// The rest after an addressee and the punctuation that closes it ("there! ...",
+/// "ChatGPT, ...").
+fn after_addressee(text: &str) -> Option<&str> {
+    first_word(text, &ADDRESSEE_INDEX).and_then(|len| after_punct(&text[len..]))
 }
 
-/// The rest after the punctuation that ends a phrase; `None` without one.
-fn closed_by_punct(after: &str) -> Option<&str> {
-    let spaced = after.trim_start_matches([' ', '\t']);
-    match spaced.chars().next() {
-        Some(c) if is_courtesy_punct(c) || c == '\n' => {
-            Some(spaced.trim_start_matches(|c: char| c.is_whitespace() || is_courtesy_punct(c)))
-        }
-        _ => None,
-    }
+/// The rest after the punctuation that closes a phrase ("Hi, ...", "Hey - ...", "Can you
+/// help me?\n..."), which must be followed by whitespace: `None` for "Hello.java" or no
+/// punctuation at all. Only the phrase's own marks go: "Hey, -1/12 is ..." keeps its sign.
+fn after_punct(after: &str) -> Option<&str> {
+    let spaced = after.trim_start_matches(is_inline_space);
+    let stripped = spaced.trim_start_matches(is_courtesy_punct);
+    let marks = &spaced[..spaced.len().saturating_sub(stripped.len())];
+    let closed = !marks.is_empty() || spaced.starts_with(['\n', '\r']);
+    // Full-width marks ("你好，", "こんにちは。") are followed by no space.
+    let then_space =
+        stripped.is_empty() || stripped.starts_with(char::is_whitespace) || !marks.is_ascii();
+    (closed && then_space).then(|| stripped.trim_start())
+}
+
+/// Whitespace within a line (spaces, tabs, the no-break spaces French puts before `?`).
+fn is_inline_space(c: char) -> bool {
+    c.is_whitespace() && c != '\n' && c != '\r'
+}
+
+/// The byte length of the first of `phrases` that `text` starts with as whole words (not
+/// "is" for "i", not "allergies" for "all"; Chinese, Japanese and Korean have no spaces to
+/// end a word, so there the phrase itself is enough).
+fn first_word(text: &str, phrases: &PhraseIndex) -> Option<usize> {
+    first_prefix(text, phrases).filter(|&len| {
+        let (word, rest) = text.split_at(len);
+        word.chars().next_back().is_some_and(is_cjk)
+            || rest
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric() && c != '\'' && c != '’')
+    })
+}
+
+/// Han, kana, hangul and full-width forms: scripts written without spaces between words.
+fn is_cjk(c: char) -> bool {
+    matches!(u32::from(c), 0x3000..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0xFF00..=0xFFEF)
 }
 
 /// `text` without thanks at its end (and the punctuation around them).
@@ -296,13 +370,16 @@ fn cut_closing(text: &str) -> &str {
         let kept = before.trim_end();
         let gap = &before[kept.len()..];
         let separated = !gap.is_empty() || !closing.is_ascii();
-        let after_sentence = gap.contains('\n')
-            || kept.chars().next_back().is_some_and(|c| {
-                matches!(
-                    c,
-                    '.' | '!' | '?' | ':' | ';' | ')' | '。' | '！' | '？' | '）' | '」'
-                )
-            });
+        if kept.is_empty() {
+            return kept; // nothing but courtesy: `trim` keeps the turn whole
+        }
+        // Never after a colon: "Translate to English: Danke schön" asks about the thanks.
+        let last = kept.chars().next_back();
+        let after_colon = matches!(last, Some(':' | '：'));
+        let after_sentence = matches!(
+            last,
+            Some('.' | '!' | '?' | ')' | '。' | '！' | '？' | '）' | '」')
+        ) || (gap.contains('\n') && !after_colon);
         if separated && after_sentence {
             return kept;
         }
@@ -365,6 +442,8 @@ static HELP_INDEX: LazyLock<PhraseIndex> = LazyLock::new(|| PhraseIndex::new(HEL
 static ADDRESSEE_INDEX: LazyLock<PhraseIndex> =
     LazyLock::new(|| PhraseIndex::new(ADDRESSEES, false));
 static CLOSING_INDEX: LazyLock<PhraseIndex> = LazyLock::new(|| PhraseIndex::new(CLOSINGS, true));
+static STARTER_INDEX: LazyLock<PhraseIndex> = LazyLock::new(|| PhraseIndex::new(STARTERS, false));
+static WORLD_INDEX: LazyLock<PhraseIndex> = LazyLock::new(|| PhraseIndex::new(WORLDS, false));
 
 /// Whether `c` (from the text) is the letter `lower` (from a lowercase phrase), in any case.
 fn same_letter(c: char, lower: char) -> bool {
@@ -440,9 +519,37 @@ mod tests {
             format!("{PROBLEM} Thanks in advance!"),
             format!("{PROBLEM}\n\nthanks a lot!!"),
             format!("Hello, please help: {PROBLEM} Thank you!"),
+            format!("Hey, ChatGPT, {PROBLEM}"),
+            format!("Hope you’re doing well! {PROBLEM}"),
+            format!("hi\n{PROBLEM}"),
         ] {
             assert_eq!(trim(&wrapped), PROBLEM, "{wrapped:?}");
         }
+    }
+
+    #[test]
+    fn a_greeting_with_no_punctuation_goes_only_before_a_request() {
+        assert_eq!(
+            trim("hi can you prove that 7^n - 1 is divisible by 6?"),
+            "can you prove that 7^n - 1 is divisible by 6?"
+        );
+        assert_eq!(
+            trim("Hello I'm stuck on this: is 1001 prime?"),
+            "I'm stuck on this: is 1001 prime?"
+        );
+    }
+
+    #[test]
+    fn only_the_phrase_own_punctuation_goes() {
+        assert_eq!(
+            trim("Can you help me? -3x + 5 = 11, solve for x."),
+            "-3x + 5 = 11, solve for x."
+        );
+        assert_eq!(
+            trim("Hey, -1/12 is the sum of all naturals? Explain."),
+            "-1/12 is the sum of all naturals? Explain."
+        );
+        assert_eq!(trim("Hi, .5 + .25 = ? Show it."), ".5 + .25 = ? Show it.");
     }
 
     #[test]
@@ -467,6 +574,9 @@ mod tests {
         assert_eq!(trim(&format!("你好，请帮我看看：{zh}谢谢！")), zh);
         let ja = "二つの奇数の和が偶数であることを証明してください。";
         assert_eq!(trim(&format!("こんにちは。{ja}よろしくお願いします。")), ja);
+        // French puts a no-break space before `?`; iOS writes a curly apostrophe.
+        assert_eq!(trim(&format!("Pouvez-vous m'aider\u{a0}? {fr}")), fr);
+        assert_eq!(trim(&format!("{fr} Merci d’avance !")), fr);
     }
 
     #[test]
@@ -482,6 +592,23 @@ mod tests {
             "Hello world in Rust, with a test: show me the program.",
             "Hi-res scans of the sheet are attached; read the totals.",
             "Write a short note to my teacher to say thanks",
+            // The greeting is the topic, a name, or "Hello, World!" in any language.
+            "Hello, World! program in C with a Makefile, please.",
+            "Hola mundo en Python, con comentarios.",
+            "Привет, мир на Rust: напиши программу.",
+            "你好，世界程序用 Rust 怎么写？",
+            "Good morning in Japanese, formal and informal?",
+            "Hello in 20 languages, as a JSON table.",
+            "Hi vs hello: which is more formal?",
+            "Hey Jude, don't make it bad: what key is it in?",
+            "Dear John letter: what does the phrase mean?",
+            "Dear Hiring Manager,\n\nI am writing to apply. Proofread this.",
+            "Buenas prácticas para manejar errores en Rust: ¿cuáles son?",
+            "Hello.java won't compile: cannot find symbol.",
+            "HI state income tax brackets for 2024?",
+            // Thanks after a colon are what is asked about.
+            "Translate to English: Danke schön",
+            "Translate into French:\nThank you very much",
         ] {
             assert_eq!(trim(text), text, "{text:?}");
         }
@@ -495,6 +622,9 @@ mod tests {
             "Hello there, thank you!",
             "ありがとう",
             "   ",
+            "Hi! Thank you very much!",
+            "Привет! Спасибо!",
+            "Hello! Can you help me? Thank you so much in advance!!",
         ] {
             assert_eq!(trim(text), text, "{text:?}");
         }
