@@ -27,6 +27,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from second_stage import auc  # Mann-Whitney with tied ranks, shared with the head's figures
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Per-language openers for the "native" wrapping (unlisted clauses after listed greetings).
@@ -60,13 +62,6 @@ WRAPPINGS = [
 ]
 
 
-def auc(pos: list[float], neg: list[float]) -> float:
-    if not pos or not neg:
-        return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
-
-
 def score(binary: str, rows: list[dict]) -> dict[str, dict]:
     lines = "".join(json.dumps({"id": r["id"], "prompt": r["prompt"]}) + "\n" for r in rows)
     out = subprocess.run(
@@ -90,15 +85,18 @@ def main() -> None:
         for group, name, wrap in WRAPPINGS:
             wrapped = [dict(r, prompt=wrap(r["prompt"], r.get("lang", "en"))) for r in rows]
             got = score(args.bin, wrapped)
-            pos = [got[r["id"]]["score"] for r in wrapped if r["label"] == 1]
-            neg = [got[r["id"]]["score"] for r in wrapped if r["label"] == 0]
+            scores = [got[r["id"]]["score"] for r in wrapped]
+            labels = [r["label"] == 1 for r in wrapped]
+            pos = [s for s, positive in zip(scores, labels) if positive]
+            neg = [s for s, positive in zip(scores, labels) if not positive]
+            ranking = auc(scores, labels)
             sent = {r["id"] for r in wrapped if got[r["id"]]["tier"] == "reasoning"}
             tp = sum(r["id"] in sent for r in wrapped if r["label"] == 1)
             fp = sum(r["id"] in sent for r in wrapped if r["label"] == 0)
             recall = tp / len(pos) if pos else float("nan")
             fpr = fp / len(neg) if neg else float("nan")
             print(
-                f"| {group} | {name or 'none'} | {auc(pos, neg):.3f} | {recall:.1%} | "
+                f"| {group} | {name or 'none'} | {'n/a' if ranking is None else f'{ranking:.3f}'} | {recall:.1%} | "
                 f"{fpr:.1%} | {len(sent) / len(rows):.1%} |"
             )
 

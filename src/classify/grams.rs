@@ -12,7 +12,8 @@ pub const BUCKETS: usize = 512;
 /// inflections ("beweisen", "beweise").
 const STEM_CHARS: usize = 6;
 
-fn is_cjk(c: char) -> bool {
+/// Han, kana and hangul: scripts written without spaces between words.
+pub(super) fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF)
 }
 
